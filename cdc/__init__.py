@@ -1,0 +1,1 @@
+"""Change capture: tail MongoDB's change stream and turn changes into domain events."""

@@ -1,0 +1,81 @@
+"""Domain events: what the indexer learns about a document, independent of MongoDB.
+
+An event is serialised to one JSON string per Redis Stream entry (field
+``event``). ``event_id`` is stable across replays: it is derived from the
+change's resume token, or for a snapshot from the scan that produced it.
+``version`` orders changes of one document: an event never overwrites the
+index state of a newer version."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Literal
+
+EventType = Literal["created", "updated", "deleted"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class DocumentEvent:
+    event_id: str
+    event_type: ClassVar[EventType]
+    document_id: str
+    namespace: str
+    version: int
+    timestamp: datetime
+    user_id: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        body = asdict(self)
+        body["event_type"] = self.event_type
+        body["timestamp"] = self.timestamp.isoformat()
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":"), default=str)
+
+    @property
+    def key(self) -> str:
+        """The document's identity across namespaces: what per-document work is serialised on."""
+        return f"{self.namespace}/{self.document_id}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class DocumentCreatedEvent(DocumentEvent):
+    event_type: ClassVar[EventType] = "created"
+    content: str
+    source: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class DocumentUpdatedEvent(DocumentEvent):
+    event_type: ClassVar[EventType] = "updated"
+    content: str
+    old_content: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class DocumentDeletedEvent(DocumentEvent):
+    event_type: ClassVar[EventType] = "deleted"
+
+
+_BY_TYPE: dict[str, type[DocumentEvent]] = {
+    cls.event_type: cls
+    for cls in (DocumentCreatedEvent, DocumentUpdatedEvent, DocumentDeletedEvent)
+}
+
+
+class MalformedEvent(ValueError):
+    """A queue entry that does not decode to a domain event."""
+
+
+def event_from_json(raw: str | bytes) -> DocumentEvent:
+    """Decode what :meth:`DocumentEvent.to_json` wrote.
+
+    Raises MalformedEvent when *raw* is not such a document."""
+    try:
+        body = json.loads(raw)
+        cls = _BY_TYPE[body.pop("event_type")]
+        body["timestamp"] = datetime.fromisoformat(body["timestamp"]).astimezone(UTC)
+        return cls(**body)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise MalformedEvent(f"not a document event: {exc}") from exc

@@ -1,0 +1,1 @@
+"""Cross-cutting pieces of the sidecar: settings, errors, logging and the supervisor."""
