@@ -1,0 +1,1 @@
+"""The indexer: chunk document text, embed the chunks, keep them in Milvus."""
