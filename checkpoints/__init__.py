@@ -1,0 +1,1 @@
+"""Everything the sidecar persists in Redis: positions, the lease, the queue, version records."""

@@ -1,0 +1,42 @@
+"""The Redis key layout of one pipeline, in one place."""
+
+from __future__ import annotations
+
+import re
+
+from sidecar.errors import ConfigurationError
+
+_PIPELINE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+class Keys:
+    """Every Redis key of one pipeline, all under ``cdc:{pipeline}:``.
+
+    Raises ConfigurationError when *pipeline* is empty or holds characters
+    other than letters, digits, ``_``, ``.`` and ``-`` (the name ends up in
+    SCAN patterns, where glob characters would match other pipelines)."""
+
+    def __init__(self, pipeline: str) -> None:
+        if not _PIPELINE_NAME.fullmatch(pipeline):
+            raise ConfigurationError(
+                f"pipeline name {pipeline!r} must be non-empty and use only [A-Za-z0-9_.-]"
+            )
+        self.pipeline = pipeline
+        prefix = f"cdc:{pipeline}:"
+        self.prefix = prefix
+        self.events = prefix + "events"
+        self.dead = prefix + "dead"
+        self.checkpoint = prefix + "checkpoint"
+        self.fence = prefix + "fence"
+        self.lease = prefix + "lease"
+        self.stats = prefix + "stats"
+        self.last_applied = prefix + "last_applied"
+        self.version_prefix = prefix + "version:"
+        self.group = "indexer"
+
+    def version(self, doc_key: str) -> str:
+        """The key of *doc_key*'s version record (doc_key as in DocumentEvent.key)."""
+        return self.version_prefix + doc_key
+
+    def __repr__(self) -> str:
+        return f"Keys({self.pipeline!r})"

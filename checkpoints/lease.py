@@ -1,0 +1,137 @@
+"""The writer lease: one process at a time captures, and its fence proves it."""
+
+from __future__ import annotations
+
+import asyncio
+
+from redis.asyncio import Redis
+
+from checkpoints.keys import Keys
+from checkpoints.lua import LuaScript
+from sidecar.errors import ConfigurationError, LeaseLost
+
+# KEYS: lease, fence. ARGV: owner, ttl in ms. Returns the new fence, or 0 when held by another.
+# The owner's own unexpired lease counts as free: a restarted process with a
+# stable owner name takes over at once, and the INCR fences out its previous life.
+_ACQUIRE = LuaScript(
+    """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return redis.call('INCR', KEYS[2])
+"""
+)
+
+# KEYS: lease, fence. ARGV: owner, ttl in ms, our fence. An expired lease is
+# renewed too if nobody acquired it since (the fence is still ours).
+_RENEW = LuaScript(
+    """
+local holder = redis.call('GET', KEYS[1])
+if redis.call('GET', KEYS[2]) ~= ARGV[3] or (holder and holder ~= ARGV[1]) then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+)
+
+# KEYS: lease, fence. ARGV: owner, our fence.
+_RELEASE = LuaScript(
+    """
+if redis.call('GET', KEYS[1]) == ARGV[1] and redis.call('GET', KEYS[2]) == ARGV[2] then
+  redis.call('DEL', KEYS[1])
+end
+return 1
+"""
+)
+
+
+class Lease:
+    """A Redis lease naming the one writer of a pipeline.
+
+    Each acquisition increments the pipeline's fence and hands it to the new
+    holder; every fenced write (EventQueue.append, ResumeTokenStore resets)
+    checks it inside the same atomic operation, so a writer that lost the
+    lease cannot move anything even before it notices. The holder must renew
+    more often than *ttl* (``renew_interval`` is a third of it) and stop
+    writing as soon as renew raises LeaseLost."""
+
+    def __init__(self, redis: Redis, keys: Keys, *, owner: str, ttl: float = 15.0) -> None:
+        if not owner:
+            raise ConfigurationError("lease owner must be a non-empty name")
+        if ttl <= 0:
+            raise ConfigurationError(f"lease ttl must be positive, got {ttl}")
+        self._redis = redis
+        self._keys = keys
+        self._owner = owner
+        self._ttl_ms = max(1, round(ttl * 1000))
+        self._fence: int | None = None
+
+    @property
+    def owner(self) -> str:
+        return self._owner
+
+    @property
+    def renew_interval(self) -> float:
+        """Seconds between renewals that leave two retries before the lease expires."""
+        return self._ttl_ms / 3000
+
+    @property
+    def fence(self) -> int:
+        """The fencing token of the current acquisition.
+
+        Raises LeaseLost when the lease was never acquired or has been released."""
+        if self._fence is None:
+            raise LeaseLost(f"{self._owner} does not hold the lease of {self._keys.pipeline}")
+        return self._fence
+
+    async def acquire(self, *, wait: bool = True) -> int:
+        """Take the lease and return the new fence.
+
+        With *wait*, polls until the current holder's lease expires or is
+        released (cancel the call to give up); without, raises LeaseLost at
+        once when another owner holds it."""
+        keys = [self._keys.lease, self._keys.fence]
+        while True:
+            fence = int(await _ACQUIRE(self._redis, keys, [self._owner, self._ttl_ms]))
+            if fence:
+                self._fence = fence
+                return fence
+            if not wait:
+                raise LeaseLost(f"the lease of {self._keys.pipeline} is held by another owner")
+            await asyncio.sleep(self.renew_interval)
+
+    async def renew(self) -> None:
+        """Extend the lease by its ttl.
+
+        Raises LeaseLost when another owner acquired it since (the fence moved
+        on); the caller must stop writing."""
+        fence = self.fence
+        done = await _RENEW(
+            self._redis, [self._keys.lease, self._keys.fence], [self._owner, self._ttl_ms, fence]
+        )
+        if not done:
+            self._fence = None
+            raise LeaseLost(f"{self._owner} lost the lease of {self._keys.pipeline}")
+
+    async def hold(self, stop: asyncio.Event) -> None:
+        """Renew every ``renew_interval`` until *stop* is set. Raises LeaseLost as renew does."""
+        while not stop.is_set():
+            await self.renew()
+            try:
+                await asyncio.wait_for(stop.wait(), self.renew_interval)
+            except TimeoutError:
+                continue
+
+    async def release(self) -> None:
+        """Give the lease up so a standby need not wait for it to expire.
+
+        Idempotent; does nothing when the lease is no longer ours."""
+        if self._fence is None:
+            return
+        await _RELEASE(
+            self._redis, [self._keys.lease, self._keys.fence], [self._owner, self._fence]
+        )
+        self._fence = None

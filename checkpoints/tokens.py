@@ -1,0 +1,139 @@
+"""The change stream position: where capture resumes after a restart."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from bson import Timestamp, json_util
+from redis.asyncio import Redis
+
+from checkpoints.keys import Keys
+from checkpoints.lua import FENCE_CHECK, LuaScript, raise_unless_fenced
+from sidecar.errors import ConfigurationError
+
+# Canonical extended JSON keeps every BSON type of a token (binary, Int64, ...) exact.
+_TOKEN_JSON = json_util.CANONICAL_JSON_OPTIONS.with_options(tz_aware=True, tzinfo=UTC)
+
+
+def pack_timestamp(ts: Timestamp) -> int:
+    """A BSON Timestamp as one ordered integer, ``(time << 32) | inc``."""
+    return (ts.time << 32) | ts.inc
+
+
+def unpack_timestamp(packed: int) -> Timestamp:
+    """The inverse of :func:`pack_timestamp`."""
+    return Timestamp(packed >> 32, packed & 0xFFFFFFFF)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A position to resume the change stream from.
+
+    ``token`` is the resume token document as pymongo returns it: resume
+    *after* it. ``start_at_operation_time`` is set instead of a token by an
+    operator's reset to a time. Both times are packed BSON Timestamps."""
+
+    token: Mapping[str, Any] | None
+    cluster_time: int | None
+    start_at_operation_time: int | None
+    saved_at: datetime
+
+    def to_json(self) -> str:
+        body = {
+            "token": None if self.token is None else json.loads(
+                json_util.dumps(dict(self.token), json_options=_TOKEN_JSON)
+            ),
+            "cluster_time": self.cluster_time,
+            "start_at_operation_time": self.start_at_operation_time,
+            "saved_at": self.saved_at.isoformat(),
+        }
+        return json.dumps(body, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> Checkpoint:
+        """Decode what :meth:`to_json` wrote; raises ValueError when *raw* is not a checkpoint."""
+        try:
+            body = json.loads(raw)
+            token = body["token"]
+            return cls(
+                token=None if token is None else json_util.loads(
+                    json.dumps(token), json_options=_TOKEN_JSON
+                ),
+                cluster_time=body["cluster_time"],
+                start_at_operation_time=body["start_at_operation_time"],
+                saved_at=datetime.fromisoformat(body["saved_at"]),
+            )
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not a checkpoint: {exc}") from exc
+
+
+_SET_IF_FENCED = LuaScript(
+    FENCE_CHECK
+    + """
+redis.call('SET', KEYS[2], ARGV[2])
+return 1
+"""
+)
+
+_DELETE_IF_FENCED = LuaScript(
+    FENCE_CHECK
+    + """
+redis.call('DEL', KEYS[2])
+return 1
+"""
+)
+
+
+class ResumeTokenStore:
+    """Reads the checkpoint and applies an operator's resets.
+
+    Capture saves positions through EventQueue.append, in the same atomic
+    write as the events they cover; these resets are for operators. Each
+    reset checks *fence* inside the write and raises LeaseLost, changing
+    nothing, when it is not the current lease's fence. A reset takes effect
+    at the next start of capture: the caller must restart capture (or hold
+    the lease while capture is stopped) so a running capture does not
+    overwrite it."""
+
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self._redis = redis
+        self._keys = keys
+
+    async def load(self) -> Checkpoint | None:
+        """The saved position, or None when capture should start at the current one."""
+        raw = await self._redis.get(self._keys.checkpoint)
+        return None if raw is None else Checkpoint.from_json(raw)
+
+    async def reset_to_token(self, token: Mapping[str, Any], *, fence: int) -> None:
+        """Resume after *token* at the next start."""
+        await self._set(
+            Checkpoint(token, None, None, datetime.now(UTC)), fence=fence
+        )
+
+    async def reset_to_time(self, when: datetime, *, fence: int) -> None:
+        """Start at the first change at or after *when* at the next start.
+
+        Raises ConfigurationError when *when* has no timezone."""
+        if when.tzinfo is None:
+            raise ConfigurationError(f"reset time {when.isoformat()} needs a timezone")
+        packed = pack_timestamp(Timestamp(when, 0))
+        await self._set(Checkpoint(None, None, packed, datetime.now(UTC)), fence=fence)
+
+    async def clear(self, *, fence: int) -> None:
+        """Forget the position: the next start begins at the current position (reset to now)."""
+        done = await _DELETE_IF_FENCED(
+            self._redis, [self._keys.fence, self._keys.checkpoint], [fence]
+        )
+        raise_unless_fenced(done, fence)
+
+    async def _set(self, checkpoint: Checkpoint, *, fence: int) -> None:
+        done = await _SET_IF_FENCED(
+            self._redis,
+            [self._keys.fence, self._keys.checkpoint],
+            [fence, checkpoint.to_json()],
+        )
+        raise_unless_fenced(done, fence)

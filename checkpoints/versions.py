@@ -1,0 +1,109 @@
+"""Per-document version records: what the index holds for each document."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+
+from checkpoints.keys import Keys
+from sidecar.errors import ConfigurationError
+
+
+@dataclass(frozen=True)
+class VersionRecord:
+    """What is indexed for one document.
+
+    ``version`` is the packed cluster time of the change applied last: a
+    change with a lower version must never overwrite this record or the
+    document's chunks. ``chunk_ids`` are the document's chunk ids in Milvus,
+    in order, so stale chunks can be deleted by id. A ``deleted`` record is a
+    tombstone: it keeps the version of the delete so a replayed older change
+    cannot resurrect the document."""
+
+    version: int
+    content_hash: str
+    metadata_hash: str
+    chunk_ids: tuple[str, ...]
+    deleted: bool
+    updated_at: datetime
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "version": self.version,
+                "content_hash": self.content_hash,
+                "metadata_hash": self.metadata_hash,
+                "chunk_ids": list(self.chunk_ids),
+                "deleted": self.deleted,
+                "updated_at": self.updated_at.isoformat(),
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> VersionRecord:
+        """Decode what :meth:`to_json` wrote; raises ValueError when *raw* is not a record."""
+        try:
+            body: dict[str, Any] = json.loads(raw)
+            return cls(
+                version=int(body["version"]),
+                content_hash=str(body["content_hash"]),
+                metadata_hash=str(body["metadata_hash"]),
+                chunk_ids=tuple(str(c) for c in body["chunk_ids"]),
+                deleted=bool(body["deleted"]),
+                updated_at=datetime.fromisoformat(body["updated_at"]),
+            )
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not a version record: {exc}") from exc
+
+
+class VersionStore:
+    """Reads version records, and stages their writes into the indexer's commit.
+
+    Live records never expire: they hold the chunk ids needed to delete a
+    document's stale chunks. Tombstones expire after *ttl_seconds* (None:
+    never), long enough to outlive any replay of older changes; after that a
+    delete's record is simply absent."""
+
+    def __init__(self, redis: Redis, keys: Keys, *, ttl_seconds: int | None) -> None:
+        if ttl_seconds is not None and ttl_seconds <= 0:
+            raise ConfigurationError(f"tombstone ttl must be positive, got {ttl_seconds}")
+        self._redis = redis
+        self._keys = keys
+        self._ttl_seconds = ttl_seconds
+
+    @property
+    def ttl_seconds(self) -> int | None:
+        return self._ttl_seconds
+
+    async def get_many(self, doc_keys: Sequence[str]) -> dict[str, VersionRecord]:
+        """The records of *doc_keys* in one round trip; documents without one are absent."""
+        if not doc_keys:
+            return {}
+        raws = await self._redis.mget([self._keys.version(k) for k in doc_keys])
+        return {
+            key: VersionRecord.from_json(raw)
+            for key, raw in zip(doc_keys, raws, strict=True)
+            if raw is not None
+        }
+
+    def stage(self, pipe: Pipeline, records: Mapping[str, VersionRecord]) -> None:
+        """Queue the SETs of *records* (by document key) on *pipe*, a transaction
+        the caller executes; tombstones get the ttl, live records none."""
+        for doc_key, record in records.items():
+            ttl = self._ttl_seconds if record.deleted else None
+            pipe.set(self._keys.version(doc_key), record.to_json(), ex=ttl)
+
+    async def all_keys(self) -> AsyncIterator[str]:
+        """Every document key with a record, by SCAN (each at least once; Redis may
+        repeat a key when the keyspace is rehashed during the scan)."""
+        prefix = self._keys.version_prefix
+        async for key in self._redis.scan_iter(match=prefix + "*", count=1000):
+            name = key.decode() if isinstance(key, bytes) else str(key)
+            yield name[len(prefix):]

@@ -1,0 +1,243 @@
+"""The consumer side of the durable queue: a consumer group reader with crash recovery."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+from redis.typing import EncodableT, FieldT
+
+from cdc.events import DocumentEvent, MalformedEvent, event_from_json
+from checkpoints.keys import Keys
+from checkpoints.stats import Stats
+from checkpoints.versions import VersionRecord, VersionStore
+
+_StreamEntry = tuple[bytes, Mapping[bytes, bytes] | None]
+
+
+@dataclass(frozen=True)
+class QueueEntry:
+    """One delivery of a queue entry.
+
+    ``event`` is None when the entry does not decode; ``error`` then says why.
+    ``deliveries`` counts this delivery too: 1 on the first read, more when
+    the entry was delivered before without being acknowledged."""
+
+    entry_id: str
+    event: DocumentEvent | None
+    error: str | None
+    raw: Mapping[str, bytes]
+    deliveries: int
+
+
+class EventReader:
+    """Reads the pipeline's queue as one consumer of the indexer's consumer group.
+
+    ``read`` delivers, in order of priority: this consumer's own entries
+    delivered before and not acknowledged (after a restart, or after
+    ``rewind``); entries idle longer than *claim_idle_ms* in any consumer
+    (a crashed one's, or ours that were never committed), claimed by XAUTOCLAIM;
+    then new entries. An entry is redelivered until ``commit`` or
+    ``dead_letter`` acknowledges it, so the caller must acknowledge only what
+    the vector store accepted. *consumer* should be stable across restarts of
+    one replica so its own pending entries come back to it at once. A blocking
+    read needs a client whose socket timeout exceeds *block_ms*."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        *,
+        consumer: str,
+        claim_idle_ms: int = 300_000,
+        versions: VersionStore | None = None,
+    ) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._consumer = consumer
+        self._claim_idle_ms = claim_idle_ms
+        self._versions = versions or VersionStore(redis, keys, ttl_seconds=None)
+        self._stats = Stats(redis, keys)
+        self._own_cursor: str | None = "0"
+        self._claim_cursor = "0-0"
+        self._next_claim_at = 0.0
+
+    @property
+    def consumer(self) -> str:
+        return self._consumer
+
+    async def start(self) -> None:
+        """Create the consumer group (and the stream) unless they exist. Idempotent."""
+        try:
+            await self._redis.xgroup_create(
+                self._keys.events, self._keys.group, id="0", mkstream=True
+            )
+        except ResponseError as exc:
+            if not str(exc).startswith("BUSYGROUP"):
+                raise
+
+    def rewind(self) -> None:
+        """Make the next reads redeliver this consumer's unacknowledged entries first:
+        for a caller that gave up on a batch (say, the vector store was down)
+        and wants it back without waiting *claim_idle_ms*."""
+        self._own_cursor = "0"
+
+    async def read(self, count: int, block_ms: int) -> list[QueueEntry]:
+        """Up to *count* entries; waits up to *block_ms* for new ones when nothing is
+        pending or claimable (``block_ms <= 0``: does not wait). An empty list
+        means nothing arrived in time.
+
+        If the consumer group vanished (Redis restarted without persistence),
+        recreates it and reads again."""
+        try:
+            return await self._read(count, block_ms)
+        except ResponseError as exc:
+            if not str(exc).startswith("NOGROUP"):
+                raise
+            await self.start()
+            self._own_cursor, self._claim_cursor = "0", "0-0"
+            return await self._read(count, block_ms)
+
+    async def _read(self, count: int, block_ms: int) -> list[QueueEntry]:
+        while self._own_cursor is not None:
+            batch = await self._read_group(count, self._own_cursor, block_ms=None)
+            if not batch:
+                self._own_cursor = None
+                break
+            self._own_cursor = batch[-1][0].decode()
+            entries = await self._deliver(batch, known_deliveries=False)
+            if entries:
+                return entries
+        while time.monotonic() >= self._next_claim_at:
+            cursor, claimed = await self._claim(count)
+            self._claim_cursor = cursor
+            if cursor == "0-0":
+                self._next_claim_at = time.monotonic() + self._claim_idle_ms / 2000
+            entries = await self._deliver(claimed, known_deliveries=False)
+            if entries:
+                return entries
+        batch = await self._read_group(count, ">", block_ms=block_ms if block_ms > 0 else None)
+        return await self._deliver(batch, known_deliveries=True)
+
+    async def _read_group(
+        self, count: int, from_id: str, *, block_ms: int | None
+    ) -> list[_StreamEntry]:
+        reply: list[tuple[bytes, list[_StreamEntry]]] = await self._redis.xreadgroup(  # type: ignore[assignment]
+            self._keys.group,
+            self._consumer,
+            {self._keys.events: from_id},
+            count=count,
+            block=block_ms,
+        )
+        return [entry for _, entries in reply for entry in entries]
+
+    async def _claim(self, count: int) -> tuple[str, list[_StreamEntry]]:
+        reply = await self._redis.xautoclaim(
+            self._keys.events,
+            self._keys.group,
+            self._consumer,
+            min_idle_time=self._claim_idle_ms,
+            start_id=self._claim_cursor,
+            count=count,
+        )
+        return reply[0].decode(), list(reply[1])
+
+    async def _deliver(
+        self, batch: Sequence[_StreamEntry], *, known_deliveries: bool
+    ) -> list[QueueEntry]:
+        # An entry deleted while pending comes back without fields: nothing to
+        # process, so it is only acknowledged.
+        ghosts = [entry_id for entry_id, fields in batch if not fields]
+        live = [(entry_id, fields) for entry_id, fields in batch if fields]
+        if ghosts:
+            await self._redis.xack(self._keys.events, self._keys.group, *ghosts)
+        if not live:
+            return []
+        deliveries = {} if known_deliveries else await self._deliveries(live)
+        return [
+            _decode(entry_id.decode(), fields, deliveries.get(entry_id.decode(), 1))
+            for entry_id, fields in live
+        ]
+
+    async def _deliveries(self, batch: Sequence[_StreamEntry]) -> dict[str, int]:
+        pending = await self._redis.xpending_range(
+            self._keys.events,
+            self._keys.group,
+            min=batch[0][0],
+            max=batch[-1][0],
+            count=len(batch),
+            consumername=self._consumer,
+        )
+        return {_text(row["message_id"]): int(row["times_delivered"]) for row in pending}
+
+    async def commit(
+        self,
+        entry_ids: Sequence[str],
+        *,
+        versions: Mapping[str, VersionRecord],
+        counts: Mapping[str, int],
+        last_applied: Mapping[str, Any] | None,
+    ) -> None:
+        """Record what a batch applied and acknowledge its entries, in one MULTI/EXEC:
+        the version records (by document key), the counter increments, the
+        last applied position (JSON; non-JSON values are written as strings),
+        and XACK + XDEL of *entry_ids*. Either all of it is written or none.
+
+        Raises ValueError (before writing anything) for an unknown counter."""
+        pipe = self._redis.pipeline(transaction=True)
+        self._versions.stage(pipe, versions)
+        self._stats.stage(pipe, counts)
+        if last_applied is not None:
+            pipe.set(
+                self._keys.last_applied,
+                json.dumps(dict(last_applied), default=str, separators=(",", ":")),
+            )
+        if entry_ids:
+            pipe.xack(self._keys.events, self._keys.group, *entry_ids)
+            pipe.xdel(self._keys.events, *entry_ids)
+        await pipe.execute()
+
+    async def dead_letter(self, entry: QueueEntry, error: str) -> None:
+        """Move *entry* to the dead-letter stream with *error*, in one MULTI/EXEC:
+        its original fields plus ``error``, ``deliveries``, ``entry_id`` and
+        ``failed_at``; then acknowledge and delete it and count it."""
+        fields: dict[FieldT, EncodableT] = {k: v for k, v in entry.raw.items()}
+        fields |= {
+            "error": error,
+            "deliveries": entry.deliveries,
+            "entry_id": entry.entry_id,
+            "failed_at": datetime.now(UTC).isoformat(),
+        }
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.xadd(self._keys.dead, fields)
+        pipe.xack(self._keys.events, self._keys.group, entry.entry_id)
+        pipe.xdel(self._keys.events, entry.entry_id)
+        self._stats.stage(pipe, {"dead_lettered": 1})
+        await pipe.execute()
+
+    async def pending(self) -> int:
+        """Entries delivered to any consumer and not acknowledged (call start() first)."""
+        summary = await self._redis.xpending(self._keys.events, self._keys.group)
+        return int(summary["pending"])
+
+
+def _decode(entry_id: str, fields: Mapping[bytes, bytes], deliveries: int) -> QueueEntry:
+    raw = {_text(k): v if isinstance(v, bytes) else str(v).encode() for k, v in fields.items()}
+    body = raw.get("event")
+    if body is None:
+        return QueueEntry(entry_id, None, "entry has no 'event' field", raw, deliveries)
+    try:
+        event = event_from_json(body)
+    except MalformedEvent as exc:
+        return QueueEntry(entry_id, None, str(exc), raw, deliveries)
+    return QueueEntry(entry_id, event, None, raw, deliveries)
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

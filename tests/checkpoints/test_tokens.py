@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+import redis.asyncio as aioredis
+import bson
+from bson import Binary, Int64, Timestamp
+
+from checkpoints.keys import Keys
+from checkpoints.lease import Lease
+from checkpoints.tokens import Checkpoint, ResumeTokenStore, pack_timestamp, unpack_timestamp
+from sidecar.errors import ConfigurationError, LeaseLost
+
+SAVED_AT = datetime(2026, 3, 4, 5, 6, 7, 891011, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        {"_data": "8263A1B2C3000000012B022C0100296E5A1004"},
+        {"_data": Binary(b"\x82c\xa1\x00\xff\x01", 0)},
+        {"_data": "82", "_typeBits": Binary(b"\x01", 0), "n": Int64(7), "f": 1.5},
+    ],
+)
+def test_checkpoint_round_trips_tokens_losslessly(token: dict[str, object]) -> None:
+    checkpoint = Checkpoint(token, pack_timestamp(Timestamp(1_700_000_000, 3)), None, SAVED_AT)
+
+    decoded = Checkpoint.from_json(checkpoint.to_json())
+
+    # Lossless means the server gets back the same BSON (pymongo itself
+    # decodes binary subtype 0 as bytes, which encodes identically).
+    assert decoded.token is not None
+    assert bson.encode(decoded.token) == bson.encode(token)
+    assert (decoded.cluster_time, decoded.saved_at) == (checkpoint.cluster_time, SAVED_AT)
+
+
+def test_timestamps_pack_in_order() -> None:
+    earlier, later = Timestamp(1_700_000_000, 9), Timestamp(1_700_000_001, 0)
+    assert pack_timestamp(earlier) < pack_timestamp(later)
+    assert unpack_timestamp(pack_timestamp(earlier)) == earlier
+
+
+def test_from_json_rejects_other_documents() -> None:
+    with pytest.raises(ValueError, match="not a checkpoint"):
+        Checkpoint.from_json('{"token": null}')
+
+
+async def test_no_checkpoint_until_one_is_saved(redis_client: aioredis.Redis, keys: Keys) -> None:
+    assert await ResumeTokenStore(redis_client, keys).load() is None
+
+
+async def test_reset_to_token_then_clear(
+    redis_client: aioredis.Redis, keys: Keys, fence: int
+) -> None:
+    store = ResumeTokenStore(redis_client, keys)
+    token = {"_data": Binary(b"\x00\x01token", 0)}
+
+    await store.reset_to_token(token, fence=fence)
+    loaded = await store.load()
+    assert loaded is not None and loaded.token is not None
+    assert bson.encode(loaded.token) == bson.encode(token)
+    assert (loaded.cluster_time, loaded.start_at_operation_time) == (None, None)
+
+    await store.clear(fence=fence)
+    assert await store.load() is None
+
+
+async def test_reset_to_time_packs_the_instant_in_utc(
+    redis_client: aioredis.Redis, keys: Keys, fence: int
+) -> None:
+    store = ResumeTokenStore(redis_client, keys)
+    when = datetime(2026, 5, 1, 14, 0, tzinfo=timezone(timedelta(hours=2)))
+
+    await store.reset_to_time(when, fence=fence)
+
+    loaded = await store.load()
+    assert loaded is not None and loaded.token is None
+    assert loaded.start_at_operation_time is not None
+    assert unpack_timestamp(loaded.start_at_operation_time) == Timestamp(
+        int(datetime(2026, 5, 1, 12, 0, tzinfo=UTC).timestamp()), 0
+    )
+
+
+async def test_reset_to_a_naive_time_is_refused(
+    redis_client: aioredis.Redis, keys: Keys, fence: int
+) -> None:
+    with pytest.raises(ConfigurationError):
+        await ResumeTokenStore(redis_client, keys).reset_to_time(
+            datetime(2026, 5, 1, 12, 0), fence=fence  # noqa: DTZ001
+        )
+
+
+async def test_resets_with_a_stale_fence_change_nothing(
+    redis_client: aioredis.Redis, keys: Keys, fence: int
+) -> None:
+    store = ResumeTokenStore(redis_client, keys)
+    await store.reset_to_token({"_data": "kept"}, fence=fence)
+    await redis_client.delete(keys.lease)  # the writer's lease expired
+    newer = await Lease(redis_client, keys, owner="another-writer").acquire(wait=False)
+    assert newer == fence + 1
+
+    with pytest.raises(LeaseLost):
+        await store.reset_to_token({"_data": "stale"}, fence=fence)
+    with pytest.raises(LeaseLost):
+        await store.reset_to_time(datetime.now(UTC), fence=fence)
+    with pytest.raises(LeaseLost):
+        await store.clear(fence=fence)
+
+    loaded = await store.load()
+    assert loaded is not None and loaded.token == {"_data": "kept"}
