@@ -1,0 +1,125 @@
+"""The sidecar's configuration, read once at the edge from CDC_* variables and .env.
+
+Everything deeper receives a Settings object (or the values it needs); nothing
+else reads the environment."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from sidecar.errors import ConfigurationError
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+
+
+def _split_list(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Every knob of one pipeline. See the configuration table in README.md."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CDC_", env_file=".env", extra="ignore", validate_default=True
+    )
+
+    mongo_uri: str = "mongodb://127.0.0.1:27017/?replicaSet=rs0"
+    database: str = "app"
+    collections: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    pipeline: str = Field(default="default", pattern=r"^[A-Za-z0-9_.-]+$")
+    text_fields: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["title", "content"]
+    )
+    metadata_fields: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    user_field: str | None = None
+    filter: Annotated[dict[str, Any], NoDecode] = Field(default_factory=dict)
+    full_document: Literal["updateLookup", "whenAvailable", "required"] = "updateLookup"
+    pre_images: bool = False
+
+    redis_url: str | None = None
+    redis_data_dir: Path = Path("data/redis")
+
+    milvus_uri: str = "data/milvus.db"
+    milvus_collection: str = Field(default="documents", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    milvus_flush_rows: int = Field(default=5000, ge=1)
+    milvus_flush_interval: float = Field(default=1.0, gt=0)
+
+    embedding_model: str = DEFAULT_MODEL
+    embedding_device: str = "cpu"
+    embedding_batch_size: int = Field(default=8, ge=1, le=1024)
+    embedding_precision: Literal["fp32", "bf16"] = "fp32"
+    chunk_size: int = Field(default=500, ge=50, le=20_000)
+    chunk_overlap: int = Field(default=50, ge=0)
+
+    capture_batch_size: int = Field(default=500, ge=1, le=10_000)
+
+    index_auto_update: bool = True
+    index_batch_size: int = Field(default=10, ge=1, le=10_000)
+    index_batch_interval: float = Field(default=0.5, gt=0, le=300)
+    index_max_workers: int = Field(default=3, ge=1, le=64)
+    index_retry_times: int = Field(default=3, ge=0, le=100)
+    index_retry_delay: float = Field(default=1.0, gt=0, le=300)
+    index_queue_max_size: int = Field(default=1000, ge=1)
+    index_queue_timeout: float = Field(default=300.0, gt=0)
+    index_version_enabled: bool = True
+    index_version_ttl: int = Field(default=86400 * 30, ge=60)
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("collections", "text_fields", "metadata_fields", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("text_fields")
+    @classmethod
+    def _needs_text(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("name at least one field whose text is indexed")
+        return value
+
+    @field_validator("filter", mode="before")
+    @classmethod
+    def _json_query(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if not value.strip():
+                return {}
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not valid JSON ({exc.msg} at column {exc.colno})") from exc
+        if not isinstance(value, dict):
+            raise ValueError('must be a JSON object, a MongoDB query such as {"status": "published"}')
+        return value
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> Settings:
+        if self.chunk_overlap >= self.chunk_size:
+            raise ValueError(
+                f"CDC_CHUNK_OVERLAP ({self.chunk_overlap}) must be smaller than "
+                f"CDC_CHUNK_SIZE ({self.chunk_size})"
+            )
+        return self
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the configuration; *overrides* win over the environment.
+
+    Raises ConfigurationError naming each bad variable and what it allows."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = "_".join(str(part) for part in error["loc"] if isinstance(part, str))
+            name = f"CDC_{field.upper()}" if field else "configuration"
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(f"{name}: {message} (got {error.get('input')!r})")
+        raise ConfigurationError("invalid configuration:\n  " + "\n  ".join(problems)) from None
