@@ -1,0 +1,59 @@
+"""Configuration: defaults, parsing from CDC_* variables, and errors a person can act on."""
+
+from __future__ import annotations
+
+import pytest
+
+from sidecar.errors import ConfigurationError
+from sidecar.settings import load_settings
+
+
+def test_lists_and_filter_parse_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CDC_COLLECTIONS", "articles, notes")
+    monkeypatch.setenv("CDC_TEXT_FIELDS", "title,body.text")
+    monkeypatch.setenv("CDC_FILTER", '{"status": "published"}')
+    settings = load_settings()
+    assert settings.collections == ["articles", "notes"]
+    assert settings.text_fields == ["title", "body.text"]
+    assert settings.filter == {"status": "published"}
+
+
+def test_planned_defaults_are_kept_where_they_do_not_hurt(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("CDC_INDEX_BATCH_SIZE", "CDC_INDEX_MAX_WORKERS", "CDC_INDEX_RETRY_TIMES"):
+        monkeypatch.delenv(name, raising=False)
+    settings = load_settings()
+    assert (settings.index_batch_size, settings.index_max_workers) == (10, 3)
+    assert settings.index_retry_times == 3
+    assert settings.index_queue_max_size == 1000
+    assert settings.index_version_ttl == 30 * 86400
+    assert settings.index_batch_interval < 5, "a 60 s interval would break the latency goal"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "named"),
+    [
+        ("CDC_INDEX_BATCH_SIZE", "ten", "CDC_INDEX_BATCH_SIZE"),
+        ("CDC_INDEX_BATCH_SIZE", "0", "CDC_INDEX_BATCH_SIZE"),
+        ("CDC_FILTER", "{not json", "CDC_FILTER"),
+        ("CDC_FILTER", "[1, 2]", "CDC_FILTER"),
+        ("CDC_PIPELINE", "a b*", "CDC_PIPELINE"),
+        ("CDC_EMBEDDING_PRECISION", "fp8", "CDC_EMBEDDING_PRECISION"),
+        ("CDC_TEXT_FIELDS", " , ", "CDC_TEXT_FIELDS"),
+        ("CDC_MILVUS_COLLECTION", "has-dash", "CDC_MILVUS_COLLECTION"),
+    ],
+)
+def test_bad_value_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, named: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    assert named in str(caught.value)
+    assert repr(value.strip()) in str(caught.value) or value in str(caught.value)
+
+
+def test_overlap_must_be_below_chunk_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CDC_CHUNK_SIZE", "100")
+    monkeypatch.setenv("CDC_CHUNK_OVERLAP", "100")
+    with pytest.raises(ConfigurationError, match="CDC_CHUNK_OVERLAP"):
+        load_settings()
