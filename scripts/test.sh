@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The README's test command: sets up .venv if needed, makes sure a Redis answers
+# on 127.0.0.1:6379, fetches pymongo's spec tests, then runs lint, types and tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+bash scripts/fetch_spec_tests.sh
+bash scripts/ensure_redis.sh
+.venv/bin/ruff check .
+.venv/bin/mypy
+exec .venv/bin/pytest "$@"
