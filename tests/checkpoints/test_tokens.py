@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
+import bson
 import pytest
 import redis.asyncio as aioredis
-import bson
 from bson import Binary, Int64, Timestamp
 
 from checkpoints.keys import Keys
