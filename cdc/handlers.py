@@ -5,10 +5,30 @@ is registered beside it without touching it."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
 
 from cdc.events import DocumentEvent
+from checkpoints.versions import VersionRecord
+
+
+@dataclass
+class Outcome:
+    """What handlers applied, committed by the caller atomically with the acknowledgement:
+    version records by document key, counter increments, the last applied change."""
+
+    versions: dict[str, VersionRecord] = field(default_factory=dict)
+    counts: Counter[str] = field(default_factory=Counter)
+    last_applied: dict[str, Any] | None = None
+
+    def merge(self, other: Outcome | None) -> None:
+        if other is None:
+            return
+        self.versions.update(other.versions)
+        self.counts.update(other.counts)
+        self.last_applied = other.last_applied or self.last_applied
 
 
 class EventHandler(Protocol):
@@ -16,14 +36,14 @@ class EventHandler(Protocol):
         """Whether this handler wants *event*; must not do I/O."""
         ...
 
-    async def handle(self, event: DocumentEvent) -> None:
+    async def handle(self, event: DocumentEvent) -> Outcome | None:
         """Apply one event. Raising leaves the whole batch unacknowledged."""
         ...
 
 
 @runtime_checkable
 class BatchEventHandler(EventHandler, Protocol):
-    async def handle_batch(self, events: Sequence[DocumentEvent]) -> None:
+    async def handle_batch(self, events: Sequence[DocumentEvent]) -> Outcome | None:
         """Apply several events at once, in queue order; same contract as handle."""
         ...
 
@@ -40,13 +60,16 @@ class Dispatcher:
     def register(self, handler: EventHandler) -> None:
         self._handlers.append(handler)
 
-    async def dispatch(self, events: Sequence[DocumentEvent]) -> None:
+    async def dispatch(self, events: Sequence[DocumentEvent]) -> Outcome:
+        """Run every handler on the events it wants; returns their merged outcomes."""
+        outcome = Outcome()
         for handler in self._handlers:
             wanted = [event for event in events if handler.can_handle(event)]
             if not wanted:
                 continue
             if isinstance(handler, BatchEventHandler):
-                await handler.handle_batch(wanted)
+                outcome.merge(await handler.handle_batch(wanted))
             else:
                 for event in wanted:
-                    await handler.handle(event)
+                    outcome.merge(await handler.handle(event))
+        return outcome

@@ -1,0 +1,232 @@
+"""The index scheduler: reads the queue in batches and drives the handlers.
+
+Up to ``max_workers`` batches are in flight at once, so reading, Redis and
+Milvus I/O overlap the embedding of another batch; work on one document is
+serialised by a per-document lock held from planning until acknowledgement.
+An entry is acknowledged only after every handler accepted it. A retriable
+failure (Milvus or the embedder down) retries the batch with backoff for as
+long as it takes; any other failure is isolated to the documents that cause it,
+which go to the dead-letter stream after the configured retries."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any, Protocol
+
+import structlog
+
+from cdc.events import DocumentEvent
+from cdc.handlers import Dispatcher, Outcome
+from checkpoints.versions import VersionRecord
+from indexer.queue import QueueEntry
+from sidecar.errors import SidecarError
+
+log = structlog.get_logger(__name__)
+
+MAX_BACKOFF_SECONDS = 30.0
+
+
+class EntrySource(Protocol):
+    async def start(self) -> None: ...
+
+    async def read(self, count: int, block_ms: int) -> list[QueueEntry]: ...
+
+    async def commit(
+        self,
+        entry_ids: Sequence[str],
+        *,
+        versions: Mapping[str, VersionRecord],
+        counts: Mapping[str, int],
+        last_applied: Mapping[str, Any] | None,
+    ) -> None: ...
+
+    async def dead_letter(self, entry: QueueEntry, error: str) -> None: ...
+
+
+def is_retriable(error: BaseException) -> bool:
+    """Infrastructure trouble is retried forever; only a bad document is dead-lettered."""
+    if isinstance(error, SidecarError):
+        return error.retriable
+    return isinstance(error, ConnectionError | TimeoutError | OSError)
+
+
+class DocumentLocks:
+    """One lock per document key, taken in sorted order so batches never deadlock."""
+
+    def __init__(self) -> None:
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._users: defaultdict[str, int] = defaultdict(int)
+
+    @asynccontextmanager
+    async def hold(self, keys: Sequence[str]) -> AsyncIterator[None]:
+        ordered = sorted(set(keys))
+        async with AsyncExitStack() as stack:
+            for key in ordered:
+                self._users[key] += 1
+                stack.callback(self._release_user, key)
+                await stack.enter_async_context(self._locks[key])
+            yield
+
+    def _release_user(self, key: str) -> None:
+        self._users[key] -= 1
+        if not self._users[key]:
+            del self._users[key]
+            del self._locks[key]
+
+
+class IndexScheduler:
+    def __init__(
+        self,
+        source: EntrySource,
+        dispatcher: Dispatcher,
+        *,
+        batch_size: int,
+        batch_interval: float,
+        max_workers: int,
+        retry_times: int,
+        retry_delay: float,
+        on_idle: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self._source = source
+        self._dispatcher = dispatcher
+        self._batch_size = batch_size
+        self._block_ms = max(1, int(batch_interval * 1000))
+        self._slots = asyncio.Semaphore(max_workers)
+        self._retry_times = retry_times
+        self._retry_delay = retry_delay
+        self._on_idle = on_idle
+        self._locks = DocumentLocks()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Process the queue until *stop* is set, then finish the batches in hand.
+
+        Raises whatever a batch raised that is not a document's fault and not
+        retriable (a bug): the supervisor then stops the process, unacknowledged
+        entries stay queued."""
+        await self._source.start()
+        async with asyncio.TaskGroup() as batches:
+            while not stop.is_set():
+                await self._slots.acquire()
+                try:
+                    entries = await self._source.read(self._batch_size, self._block_ms)
+                except BaseException:
+                    self._slots.release()
+                    raise
+                if not entries:
+                    self._slots.release()
+                    if self._on_idle is not None:
+                        await self._on_idle()
+                    continue
+                batches.create_task(self._process(entries, stop))
+
+    async def _process(self, entries: list[QueueEntry], stop: asyncio.Event) -> None:
+        try:
+            good = []
+            for entry in entries:
+                if entry.event is None:
+                    log.error("entry_malformed", entry_id=entry.entry_id, error=entry.error)
+                    await self._source.dead_letter(entry, entry.error or "malformed entry")
+                else:
+                    good.append(entry)
+            if good:
+                async with self._locks.hold([e.event.key for e in good if e.event]):
+                    await self._apply(good, stop)
+        finally:
+            self._slots.release()
+
+    async def _apply(self, entries: list[QueueEntry], stop: asyncio.Event) -> None:
+        result = await self._retry_while_retriable(entries, stop)
+        if isinstance(result, Outcome):
+            await self._commit(entries, result)
+            return
+        if len(_by_document(entries)) == 1 or stop.is_set():
+            await self._apply_alone(entries, stop, first_error=result)
+            return
+        log.warning("batch_failed_isolating", entries=len(entries), error=repr(result))
+        for group in _by_document(entries).values():
+            await self._apply_alone(group, stop)
+
+    async def _apply_alone(
+        self,
+        entries: list[QueueEntry],
+        stop: asyncio.Event,
+        first_error: BaseException | None = None,
+    ) -> None:
+        """Apply one document's entries, retrying a failure retry_times times
+        (retry_delay apart) before dead-lettering them; *first_error* counts as
+        the first attempt when the caller already made it."""
+        attempt = 0
+        result: Outcome | BaseException | None = first_error
+        while True:
+            if result is None:
+                result = await self._retry_while_retriable(entries, stop)
+            if isinstance(result, Outcome):
+                await self._commit(entries, result)
+                return
+            attempt += 1
+            if stop.is_set():
+                return
+            log.warning("document_failed", key=_key(entries), attempt=attempt, error=repr(result))
+            if attempt > self._retry_times:
+                await self._give_up(entries, result, stop)
+                return
+            await _sleep_unless(stop, self._retry_delay)
+            result = None
+
+    async def _commit(self, entries: list[QueueEntry], outcome: Outcome) -> None:
+        await self._source.commit(
+            [e.entry_id for e in entries],
+            versions=outcome.versions,
+            counts=outcome.counts,
+            last_applied=outcome.last_applied,
+        )
+
+    async def _give_up(
+        self, entries: list[QueueEntry], error: BaseException, stop: asyncio.Event
+    ) -> None:
+        if stop.is_set():
+            return
+        for entry in entries:
+            await self._source.dead_letter(entry, f"{type(error).__name__}: {error}")
+        log.error("dead_lettered", key=_key(entries), entries=len(entries), error=repr(error))
+
+    async def _retry_while_retriable(
+        self, entries: list[QueueEntry], stop: asyncio.Event
+    ) -> Outcome | BaseException:
+        """Dispatch until it succeeds (its Outcome) or fails for a non-retriable reason.
+
+        Gives up retrying when *stop* is set, returning the last error; the
+        entries then stay unacknowledged for the next run."""
+        events: list[DocumentEvent] = [e.event for e in entries if e.event is not None]
+        delay = self._retry_delay
+        while True:
+            try:
+                return await self._dispatcher.dispatch(events)
+            except Exception as error:  # noqa: BLE001 - classified right below
+                if not is_retriable(error) or stop.is_set():
+                    return error
+                log.warning("batch_retrying", entries=len(entries), delay=delay, error=repr(error))
+                await _sleep_unless(stop, delay)
+                delay = min(delay * 2, MAX_BACKOFF_SECONDS)
+
+
+def _by_document(entries: list[QueueEntry]) -> dict[str, list[QueueEntry]]:
+    groups: dict[str, list[QueueEntry]] = defaultdict(list)
+    for entry in entries:
+        if entry.event is not None:
+            groups[entry.event.key].append(entry)
+    return groups
+
+
+def _key(entries: list[QueueEntry]) -> str:
+    return entries[0].event.key if entries and entries[0].event else "?"
+
+
+async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except TimeoutError:
+        return
