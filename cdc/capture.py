@@ -1,0 +1,327 @@
+"""Tail the change stream into the durable queue, checkpointing exactly what is queued.
+
+Each batch of changes becomes one EventQueue.append: the batch's events and
+the position after its last change, written atomically, so the saved
+position never moves past an event that is not durably queued. A crash
+anywhere replays at most the batch in hand, and replays are harmless
+(event ids and versions come from the changes themselves)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import redis.exceptions
+import structlog
+from pymongo.asynchronous.change_stream import AsyncChangeStream
+from pymongo.asynchronous.mongo_client import AsyncMongoClient
+from pymongo.errors import ConnectionFailure, CursorNotFound, OperationFailure, PyMongoError
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
+
+from cdc.events import DocumentEvent
+from cdc.mapping import ChangeMapper, CollectionChange, origin_of
+from cdc.namespaces import Document, WatchScope
+from cdc.positions import StreamPosition, token_cluster_time
+from checkpoints.queue import EventQueue
+from checkpoints.stats import Stats
+from checkpoints.tokens import ResumeTokenStore, pack_timestamp
+from sidecar.errors import DocumentRejected, HistoryLost
+
+log = structlog.get_logger("cdc.capture")
+
+FullDocumentMode = Literal["updateLookup", "whenAvailable", "required"]
+Fence = int | Callable[[], int]
+
+# ChangeStreamHistoryLost, and ChangeStreamFatalError, which servers before
+# 4.4 raise when the resume point has left the oplog.
+HISTORY_LOST_CODES = frozenset({286, 280})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether reopening the stream from the last checkpoint may get past *exc*."""
+    if isinstance(exc, OperationFailure) and exc.code in HISTORY_LOST_CODES:
+        return False
+    if isinstance(exc, ConnectionFailure | CursorNotFound):
+        return True
+    if isinstance(exc, OperationFailure):
+        return exc.has_error_label("ResumableChangeStreamError")
+    if isinstance(exc, PyMongoError):
+        return exc.timeout
+    return isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError)
+
+
+@dataclass
+class _Batch:
+    """What one read from the stream produced, not yet queued."""
+
+    token: Mapping[str, Any] | None
+    events: list[DocumentEvent] = field(default_factory=list)
+    filtered: int = 0
+    changes: int = 0
+    cluster_time: int | None = None
+    invalidated_by: Mapping[str, Any] | None = None
+
+
+class Capture:
+    """The change stream tailer of one pipeline.
+
+    *collections* empty watches the whole database. *fence* is the lease's
+    fencing token, or a callable returning the current one; a write with a
+    stale fence raises LeaseLost, which ends :meth:`run`. *max_batch* caps
+    the events of one queue write, *max_backlog* the queue length above
+    which reading pauses (backpressure), *full_document* chooses
+    updateLookup or post-images ("whenAvailable" falls back to a lookup when
+    the post-image is missing), *pre_images* asks for
+    fullDocumentBeforeChange "whenAvailable". *max_await* bounds how long a
+    read waits for changes, and so how late a change is queued and how soon
+    a stop is noticed. A quiet stream's position is saved at most every
+    *checkpoint_interval* seconds. Transient failures are retried forever,
+    logged, with exponential backoff up to *max_retry_wait* seconds."""
+
+    def __init__(
+        self,
+        client: AsyncMongoClient[Document],
+        database: str,
+        collections: Sequence[str],
+        mapper: ChangeMapper,
+        queue: EventQueue,
+        tokens: ResumeTokenStore,
+        stats: Stats,
+        fence: Fence,
+        *,
+        max_batch: int = 500,
+        max_backlog: int = 10_000,
+        full_document: FullDocumentMode = "updateLookup",
+        pre_images: bool = False,
+        max_await: float = 0.5,
+        checkpoint_interval: float = 1.0,
+        max_retry_wait: float = 10.0,
+    ) -> None:
+        if max_batch < 1 or max_backlog < 1:
+            raise ValueError("max_batch and max_backlog must be positive")
+        self._client = client
+        self._scope = WatchScope(database, collections)
+        self._mapper = mapper
+        self._queue = queue
+        self._tokens = tokens
+        self._stats = stats
+        self._fence = fence
+        self._max_batch = max_batch
+        self._max_backlog = max_backlog
+        self._full_document = full_document
+        self._pre_images = pre_images
+        self._max_await = max_await
+        self._checkpoint_interval = checkpoint_interval
+        self._max_retry_wait = max_retry_wait
+        self._position = StreamPosition()
+        self._saved_at = float("-inf")
+        self._failures = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Capture until *stop* is set: then queue the batch in hand, save its
+        position and return.
+
+        Raises HistoryLost when the checkpointed position is no longer in the
+        server's history (the caller must resynchronise), LeaseLost when the
+        fence is stale; any other non-transient error propagates too. The
+        caller must not run two captures of one pipeline with the same fence."""
+        self._position = StreamPosition.from_checkpoint(await self._tokens.load())
+        log.info("capture_started", scope=self._scope.describe(), **self._position.describe())
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(is_transient),
+            wait=self._backoff,
+            sleep=lambda seconds: _sleep_unless(stop, seconds),
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                await self._capture(stop)
+        log.info("capture_stopped", **self._position.describe())
+
+    async def _capture(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            invalidated_by = await self._follow(stop)
+            if invalidated_by is None:
+                return
+            self._position = StreamPosition(start_after=invalidated_by)
+
+    async def _follow(self, stop: asyncio.Event) -> Mapping[str, Any] | None:
+        """Stream from the current position until stop (None) or an invalidate (its token)."""
+        try:
+            async with await self._open() as stream:
+                while not stop.is_set():
+                    await self._await_capacity(stop)
+                    if stop.is_set():
+                        break
+                    batch = await self._read(stream)
+                    await self._commit(batch)
+                    if batch.invalidated_by is not None:
+                        return batch.invalidated_by
+        except OperationFailure as exc:
+            if exc.code in HISTORY_LOST_CODES:
+                log.error("history_lost", error=str(exc), **self._position.describe())
+                raise HistoryLost(
+                    f"the change stream no longer holds checkpoint {self._position.describe()}: "
+                    f"{exc}"
+                ) from exc
+            raise
+        return None
+
+    async def _open(self) -> AsyncChangeStream[Document]:
+        options: dict[str, Any] = {
+            "full_document": self._full_document,
+            "max_await_time_ms": max(1, round(self._max_await * 1000)),
+            "batch_size": self._max_batch,
+            **self._position.watch_options(),
+        }
+        if self._pre_images:
+            options["full_document_before_change"] = "whenAvailable"
+        pipeline = self._scope.pipeline(self._mapper.projection(), self._pre_images)
+        stream = await self._scope.target(self._client).watch(pipeline, **options)
+        log.info("stream_opened", scope=self._scope.describe(), **self._position.describe())
+        return stream
+
+    async def _read(self, stream: AsyncChangeStream[Document]) -> _Batch:
+        """Read until the server has nothing more right now, *max_batch* events
+        are in hand, *max_await* has passed, or the stream is invalidated."""
+        batch = _Batch(token=stream.resume_token)
+        deadline = asyncio.get_running_loop().time() + self._max_await
+        while len(batch.events) < self._max_batch:
+            change = await stream.try_next()
+            if change is None:
+                batch.token = stream.resume_token
+                break
+            batch.changes += 1
+            result = await self._map(change)
+            if isinstance(result, CollectionChange) and self._collection_changed(result):
+                # The server refuses to resume after an invalidate: the batch
+                # keeps the position before it, so a restart replays it.
+                batch.invalidated_by = result.token
+                break
+            if result is None:
+                batch.filtered += 1
+            elif not isinstance(result, CollectionChange):
+                batch.events.append(result)
+            batch.token = stream.resume_token
+            batch.cluster_time = pack_timestamp(change["clusterTime"])
+            if asyncio.get_running_loop().time() >= deadline:
+                break
+        return batch
+
+    async def _map(self, change: Mapping[str, Any]) -> DocumentEvent | CollectionChange | None:
+        if (
+            self._full_document == "whenAvailable"
+            and change["operationType"] in ("update", "replace")
+            and change.get("fullDocument") is None
+        ):
+            change = await self._look_up(change)
+        try:
+            return self._mapper(change)
+        except DocumentRejected as exc:
+            origin = origin_of(change)
+            log.error(
+                "document_rejected",
+                namespace=origin.namespace,
+                document_id=origin.document_id,
+                error=str(exc),
+            )
+            return self._mapper.rejected(origin, exc)
+
+    async def _look_up(self, change: Mapping[str, Any]) -> Mapping[str, Any]:
+        """*change* with the document's current state, as updateLookup would give it."""
+        ns = change["ns"]
+        projection = self._mapper.projection()
+        current = await self._client[ns["db"]][ns["coll"]].find_one(
+            change["documentKey"], projection=projection
+        )
+        return {**change, "fullDocument": current}
+
+    def _collection_changed(self, change: CollectionChange) -> bool:
+        """Log a change to a whole collection; True when it invalidated the stream."""
+        if change.operation_type == "invalidate":
+            log.warning("stream_invalidated", scope=self._scope.describe())
+            return True
+        log.error(
+            "collection_changed",
+            operation=change.operation_type,
+            namespace=change.namespace,
+            to=change.to,
+            note="documents of this namespace are no longer followed; resynchronise the index",
+        )
+        return False
+
+    async def _commit(self, batch: _Batch) -> None:
+        """Queue *batch* with the position after it; a read without events saves
+        the position only when it moved, at most every checkpoint_interval."""
+        token = batch.token
+        moved = token is not None and token != self._position.token
+        quiet = not (batch.events or batch.filtered)
+        if quiet and (not moved or self._since_saved() < self._checkpoint_interval):
+            return
+        position = StreamPosition(
+            resume_after=token,
+            cluster_time=token_cluster_time(token)
+            or batch.cluster_time
+            or self._position.cluster_time,
+        )
+        await self._queue.append(batch.events, position.checkpoint(), fence=self._current_fence())
+        self._position = position
+        self._saved_at = asyncio.get_running_loop().time()
+        self._failures = 0
+        if batch.filtered:
+            await self._stats.incr({"events_filtered": batch.filtered})
+        if batch.events:
+            log.info(
+                "batch_queued",
+                n=len(batch.events),
+                filtered=batch.filtered,
+                **position.describe(),
+            )
+
+    async def _await_capacity(self, stop: asyncio.Event) -> None:
+        """Return once the queue's backlog is at most max_backlog, or stop is set."""
+        backlog = await self._queue.backlog()
+        if backlog <= self._max_backlog:
+            return
+        log.warning("backpressure_on", backlog=backlog, max_backlog=self._max_backlog)
+        while not stop.is_set():
+            await _sleep_unless(stop, min(self._max_await, 0.2))
+            backlog = await self._queue.backlog()
+            if backlog <= self._max_backlog:
+                break
+        log.info("backpressure_off", backlog=backlog, max_backlog=self._max_backlog)
+
+    def _current_fence(self) -> int:
+        return self._fence() if callable(self._fence) else self._fence
+
+    def _since_saved(self) -> float:
+        return asyncio.get_running_loop().time() - self._saved_at
+
+    def _backoff(self, state: RetryCallState) -> float:
+        # Counted from the last successful write, not from run(): a stream
+        # that worked for days and then drops starts again from a short wait.
+        self._failures += 1
+        ceiling = min(self._max_retry_wait, 0.1 * (1 << min(self._failures - 1, 16)))
+        return ceiling * random.uniform(0.5, 1.0)
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        log.warning(
+            "capture_retry",
+            error=repr(error),
+            failures=self._failures,
+            wait=state.next_action.sleep if state.next_action else None,
+            **self._position.describe(),
+        )
+
+
+async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
+    """Sleep *seconds*, or less when *stop* is set meanwhile."""
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        return

@@ -1,0 +1,80 @@
+"""Where a change stream (re)opens: after a token, at a time, or at the current position."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from checkpoints.tokens import Checkpoint, unpack_timestamp
+
+# MongoDB's resume token "_data" is a KeyString whose first value is the
+# clusterTime: type byte 0x82 (Timestamp) then the 8-byte big-endian (time << 32 | inc).
+_TIMESTAMP_TYPE = "82"
+
+
+def token_cluster_time(token: Mapping[str, Any] | None) -> int | None:
+    """The packed clusterTime a resume token encodes, or None when it is not in
+    MongoDB's KeyString format (a position is then saved without its time)."""
+    data = None if token is None else token.get("_data")
+    if not isinstance(data, str) or len(data) < 18 or not data.startswith(_TIMESTAMP_TYPE):
+        return None
+    try:
+        return int(data[2:18], 16)
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class StreamPosition:
+    """One way to open a change stream; all fields None means "from now"."""
+
+    resume_after: Mapping[str, Any] | None = None
+    start_after: Mapping[str, Any] | None = None
+    start_at_operation_time: int | None = None
+    cluster_time: int | None = None
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: Checkpoint | None) -> StreamPosition:
+        if checkpoint is None:
+            return cls()
+        if checkpoint.token is not None:
+            return cls(resume_after=checkpoint.token, cluster_time=checkpoint.cluster_time)
+        return cls(
+            start_at_operation_time=checkpoint.start_at_operation_time,
+            cluster_time=checkpoint.start_at_operation_time,
+        )
+
+    @property
+    def token(self) -> Mapping[str, Any] | None:
+        return self.resume_after if self.resume_after is not None else self.start_after
+
+    def watch_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``watch`` that open the stream here."""
+        if self.resume_after is not None:
+            return {"resume_after": self.resume_after}
+        if self.start_after is not None:
+            return {"start_after": self.start_after}
+        if self.start_at_operation_time is not None:
+            return {"start_at_operation_time": unpack_timestamp(self.start_at_operation_time)}
+        return {}
+
+    def describe(self) -> dict[str, Any]:
+        """The position as log fields."""
+        token = self.token
+        if token is not None:
+            return {"token": token.get("_data", str(token)), "cluster_time": self.cluster_time}
+        if self.start_at_operation_time is not None:
+            return {"start_at_operation_time": self.start_at_operation_time}
+        return {"position": "now"}
+
+    def checkpoint(self) -> Checkpoint:
+        """This position as a checkpoint to save."""
+        token = self.token
+        return Checkpoint(
+            token=token,
+            cluster_time=self.cluster_time,
+            start_at_operation_time=None if token is not None else self.start_at_operation_time,
+            saved_at=datetime.now(UTC),
+        )

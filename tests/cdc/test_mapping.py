@@ -1,0 +1,271 @@
+"""Change documents to domain events, from hand-written changes shaped as pymongo returns them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from bson import ObjectId, Timestamp
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cdc.events import (
+    DocumentCreatedEvent,
+    DocumentDeletedEvent,
+    DocumentUpdatedEvent,
+    event_from_json,
+)
+from cdc.fields import IndexedText, MetadataFields, UserField
+from cdc.mapping import ChangeMapper, CollectionChange
+
+OID = ObjectId("65a1b2c3d4e5f60718293a4b")
+CLUSTER_TIME = Timestamp(1_700_000_000, 7)
+WALL = datetime(2023, 11, 14, 22, 13, 20, 123000)  # noqa: DTZ001 - pymongo's naive UTC
+
+
+def mapper(query: Mapping[str, Any] | None = None, user: str | None = "owner") -> ChangeMapper:
+    return ChangeMapper(
+        IndexedText(["title", "sections.text"]),
+        MetadataFields(["lang", "meta.tags"]),
+        UserField(user),
+        query,
+    )
+
+
+def change(operation: str, **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "_id": {"_data": f"8265{operation}01"},
+        "operationType": operation,
+        "clusterTime": CLUSTER_TIME,
+        "wallTime": WALL,
+        "ns": {"db": "app", "coll": "articles"},
+        "documentKey": {"_id": OID},
+    }
+    body.update(extra)
+    return body
+
+
+DOC = {
+    "_id": OID,
+    "title": "Hello",
+    "sections": [{"text": "one"}, {"text": "two"}],
+    "lang": "en",
+    "owner": "u1",
+    "status": "published",
+}
+
+
+def test_insert_is_created_with_every_field() -> None:
+    event = mapper()(change("insert", fullDocument=DOC))
+    assert event == DocumentCreatedEvent(
+        event_id="8265insert01",
+        document_id=str(OID),
+        namespace="app.articles",
+        version=(1_700_000_000 << 32) | 7,
+        timestamp=datetime(2023, 11, 14, 22, 13, 20, 123000, tzinfo=UTC),
+        user_id="u1",
+        metadata={"lang": "en"},
+        content="Hello\n\none\n\ntwo",
+        source="app.articles",
+    )
+    assert isinstance(event, DocumentCreatedEvent)
+    assert event_from_json(event.to_json()) == event
+
+
+def test_timestamp_falls_back_to_cluster_time() -> None:
+    body = change("insert", fullDocument=DOC)
+    del body["wallTime"]
+    event = mapper()(body)
+    assert event is not None
+    assert not isinstance(event, CollectionChange)
+    assert event.timestamp == datetime.fromtimestamp(1_700_000_000, UTC)
+
+
+def test_update_and_replace_are_updated_with_old_content() -> None:
+    before = {**DOC, "title": "Old"}
+    update = change(
+        "update",
+        fullDocument=DOC,
+        fullDocumentBeforeChange=before,
+        updateDescription={"updatedFields": {"title": "Hello"}, "removedFields": []},
+    )
+    event = mapper()(update)
+    assert isinstance(event, DocumentUpdatedEvent)
+    assert event.content == "Hello\n\none\n\ntwo"
+    assert event.old_content == "Old\n\none\n\ntwo"
+    replaced = mapper()(change("replace", fullDocument=DOC))
+    assert isinstance(replaced, DocumentUpdatedEvent)
+    assert replaced.old_content is None
+
+
+def test_delete_is_deleted() -> None:
+    event = mapper()(change("delete"))
+    assert isinstance(event, DocumentDeletedEvent)
+    assert (event.document_id, event.namespace, event.metadata) == (str(OID), "app.articles", {})
+
+
+def test_update_of_a_document_deleted_since_is_deleted() -> None:
+    update = change(
+        "update", fullDocument=None, updateDescription={"updatedFields": {"title": "x"}}
+    )
+    event = mapper()(update)
+    assert isinstance(event, DocumentDeletedEvent)
+    assert event.metadata == {"reason": "deleted_since"}
+
+
+def test_leaving_the_filter_is_a_delete_and_entering_it_an_update() -> None:
+    published = mapper({"status": "published"})
+    draft = {**DOC, "status": "draft"}
+    leaving = published(
+        change("update", fullDocument=draft, updateDescription={"updatedFields": {"status": "d"}})
+    )
+    assert isinstance(leaving, DocumentDeletedEvent)
+    assert leaving.metadata == {"reason": "filtered_out"}
+    entering = published(
+        change("update", fullDocument=DOC, updateDescription={"updatedFields": {"status": "p"}})
+    )
+    assert isinstance(entering, DocumentUpdatedEvent)
+    assert isinstance(published(change("replace", fullDocument=draft)), DocumentDeletedEvent)
+
+
+def test_insert_outside_the_filter_is_irrelevant() -> None:
+    assert (
+        mapper({"status": "published"})(change("insert", fullDocument={**DOC, "status": "x"}))
+        is None
+    )
+
+
+@pytest.mark.parametrize(
+    ("updated", "removed", "truncated", "relevant"),
+    [
+        ({"title": "x"}, [], [], True),
+        ({"views": 3}, [], [], False),
+        ({}, ["views"], [], False),
+        ({}, ["lang"], [], True),
+        ({"sections.1.text": "x"}, [], [], True),
+        ({"sections.1.title": "x"}, [], [], False),
+        ({"sections.1": {"text": "x"}}, [], [], True),
+        ({"sections": []}, [], [], True),
+        ({"meta": {}}, [], [], True),
+        ({"meta.tags.0": "x"}, [], [], True),
+        ({"meta.author": "x"}, [], [], False),
+        ({"owner": "u2"}, [], [], True),
+        ({"status": "draft"}, [], [], True),
+        ({}, [], [{"field": "sections", "newSize": 1}], True),
+        ({}, [], [{"field": "history", "newSize": 1}], False),
+        ({"titles": "x"}, [], [], False),
+    ],
+)
+def test_update_relevance(
+    updated: dict[str, Any], removed: list[str], truncated: list[Any], relevant: bool
+) -> None:
+    description = {
+        "updatedFields": updated,
+        "removedFields": removed,
+        "truncatedArrays": truncated,
+    }
+    event = mapper({"status": "published"})(
+        change("update", fullDocument=DOC, updateDescription=description)
+    )
+    assert (event is not None) == relevant
+
+
+def test_disambiguated_paths_are_used_for_dotted_field_names() -> None:
+    description = {
+        "updatedFields": {"title.x": 1},
+        "removedFields": [],
+        "disambiguatedPaths": {"title.x": ["title.x"]},
+    }
+    assert mapper()(change("update", fullDocument=DOC, updateDescription=description)) is None
+
+
+def test_a_filter_on_unnamed_fields_makes_every_update_relevant() -> None:
+    by_expr = mapper({"$expr": {"$gt": ["$views", 1]}})
+    description = {"updatedFields": {"views": 5}, "removedFields": []}
+    event = by_expr(
+        change("update", fullDocument={**DOC, "views": 5}, updateDescription=description)
+    )
+    assert isinstance(event, DocumentUpdatedEvent)
+    assert by_expr.projection() is None
+
+
+def test_projection_covers_every_read_field_without_collisions() -> None:
+    query = {"$or": [{"status": "published"}, {"meta": {"$exists": True}}]}
+    assert mapper(query).projection() == [
+        "lang",
+        "meta",
+        "owner",
+        "sections.text",
+        "status",
+        "title",
+    ]
+
+
+@pytest.mark.parametrize("operation", ["drop", "rename", "dropDatabase", "invalidate"])
+def test_collection_operations_are_not_documents(operation: str) -> None:
+    body: dict[str, Any] = {
+        "_id": {"_data": "82ff"},
+        "operationType": operation,
+        "clusterTime": CLUSTER_TIME,
+    }
+    if operation != "invalidate":
+        body["ns"] = {"db": "app"} if operation == "dropDatabase" else {"db": "app", "coll": "a"}
+    if operation == "rename":
+        body["to"] = {"db": "app", "coll": "b"}
+    result = mapper()(body)
+    assert isinstance(result, CollectionChange)
+    assert result.operation_type == operation
+    assert result.token == {"_data": "82ff"}
+    assert result.to == ("app.b" if operation == "rename" else None)
+    expected = {"invalidate": "", "dropDatabase": "app"}.get(operation, "app.a")
+    assert result.namespace == expected
+
+
+_segments = st.sampled_from(["title", "sections", "text", "0", "1", "meta", "tags", "views"])
+_paths = st.lists(_segments, min_size=1, max_size=4).map(".".join)
+
+
+@given(_paths)
+def test_a_change_is_irrelevant_only_when_no_read_value_can_differ(path: str) -> None:
+    """Apply a $set at *path* to the document: if mapping says irrelevant, the
+    text, metadata, user and filter outcome must be the same before and after."""
+    subject = mapper({"status": "published"})
+    updated = _set(DOC, path.split("."), "CHANGED")
+    if updated is None:
+        return
+    description = {"updatedFields": {path: "CHANGED"}, "removedFields": []}
+    event = subject(change("update", fullDocument=updated, updateDescription=description))
+    if event is None:
+        before = subject(change("replace", fullDocument=DOC))
+        after = subject(change("replace", fullDocument=updated))
+        assert isinstance(before, DocumentUpdatedEvent)
+        assert isinstance(after, DocumentUpdatedEvent)
+        assert (before.content, before.metadata, before.user_id) == (
+            after.content,
+            after.metadata,
+            after.user_id,
+        )
+
+
+def _set(value: Any, parts: list[str], new: Any) -> Any:
+    """*value* with MongoDB's $set semantics at *parts*, or None where $set would fail."""
+    if not parts:
+        return new
+    head, rest = parts[0], parts[1:]
+    if isinstance(value, dict):
+        copy = dict(value)
+        inner = _set(copy.get(head, {}), rest, new)
+        if inner is None:
+            return None
+        copy[head] = inner
+        return copy
+    if isinstance(value, list) and head.isdigit() and int(head) < len(value):
+        items = list(value)
+        inner = _set(items[int(head)], rest, new)
+        if inner is None:
+            return None
+        items[int(head)] = inner
+        return items
+    return None
