@@ -146,7 +146,10 @@ class EventReader:
             start_id=self._claim_cursor,
             count=count,
         )
-        return reply[0].decode(), list(reply[1])
+        # Redis 6 replies nil for an entry deleted while pending and leaves it
+        # pending (Redis 7 drops it from the PEL); such a ghost is acknowledged
+        # when this consumer next re-reads its own pending entries.
+        return reply[0].decode(), [entry for entry in reply[1] if entry is not None]
 
     async def _deliver(
         self, batch: Sequence[_StreamEntry], *, known_deliveries: bool

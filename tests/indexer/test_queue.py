@@ -257,3 +257,21 @@ async def test_read_recreates_a_vanished_group(
     entries = await reader.read(10, block_ms=100)
 
     assert [e.event for e in entries] == [created(1)]
+
+
+async def test_a_claimed_entry_deleted_while_pending_is_not_delivered(
+    redis_client: aioredis.Redis, keys: Keys, produce: Callable[..., Awaitable[None]]
+) -> None:
+    version = (await redis_client.info("server"))["redis_version"]
+    if int(version.split(".")[0]) < 7:
+        pytest.skip(f"Redis {version} keeps claimed ghosts pending until a restart")
+    dead = await started(redis_client, keys, "replica-0")
+    await produce([created(1), created(2)])
+    gone, kept = await dead.read(10, block_ms=100)
+    await redis_client.xdel(keys.events, gone.entry_id)
+
+    survivor = await started(redis_client, keys, "replica-1", claim_idle_ms=200)
+    claimed = await read_until(survivor, 10)
+
+    assert [e.entry_id for e in claimed] == [kept.entry_id]
+    assert await survivor.pending() == 1
