@@ -21,6 +21,7 @@ from pymongo.asynchronous.mongo_client import AsyncMongoClient
 from pymongo.errors import ConnectionFailure, CursorNotFound, OperationFailure, PyMongoError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
+from cdc.backpressure import Backpressure, sleep_unless
 from cdc.events import DocumentEvent
 from cdc.mapping import ChangeMapper, CollectionChange, origin_of
 from cdc.namespaces import Document, WatchScope
@@ -100,8 +101,8 @@ class Capture:
         checkpoint_interval: float = 1.0,
         max_retry_wait: float = 10.0,
     ) -> None:
-        if max_batch < 1 or max_backlog < 1:
-            raise ValueError("max_batch and max_backlog must be positive")
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be positive, got {max_batch}")
         self._client = client
         self._scope = WatchScope(database, collections)
         self._mapper = mapper
@@ -110,7 +111,7 @@ class Capture:
         self._stats = stats
         self._fence = fence
         self._max_batch = max_batch
-        self._max_backlog = max_backlog
+        self._backpressure = Backpressure(queue, max_backlog, poll=min(max_await, 0.2))
         self._full_document = full_document
         self._pre_images = pre_images
         self._max_await = max_await
@@ -133,7 +134,7 @@ class Capture:
         retrying = AsyncRetrying(
             retry=retry_if_exception(is_transient),
             wait=self._backoff,
-            sleep=lambda seconds: _sleep_unless(stop, seconds),
+            sleep=lambda seconds: sleep_unless(stop, seconds),
             before_sleep=self._log_retry,
             reraise=True,
         )
@@ -154,7 +155,7 @@ class Capture:
         try:
             async with await self._open() as stream:
                 while not stop.is_set():
-                    await self._await_capacity(stop)
+                    await self._backpressure.wait(stop)
                     if stop.is_set():
                         break
                     batch = await self._read(stream)
@@ -282,19 +283,6 @@ class Capture:
                 **position.describe(),
             )
 
-    async def _await_capacity(self, stop: asyncio.Event) -> None:
-        """Return once the queue's backlog is at most max_backlog, or stop is set."""
-        backlog = await self._queue.backlog()
-        if backlog <= self._max_backlog:
-            return
-        log.warning("backpressure_on", backlog=backlog, max_backlog=self._max_backlog)
-        while not stop.is_set():
-            await _sleep_unless(stop, min(self._max_await, 0.2))
-            backlog = await self._queue.backlog()
-            if backlog <= self._max_backlog:
-                break
-        log.info("backpressure_off", backlog=backlog, max_backlog=self._max_backlog)
-
     def _current_fence(self) -> int:
         return self._fence() if callable(self._fence) else self._fence
 
@@ -318,10 +306,3 @@ class Capture:
             **self._position.describe(),
         )
 
-
-async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
-    """Sleep *seconds*, or less when *stop* is set meanwhile."""
-    try:
-        await asyncio.wait_for(stop.wait(), seconds)
-    except TimeoutError:
-        return

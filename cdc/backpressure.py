@@ -1,0 +1,46 @@
+"""Stop producing while the queue is full, so memory does not grow with the backlog."""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+
+from checkpoints.queue import EventQueue
+
+log = structlog.get_logger("cdc.backpressure")
+
+
+class Backpressure:
+    """Holds a producer back while the queue's backlog exceeds *max_backlog*.
+
+    A producer that waits before each write of at most *max_batch* events
+    keeps the queue under ``max_backlog + max_batch`` entries."""
+
+    def __init__(self, queue: EventQueue, max_backlog: int, *, poll: float = 0.2) -> None:
+        if max_backlog < 1:
+            raise ValueError(f"max_backlog must be positive, got {max_backlog}")
+        self._queue = queue
+        self._max_backlog = max_backlog
+        self._poll = poll
+
+    async def wait(self, stop: asyncio.Event) -> None:
+        """Return once the backlog is at most max_backlog, or as soon as *stop* is set."""
+        backlog = await self._queue.backlog()
+        if backlog <= self._max_backlog:
+            return
+        log.warning("backpressure_on", backlog=backlog, max_backlog=self._max_backlog)
+        while not stop.is_set():
+            await sleep_unless(stop, self._poll)
+            backlog = await self._queue.backlog()
+            if backlog <= self._max_backlog:
+                break
+        log.info("backpressure_off", backlog=backlog, max_backlog=self._max_backlog)
+
+
+async def sleep_unless(stop: asyncio.Event, seconds: float) -> None:
+    """Sleep *seconds*, or less when *stop* is set meanwhile."""
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        return
