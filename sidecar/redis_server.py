@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+import redis
+
 from sidecar.errors import SidecarError
 
 _START_DEADLINE_S = 10.0
@@ -76,7 +78,7 @@ class PrivateRedis:
         return self._process is not None and self._process.poll() is None
 
     def start(self) -> str:
-        """Start the server and return its URL once it answers PING. Idempotent.
+        """Start the server and return its URL once it answers. Idempotent.
 
         Raises RedisServerError, with the tail of the server's log, when no
         binary is found or the server does not answer within 10 s."""
@@ -101,10 +103,11 @@ class PrivateRedis:
             "--appendonly", "yes" if self._appendonly else "no",
             "--appendfsync", "always",
         ]
-        self._process = subprocess.Popen(
+        process = subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
         )
-        self._await_ping(log)
+        self._process = process
+        self._await_answer(process, log)
         return self.url
 
     def stop(self) -> None:
@@ -153,18 +156,16 @@ class PrivateRedis:
             process.kill()
             process.wait()
 
-    def _await_ping(self, log: Path) -> None:
+    def _await_answer(self, process: subprocess.Popen[bytes], log: Path) -> None:
         deadline = time.monotonic() + _START_DEADLINE_S
-        while time.monotonic() < deadline:
-            if self._process is not None and self._process.poll() is not None:
-                break
-            if _answers_ping(self._port):
+        while time.monotonic() < deadline and process.poll() is None:
+            if _serves(self._port, process.pid):
                 return
             time.sleep(0.05)
         self._end(kill=True)
         tail = log.read_text(errors="replace").splitlines()[-20:] if log.exists() else []
         raise RedisServerError(
-            f"redis-server on port {self._port} did not answer PING within "
+            f"redis-server on port {self._port} did not start within "
             f"{_START_DEADLINE_S:.0f} s; log tail:\n" + "\n".join(tail)
         )
 
@@ -176,10 +177,13 @@ def _free_port() -> int:
         return port
 
 
-def _answers_ping(port: int) -> bool:
+def _serves(port: int, pid: int) -> bool:
+    """Whether the Redis answering on *port* is process *pid*: another server
+    already on the port would answer PING too while ours fails to bind."""
+    client = redis.Redis(port=port, socket_timeout=0.5, socket_connect_timeout=0.5)
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as conn:
-            conn.sendall(b"PING\r\n")
-            return conn.recv(16).startswith(b"+PONG")
-    except OSError:
+        return bool(client.info("server")["process_id"] == pid)
+    except redis.RedisError:
         return False
+    finally:
+        client.close()
