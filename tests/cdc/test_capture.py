@@ -1,0 +1,292 @@
+"""Capture against mongosim through the real driver, into the real Redis queue."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from pymongo import AsyncMongoClient
+
+from cdc.capture import Capture
+from cdc.events import DocumentCreatedEvent, DocumentDeletedEvent, DocumentUpdatedEvent
+from cdc.fields import document_id
+from cdc.mapping import ChangeMapper
+from mongosim import ThreadedMongoSim
+from sidecar.errors import HistoryLost, LeaseLost
+
+from .conftest import DATABASE, PipelineParts, article_mapper, eventually
+
+Client = AsyncMongoClient[dict[str, Any]]
+
+
+def make_capture(
+    mongo: Client,
+    parts: PipelineParts,
+    collections: Sequence[str] = ("articles",),
+    mapper: ChangeMapper | None = None,
+    **options: Any,
+) -> Capture:
+    options.setdefault("max_await", 0.1)
+    options.setdefault("checkpoint_interval", 0.1)
+    options.setdefault("max_retry_wait", 0.5)
+    return Capture(
+        mongo,
+        DATABASE,
+        list(collections),
+        mapper or article_mapper(),
+        parts.queue,
+        parts.tokens,
+        parts.stats,
+        parts.fence,
+        **options,
+    )
+
+
+async def start(capture: Capture, parts: PipelineParts, stop: asyncio.Event) -> asyncio.Task[None]:
+    """Start *capture*; return once it holds a position, so later writes are captured."""
+    task = asyncio.create_task(capture.run(stop))
+
+    async def positioned() -> bool:
+        if task.done():
+            task.result()
+        return await parts.tokens.load() is not None
+
+    await eventually(positioned, what="capture to save its first position")
+    return task
+
+
+@asynccontextmanager
+async def running(capture: Capture, parts: PipelineParts) -> AsyncIterator[asyncio.Task[None]]:
+    """Run *capture* during the block, then stop it and surface its error, if any."""
+    stop = asyncio.Event()
+    task = await start(capture, parts, stop)
+    try:
+        yield task
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+async def queued(parts: PipelineParts, count: int) -> None:
+    async def enough() -> bool:
+        return await parts.queue.backlog() >= count
+
+    await eventually(enough, what=f"{count} queued events")
+
+
+async def test_every_write_is_queued_once_in_order_and_the_checkpoint_follows(
+    mongo: Client, parts: PipelineParts
+) -> None:
+    articles = mongo[DATABASE]["articles"]
+    async with running(make_capture(mongo, parts, max_batch=7), parts):
+        for n in range(40):
+            await articles.insert_one({"_id": n, "title": f"t{n}", "owner": "u"})
+        for n in range(0, 40, 4):
+            await articles.update_one({"_id": n}, {"$set": {"title": f"new{n}"}})
+        await articles.delete_one({"_id": 1})
+        await queued(parts, 51)
+
+    events = await parts.events()
+    assert [(type(e), e.document_id) for e in events] == (
+        [(DocumentCreatedEvent, document_id(n)) for n in range(40)]
+        + [(DocumentUpdatedEvent, document_id(n)) for n in range(0, 40, 4)]
+        + [(DocumentDeletedEvent, document_id(1))]
+    )
+    assert len({e.event_id for e in events}) == len(events)
+    versions = [e.version for e in events]
+    assert versions == sorted(versions) and len(set(versions)) == len(versions)
+    updated = events[40]
+    assert isinstance(updated, DocumentUpdatedEvent)
+    assert updated.content == "new0"
+
+    # The checkpoint is exactly after the last queued change: resuming from
+    # it yields nothing old, and the next write is the next change.
+    checkpoint = await parts.tokens.load()
+    assert checkpoint is not None and checkpoint.token is not None
+    assert checkpoint.cluster_time is not None and checkpoint.cluster_time >= events[-1].version
+    async with await articles.watch(resume_after=checkpoint.token, max_await_time_ms=100) as s:
+        assert await s.try_next() is None
+        await articles.insert_one({"_id": "after", "title": "x"})
+        change = await s.try_next()
+        while change is None:
+            change = await s.try_next()
+        assert change["documentKey"] == {"_id": "after"}
+
+
+async def test_stop_and_restart_resume_without_gap_or_duplicate(
+    mongo: Client, parts: PipelineParts
+) -> None:
+    articles = mongo[DATABASE]["articles"]
+    writes = 0
+
+    async def write(count: int) -> None:
+        nonlocal writes
+        for _ in range(count):
+            await articles.insert_one({"_id": writes, "title": f"t{writes}"})
+            writes += 1
+
+    async with running(make_capture(mongo, parts, max_batch=5), parts):
+        await write(30)
+        await queued(parts, 10)
+    await write(30)  # while capture is down
+    async with running(make_capture(mongo, parts, max_batch=5), parts):
+        await write(30)
+        await queued(parts, 90)
+
+    ids = [e.document_id for e in await parts.events()]
+    assert ids == [document_id(n) for n in range(90)]
+
+
+async def test_a_filtered_or_quiet_stream_still_moves_the_checkpoint(
+    mongo: Client, parts: PipelineParts
+) -> None:
+    capture = make_capture(mongo, parts, mapper=article_mapper({"status": "published"}))
+    async with running(capture, parts):
+        first = await parts.tokens.load()
+        assert first is not None and first.cluster_time is not None
+        for n in range(20):
+            await mongo[DATABASE]["articles"].insert_one({"_id": n, "status": "draft"})
+            await mongo[DATABASE]["articles"].update_one({"_id": n}, {"$set": {"views": 1}})
+        # Writes to a collection nobody watches: the stream stays quiet.
+        await mongo[DATABASE]["other"].insert_one({"x": 1})
+        last = await mongo[DATABASE]["other"].find_one({"x": 1})
+        assert last is not None
+
+        async def moved_past_writes() -> bool:
+            checkpoint = await parts.tokens.load()
+            stats = await parts.stats.read()
+            return (
+                checkpoint is not None
+                and checkpoint.cluster_time is not None
+                and checkpoint.cluster_time > first.cluster_time  # type: ignore[operator]
+                and stats["events_filtered"] == 40
+            )
+
+        await eventually(moved_past_writes, what="the checkpoint to pass the filtered writes")
+    assert await parts.queue.backlog() == 0
+
+
+async def test_filter_transitions_become_deletes_and_back(
+    mongo: Client, parts: PipelineParts
+) -> None:
+    articles = mongo[DATABASE]["articles"]
+    capture = make_capture(mongo, parts, mapper=article_mapper({"status": "published"}))
+    async with running(capture, parts):
+        await articles.insert_one({"_id": 1, "title": "a", "status": "published"})
+        await articles.update_one({"_id": 1}, {"$set": {"status": "draft"}})
+        await articles.update_one({"_id": 1}, {"$set": {"title": "b"}})
+        await articles.update_one({"_id": 1}, {"$set": {"status": "published"}})
+        await queued(parts, 4)
+    events = await parts.events()
+    assert [type(e) for e in events] == [
+        DocumentCreatedEvent,
+        DocumentDeletedEvent,
+        DocumentDeletedEvent,
+        DocumentUpdatedEvent,
+    ]
+    assert events[1].metadata == {"reason": "filtered_out"}
+    final = events[-1]
+    assert isinstance(final, DocumentUpdatedEvent) and final.content == "b"
+
+
+async def test_backpressure_bounds_the_queue_and_resumes(
+    mongo: Client, parts: PipelineParts
+) -> None:
+    articles = mongo[DATABASE]["articles"]
+    total, max_backlog, max_batch = 300, 40, 10
+    capture = make_capture(mongo, parts, max_batch=max_batch, max_backlog=max_backlog)
+    seen: list[str] = []
+    async with running(capture, parts):
+        writer = asyncio.create_task(
+            articles.insert_many([{"_id": n, "title": str(n)} for n in range(total)])
+        )
+        await queued(parts, max_backlog)
+        # The queue stays bounded while the source has far more to give.
+        for _ in range(20):
+            assert await parts.queue.backlog() <= max_backlog + max_batch
+            await asyncio.sleep(0.05)
+        await writer
+
+        async def all_drained() -> bool:
+            assert await parts.queue.backlog() <= max_backlog + max_batch
+            seen.extend(e.document_id for e in await parts.drain())
+            return len(seen) >= total
+
+        await eventually(all_drained, what="every write to pass through the bounded queue")
+    assert seen == [document_id(n) for n in range(total)]
+
+
+async def test_dropped_connections_lose_nothing(
+    mongo: Client, parts: PipelineParts, sim: ThreadedMongoSim
+) -> None:
+    articles = mongo[DATABASE]["articles"]
+    async with running(make_capture(mongo, parts, max_batch=5), parts):
+        for n in range(60):
+            await articles.insert_one({"_id": n, "title": str(n)})
+            if n % 15 == 7:
+                sim.drop_connections()
+        await queued(parts, 60)
+    ids = [e.document_id for e in await parts.events()]
+    assert ids == [document_id(n) for n in range(60)]
+
+
+async def test_history_lost_past_the_checkpoint_is_raised(
+    mongo: Client, parts: PipelineParts, sim: ThreadedMongoSim
+) -> None:
+    articles = mongo[DATABASE]["articles"]
+    async with running(make_capture(mongo, parts), parts):
+        await articles.insert_one({"_id": 1, "title": "kept"})
+        await queued(parts, 1)
+    checkpoint = await parts.tokens.load()
+    assert checkpoint is not None and checkpoint.token is not None
+    await articles.insert_one({"_id": 2, "title": "lost"})
+    sim.truncate_oplog()
+    with pytest.raises(HistoryLost, match=checkpoint.token["_data"]):
+        await make_capture(mongo, parts).run(asyncio.Event())
+    assert [e.document_id for e in await parts.events()] == [document_id(1)]
+
+
+async def test_a_stale_fence_stops_capture(mongo: Client, parts: PipelineParts) -> None:
+    articles = mongo[DATABASE]["articles"]
+    task = await start(make_capture(mongo, parts), parts, asyncio.Event())
+    await articles.insert_one({"_id": 1, "title": "before"})
+    await queued(parts, 1)
+    await parts.lease.release()
+    await parts.lease.acquire(wait=False)  # a new holder: the fence moved on
+    await articles.insert_one({"_id": 2, "title": "after"})
+    with pytest.raises(LeaseLost):
+        await asyncio.wait_for(task, 30)
+    assert [e.document_id for e in await parts.events()] == [document_id(1)]
+
+
+async def test_several_collections_are_watched_at_database_scope(
+    mongo: Client, parts: PipelineParts
+) -> None:
+    database = mongo[DATABASE]
+    capture = make_capture(mongo, parts, collections=["a", "b"])
+    async with running(capture, parts):
+        await database["a"].insert_one({"_id": 1, "title": "a"})
+        await database["c"].insert_one({"_id": 1, "title": "c"})
+        await database["b"].insert_one({"_id": 1, "title": "b"})
+        await queued(parts, 2)
+    events = await parts.events()
+    assert [(e.namespace, e.event_type) for e in events] == [
+        ("app.a", "created"),
+        ("app.b", "created"),
+    ]
+
+
+async def test_dropping_the_collection_reopens_after_the_invalidate(
+    mongo: Client, parts: PipelineParts
+) -> None:
+    articles = mongo[DATABASE]["articles"]
+    async with running(make_capture(mongo, parts), parts):
+        await articles.insert_one({"_id": 1, "title": "old"})
+        await queued(parts, 1)
+        await articles.drop()
+        await articles.insert_one({"_id": 2, "title": "recreated"})
+        await queued(parts, 2)
+    assert [e.document_id for e in await parts.events()] == [document_id(1), document_id(2)]
