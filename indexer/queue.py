@@ -40,14 +40,14 @@ class EventReader:
     """Reads the pipeline's queue as one consumer of the indexer's consumer group.
 
     ``read`` delivers, in order of priority: this consumer's own entries
-    delivered before and not acknowledged (after a restart, or after
-    ``rewind``); entries idle longer than *claim_idle_ms* in any consumer
-    (a crashed one's, or ours that were never committed), claimed by XAUTOCLAIM;
-    then new entries. An entry is redelivered until ``commit`` or
-    ``dead_letter`` acknowledges it, so the caller must acknowledge only what
-    the vector store accepted. *consumer* should be stable across restarts of
-    one replica so its own pending entries come back to it at once. A blocking
-    read needs a client whose socket timeout exceeds *block_ms*."""
+    delivered before and not acknowledged (after a restart); entries idle
+    longer than *claim_idle_ms* in any consumer (a crashed one's, or ours that
+    were never committed), claimed by XAUTOCLAIM; then new entries. An entry
+    is redelivered until ``commit`` or ``dead_letter`` acknowledges it, so the
+    caller must acknowledge only what the vector store accepted. *consumer*
+    should be stable across restarts of one replica so its own pending
+    entries come back to it at once. A blocking read needs a client whose
+    socket timeout exceeds *block_ms*."""
 
     def __init__(
         self,
@@ -58,6 +58,8 @@ class EventReader:
         claim_idle_ms: int = 300_000,
         versions: VersionStore | None = None,
     ) -> None:
+        """*versions* gives commit its tombstone ttl: pass the VersionStore the
+        indexer reads with (without one, tombstones never expire)."""
         self._redis = redis
         self._keys = keys
         self._consumer = consumer
@@ -81,12 +83,6 @@ class EventReader:
         except ResponseError as exc:
             if not str(exc).startswith("BUSYGROUP"):
                 raise
-
-    def rewind(self) -> None:
-        """Make the next reads redeliver this consumer's unacknowledged entries first:
-        for a caller that gave up on a batch (say, the vector store was down)
-        and wants it back without waiting *claim_idle_ms*."""
-        self._own_cursor = "0"
 
     async def read(self, count: int, block_ms: int) -> list[QueueEntry]:
         """Up to *count* entries; waits up to *block_ms* for new ones when nothing is

@@ -169,19 +169,6 @@ async def test_entries_of_a_dead_consumer_are_claimed_after_they_idle(
     assert {row["consumer"] for row in owners} == {b"replica-1"}
 
 
-async def test_rewind_redelivers_an_abandoned_batch(
-    redis_client: aioredis.Redis, keys: Keys, produce: Callable[..., Awaitable[None]]
-) -> None:
-    reader = await started(redis_client, keys, "c1")
-    await produce([created(1)])
-    batch = await reader.read(10, block_ms=100)
-
-    reader.rewind()
-    again = await reader.read(10, block_ms=100)
-
-    assert [(e.entry_id, e.deliveries) for e in again] == [(batch[0].entry_id, 2)]
-
-
 async def test_malformed_entries_surface_with_their_error(
     redis_client: aioredis.Redis, keys: Keys
 ) -> None:
