@@ -44,9 +44,7 @@ class Checkpoint:
 
     def to_json(self) -> str:
         body = {
-            "token": None if self.token is None else json.loads(
-                json_util.dumps(dict(self.token), json_options=_TOKEN_JSON)
-            ),
+            "token": None if self.token is None else _token_to_plain(self.token),
             "cluster_time": self.cluster_time,
             "start_at_operation_time": self.start_at_operation_time,
             "saved_at": self.saved_at.isoformat(),
@@ -60,15 +58,23 @@ class Checkpoint:
             body = json.loads(raw)
             token = body["token"]
             return cls(
-                token=None if token is None else json_util.loads(
-                    json.dumps(token), json_options=_TOKEN_JSON
-                ),
+                token=None if token is None else _token_from_plain(token),
                 cluster_time=body["cluster_time"],
                 start_at_operation_time=body["start_at_operation_time"],
                 saved_at=datetime.fromisoformat(body["saved_at"]),
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"not a checkpoint: {exc}") from exc
+
+
+def _token_to_plain(token: Mapping[str, Any]) -> Any:
+    # Through json_util.dumps, not json.dumps: an Int64 must stay tagged as one.
+    return json.loads(json_util.dumps(dict(token), json_options=_TOKEN_JSON))
+
+
+def _token_from_plain(plain: Any) -> Mapping[str, Any]:
+    token: Mapping[str, Any] = json_util.loads(json.dumps(plain), json_options=_TOKEN_JSON)
+    return token
 
 
 _SET_IF_FENCED = LuaScript(
