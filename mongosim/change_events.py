@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mongosim.errors import CommandError
-from mongosim.oplog import OplogEntry, ResumeToken
+from mongosim.oplog import INVALIDATE, OplogEntry, ResumeToken
 from mongosim.storage import INTERNAL_DATABASES, Storage
 
 DATA_OPS = frozenset({"insert", "update", "replace", "delete"})
@@ -99,7 +99,7 @@ class EventFactory:
     ) -> list[dict[str, Any]]:
         if not invalidates:
             return [event]
-        token = ResumeToken(entry.ts, entry.seq, invalidate=True)
+        token = ResumeToken(entry.ts, entry.seq, INVALIDATE)
         invalidate = {
             "_id": token.document(),
             "operationType": "invalidate",

@@ -26,7 +26,7 @@ from mongosim.change_events import (
     Scope,
 )
 from mongosim.errors import RETRYABLE_CODES, CommandError
-from mongosim.oplog import ResumeToken
+from mongosim.oplog import HIGH_WATER_MARK, ResumeToken
 from mongosim.storage import Storage
 
 # Stages the server allows after $changeStream, and the rewrite of those
@@ -143,7 +143,7 @@ class ChangeStreamCursor:
         if len(chosen) > 1:
             raise CommandError(40674, "Only one type of resume option is allowed, but multiple were found.")
         if not chosen:
-            return self._oplog.latest.seq, 0, self._oplog.latest.token
+            return self._oplog.latest.seq, 0, self._oplog.latest.high_water_mark
         key = chosen[0]
         if key == "startAtOperationTime":
             ts = options[key]
@@ -151,8 +151,8 @@ class ChangeStreamCursor:
                 raise CommandError(14, "startAtOperationTime must be a Timestamp")
             seq = self._oplog.position_at(ts)
             if seq >= self._oplog.oldest.seq:
-                return seq, 0, self._oplog.entry(seq).token
-            return seq, 0, ResumeToken(self._oplog.oldest.ts, seq)
+                return seq, 0, self._oplog.entry(seq).high_water_mark
+            return seq, 0, ResumeToken(self._oplog.oldest.ts, seq, HIGH_WATER_MARK)
         token = ResumeToken.parse(options[key])
         if token.invalidate and key == "resumeAfter":
             raise CommandError(
@@ -161,8 +161,11 @@ class ChangeStreamCursor:
                 "an invalidate notification.",
             )
         self._oplog.check_available(token)
+        seen = token.events_seen
+        if seen is None:
+            return token.seq, 0, token
         # Entry token.seq is revisited, skipping the events already delivered.
-        return token.seq - 1, 2 if token.invalidate else 1, token
+        return token.seq - 1, seen, token
 
     @property
     def resume_token(self) -> dict[str, Any]:
@@ -217,7 +220,7 @@ class ChangeStreamCursor:
                 self.exhausted = True
                 return batch
         if not self._pending:
-            self._position = ResumeToken(self._ts, self._seq).document()
+            self._position = ResumeToken(self._ts, self._seq, HIGH_WATER_MARK).document()
         return batch
 
     def _refill(self) -> bool:

@@ -18,7 +18,11 @@ from bson.timestamp import Timestamp
 
 from mongosim.errors import CommandError
 
-_TOKEN = re.compile(r"82([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{16})(0[01])")
+_TOKEN = re.compile(r"82([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{16})(0[012])")
+
+EVENT = 0
+INVALIDATE = 1
+HIGH_WATER_MARK = 2
 
 
 class ClusterClock:
@@ -44,20 +48,32 @@ class ClusterClock:
 
 @dataclass(frozen=True, slots=True)
 class ResumeToken:
-    """A position in the log: after entry ``seq``, or after its invalidate event.
+    """A position in the log, relative to entry ``seq``.
 
-    Encoded as ``{_data: hex}`` whose hex strings sort in log order, like the
-    real server's tokens.
+    ``kind`` says how much of that entry's events a stream has seen: its first
+    event (EVENT), also the invalidate that follows it (INVALIDATE), or all of
+    it, as a high-water mark returned when a batch ends without events
+    (HIGH_WATER_MARK). Encoded as ``{_data: hex}``, hex strings that sort in
+    log order like the real server's tokens.
     """
 
     ts: Timestamp
     seq: int
-    invalidate: bool = False
+    kind: int = EVENT
+
+    @property
+    def invalidate(self) -> bool:
+        """Whether this is the token of an invalidate event."""
+        return self.kind == INVALIDATE
+
+    @property
+    def events_seen(self) -> int | None:
+        """How many of entry ``seq``'s events precede this position; None: all of them."""
+        return None if self.kind == HIGH_WATER_MARK else self.kind + 1
 
     def document(self) -> dict[str, str]:
         """The token as clients see it."""
-        kind = 1 if self.invalidate else 0
-        return {"_data": f"82{self.ts.time:08X}{self.ts.inc:08X}{self.seq:016X}{kind:02X}"}
+        return {"_data": f"82{self.ts.time:08X}{self.ts.inc:08X}{self.seq:016X}{self.kind:02X}"}
 
     @classmethod
     def parse(cls, value: Any) -> ResumeToken:
@@ -70,7 +86,7 @@ class ResumeToken:
         if match is None:
             raise CommandError(260, f"invalid resume token: {value!r}")
         secs, inc, seq, kind = match.groups()
-        return cls(Timestamp(int(secs, 16), int(inc, 16)), int(seq, 16), kind == "01")
+        return cls(Timestamp(int(secs, 16), int(inc, 16)), int(seq, 16), int(kind, 16))
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,8 +113,13 @@ class OplogEntry:
 
     @property
     def token(self) -> ResumeToken:
-        """The position just after this entry."""
+        """The token of this entry's (first) event."""
         return ResumeToken(self.ts, self.seq)
+
+    @property
+    def high_water_mark(self) -> ResumeToken:
+        """The position after everything this entry produced."""
+        return ResumeToken(self.ts, self.seq, HIGH_WATER_MARK)
 
 
 class Oplog:
