@@ -1,0 +1,475 @@
+"""The Milvus collection of document chunks, as the indexer writes and verifies it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pymilvus import MilvusClient, MilvusException
+
+from indexer.schema import (
+    FINGERPRINT_PROPERTY,
+    ID_MAX_BYTES,
+    KEY_MAX_BYTES,
+    TEXT_MAX_BYTES,
+    build_schema,
+    check_metadata_paths,
+    expected_fields,
+    schema_differences,
+)
+from sidecar.errors import ConfigurationError, DocumentRejected, VectorStoreUnavailable
+
+T = TypeVar("T")
+
+# Milvus caps one query's result window; fetch() pages ids below it.
+_QUERY_PAGE = 1000
+_SCAN_LIMIT = 16_384
+
+
+@dataclass(frozen=True)
+class ChunkRow:
+    """One chunk as stored: the caller builds ``id`` deterministically.
+
+    ``metadata`` maps configured metadata paths to JSON-able values; a null
+    value is not stored, so it reads back absent (see indexer.schema).
+    """
+
+    id: str
+    doc_key: str
+    namespace: str
+    document_id: str
+    chunk_index: int
+    text: str
+    vector: Sequence[float]
+    updated_at: int
+    metadata: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result; ``score`` is cosine similarity, higher is nearer."""
+
+    id: str
+    doc_key: str
+    chunk_index: int
+    text: str
+    score: float
+    metadata: Mapping[str, Any]
+
+
+class VectorStore:
+    """A Milvus collection of chunks, through one worker thread.
+
+    *uri* is a Milvus Lite database path ending in ``.db`` (created if
+    missing) or a server URL such as ``http://host:19530``. A Milvus Lite
+    database can be open in one process at a time. Every pymilvus call blocks,
+    so all of them run in order on one dedicated thread, never on the event
+    loop.
+
+    Writes become cheap to search and to scan by filter only once flushed: the
+    caller calls flush_if_due() after its writes and periodically, and the
+    store flushes when ``flush_rows`` rows were written or ``flush_interval``
+    seconds passed since the first unflushed write. Queries by primary key are
+    cheap either way.
+
+    The caller must call start() before anything else and must not share a
+    VectorStore between event loops.
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        collection: str,
+        *,
+        dimension: int,
+        fingerprint: str,
+        metadata_fields: Sequence[str],
+        flush_rows: int = 5000,
+        flush_interval: float = 2.0,
+    ) -> None:
+        if dimension < 1:
+            raise ConfigurationError(f"dimension must be at least 1, got {dimension}")
+        if flush_rows < 1 or flush_interval <= 0:
+            raise ConfigurationError("flush_rows and flush_interval must be positive")
+        self._uri = uri
+        self._collection = collection
+        self._dimension = dimension
+        self._fingerprint = fingerprint
+        self._metadata_paths = check_metadata_paths(metadata_fields)
+        self._flush_rows = flush_rows
+        self._flush_interval = flush_interval
+        self._client: MilvusClient | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._unflushed_rows = 0
+        self._first_unflushed_at: float | None = None
+        self._output_fields = [
+            "id",
+            "doc_key",
+            "namespace",
+            "document_id",
+            "chunk_index",
+            "text",
+            "vector",
+            "updated_at",
+            "metadata",
+        ]
+
+    @property
+    def unflushed_rows(self) -> int:
+        """Rows upserted or deleted since the last flush."""
+        return self._unflushed_rows
+
+    async def start(self) -> None:
+        """Open the database; create and index the collection if missing; load it.
+
+        Idempotent. Raises ConfigurationError when an existing collection's
+        schema, dimension or embedder fingerprint differs from this store's,
+        and VectorStoreUnavailable when Milvus cannot be reached or the Milvus
+        Lite database is held by another process.
+        """
+        if self._client is not None:
+            return
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vector-store")
+        try:
+            self._client = await self._run(self._open)
+        except BaseException:
+            executor, self._executor = self._executor, None
+            executor.shutdown(wait=False)
+            raise
+
+    async def stop(self) -> None:
+        """Flush pending writes, close the connection, release the thread. Idempotent."""
+        client, executor = self._client, self._executor
+        if client is None or executor is None:
+            return
+        try:
+            if self._unflushed_rows:
+                await self.flush()
+        finally:
+            self._client = None
+            self._executor = None
+            await asyncio.get_running_loop().run_in_executor(executor, self._close, client)
+            await asyncio.to_thread(executor.shutdown, wait=True)
+
+    async def upsert(self, rows: Sequence[ChunkRow]) -> None:
+        """Insert or replace *rows* by id.
+
+        Raises DocumentRejected naming the document when a row cannot be
+        stored (wrong dimension, oversize text or key, unknown metadata
+        path), before anything is written; VectorStoreUnavailable when Milvus
+        did not accept the write.
+        """
+        if not rows:
+            return
+        entities = [self._entity(row) for row in rows]
+        client = self._require()
+        await self._write(lambda: client.upsert(self._collection, entities), len(rows))
+
+    async def delete(self, ids: Sequence[str]) -> None:
+        """Delete rows by primary key; unknown ids are ignored.
+
+        Raises VectorStoreUnavailable when Milvus did not accept the delete.
+        """
+        if not ids:
+            return
+        client = self._require()
+        batch = list(ids)
+        await self._write(lambda: client.delete(self._collection, ids=batch), len(batch))
+
+    async def fetch(self, ids: Sequence[str]) -> dict[str, ChunkRow]:
+        """The stored rows among *ids*, vectors included, by id.
+
+        Raises VectorStoreUnavailable.
+        """
+        if not ids:
+            return {}
+        client = self._require()
+        unique = list(dict.fromkeys(ids))
+
+        def query() -> list[dict[str, Any]]:
+            found: list[dict[str, Any]] = []
+            for start in range(0, len(unique), _QUERY_PAGE):
+                page = unique[start : start + _QUERY_PAGE]
+                found += client.query(
+                    self._collection, ids=page, output_fields=self._output_fields
+                )
+            return found
+
+        return {row.id: row for row in map(self._row, await self._read(query))}
+
+    async def flush_if_due(self) -> None:
+        """Flush if ``flush_rows`` rows were written or ``flush_interval`` seconds
+        passed since the first unflushed write; otherwise do nothing.
+
+        Raises VectorStoreUnavailable.
+        """
+        if self._unflushed_rows >= self._flush_rows or (
+            self._first_unflushed_at is not None
+            and time.monotonic() - self._first_unflushed_at >= self._flush_interval
+        ):
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Seal written rows so searches and filter scans stop scanning them one by one.
+
+        Raises VectorStoreUnavailable.
+        """
+        client = self._require()
+        pending = self._unflushed_rows
+        await self._read(lambda: client.flush(self._collection))
+        self._unflushed_rows -= pending
+        if self._unflushed_rows == 0:
+            self._first_unflushed_at = None
+
+    async def search(
+        self, vector: Sequence[float], limit: int = 5, namespace: str | None = None
+    ) -> list[Hit]:
+        """The *limit* chunks nearest to *vector* by cosine similarity, nearest first,
+        within *namespace* if given.
+
+        Raises VectorStoreUnavailable.
+        """
+        client = self._require()
+        fields = ["doc_key", "chunk_index", "text", "metadata"]
+        query = list(map(float, vector))
+
+        scope = {} if namespace is None else {"filter": f"namespace == {_literal(namespace)}"}
+
+        def search() -> list[dict[str, Any]]:
+            found = client.search(
+                self._collection, data=[query], limit=limit, output_fields=fields, **scope
+            )
+            return list(found[0])
+
+        hits = await self._read(search)
+        return [
+            Hit(
+                id=str(hit["id"]),
+                doc_key=hit["entity"]["doc_key"],
+                chunk_index=int(hit["entity"]["chunk_index"]),
+                text=hit["entity"]["text"],
+                score=float(hit["distance"]),
+                metadata=hit["entity"]["metadata"],
+            )
+            for hit in hits
+        ]
+
+    async def chunks_of(self, doc_key: str) -> list[ChunkRow]:
+        """Every stored chunk of *doc_key*, by chunk_index.
+
+        A filter scan: slow before a flush. For tests and verification only;
+        the indexer must not call it on the hot path (it deletes by id).
+        Raises VectorStoreUnavailable.
+        """
+        client = self._require()
+        found = await self._read(
+            lambda: client.query(
+                self._collection,
+                filter=f"doc_key == {_literal(doc_key)}",
+                output_fields=self._output_fields,
+                limit=_SCAN_LIMIT,
+            )
+        )
+        return sorted(map(self._row, found), key=lambda row: row.chunk_index)
+
+    async def count(self) -> int:
+        """Rows currently stored, flushed or not. Raises VectorStoreUnavailable."""
+        client = self._require()
+        result = await self._read(
+            lambda: client.query(self._collection, filter="", output_fields=["count(*)"])
+        )
+        return int(result[0]["count(*)"])
+
+    def _open(self) -> MilvusClient:
+        lite = _is_lite(self._uri)
+        if lite:
+            Path(self._uri).parent.mkdir(parents=True, exist_ok=True)
+            _LITE_SERVERS.acquire(self._uri)
+        try:
+            try:
+                client = MilvusClient(uri=self._uri)
+            except MilvusException as err:
+                raise VectorStoreUnavailable(
+                    f"cannot open Milvus at {self._uri} (a Milvus Lite database can be open "
+                    f"in one process at a time: is another sidecar using it?): {err}"
+                ) from err
+            try:
+                self._prepare(client)
+            except BaseException:
+                client.close()
+                raise
+        except BaseException:
+            if lite:
+                _LITE_SERVERS.release(self._uri)
+            raise
+        return client
+
+    def _prepare(self, client: MilvusClient) -> None:
+        expected = expected_fields(self._dimension)
+        if not client.has_collection(self._collection):
+            index = client.prepare_index_params()
+            index.add_index(field_name="vector", index_type="AUTOINDEX", metric_type="COSINE")
+            client.create_collection(
+                self._collection,
+                schema=build_schema(self._dimension, self._fingerprint),
+                index_params=index,
+                consistency_level="Strong",
+                properties={FINGERPRINT_PROPERTY: self._fingerprint},
+            )
+        described = client.describe_collection(self._collection)
+        problems = schema_differences(expected, described)
+        stored = (described.get("properties") or {}).get(FINGERPRINT_PROPERTY)
+        if stored != self._fingerprint:
+            problems.append(
+                f"its vectors were made by embedder {stored!r}, "
+                f"this pipeline embeds with {self._fingerprint!r}"
+            )
+        if problems:
+            raise ConfigurationError(
+                f"Milvus collection {self._collection!r} at {self._uri} does not match this "
+                f"pipeline: {'; '.join(problems)}. Drop the collection to rebuild it "
+                "from the source, or configure another collection name."
+            )
+        client.load_collection(self._collection)
+
+    def _close(self, client: MilvusClient) -> None:
+        client.close()
+        if _is_lite(self._uri):
+            _LITE_SERVERS.release(self._uri)
+
+    def _entity(self, row: ChunkRow) -> dict[str, Any]:
+        problems = []
+        unknown = row.metadata.keys() - set(self._metadata_paths)
+        if unknown:
+            problems.append(f"metadata paths {sorted(unknown)} are not configured")
+        if len(row.vector) != self._dimension:
+            problems.append(f"vector has {len(row.vector)} dimensions, not {self._dimension}")
+        for name, value, limit in (
+            ("id", row.id, ID_MAX_BYTES),
+            ("doc_key", row.doc_key, KEY_MAX_BYTES),
+            ("namespace", row.namespace, KEY_MAX_BYTES),
+            ("document_id", row.document_id, KEY_MAX_BYTES),
+            ("text", row.text, TEXT_MAX_BYTES),
+        ):
+            if len(value.encode()) > limit:
+                problems.append(f"{name} is longer than {limit} bytes")
+        if problems:
+            raise DocumentRejected(
+                f"chunk {row.chunk_index} of {row.doc_key}: {'; '.join(problems)}"
+            )
+        entity: dict[str, Any] = {
+            "id": row.id,
+            "doc_key": row.doc_key,
+            "namespace": row.namespace,
+            "document_id": row.document_id,
+            "chunk_index": row.chunk_index,
+            "text": row.text,
+            "vector": [float(x) for x in row.vector],
+            "updated_at": row.updated_at,
+            "metadata": _json_object(row),
+        }
+        return entity
+
+    def _row(self, found: Mapping[str, Any]) -> ChunkRow:
+        return ChunkRow(
+            id=str(found["id"]),
+            doc_key=found["doc_key"],
+            namespace=found["namespace"],
+            document_id=found["document_id"],
+            chunk_index=int(found["chunk_index"]),
+            text=found["text"],
+            vector=[float(x) for x in found["vector"]],
+            updated_at=int(found["updated_at"]),
+            metadata=found["metadata"],
+        )
+
+    def _require(self) -> MilvusClient:
+        if self._client is None:
+            raise VectorStoreUnavailable(f"vector store {self._collection!r} is not started")
+        return self._client
+
+    async def _write(self, call: Callable[[], object], rows: int) -> None:
+        await self._read(call)
+        if self._first_unflushed_at is None:
+            self._first_unflushed_at = time.monotonic()
+        self._unflushed_rows += rows
+
+    async def _read(self, call: Callable[[], T]) -> T:
+        try:
+            return await self._run(call)
+        except MilvusException as err:
+            raise VectorStoreUnavailable(
+                f"Milvus collection {self._collection!r} at {self._uri}: {err}"
+            ) from err
+
+    async def _run(self, call: Callable[[], T]) -> T:
+        if self._executor is None:
+            raise VectorStoreUnavailable(f"vector store {self._collection!r} is not started")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+
+def _json_object(row: ChunkRow) -> dict[str, Any]:
+    """*row*'s metadata as Milvus will return it: nulls left out, tuples as
+    lists, keys as strings."""
+    present = {path: value for path, value in row.metadata.items() if value is not None}
+    try:
+        normalised: dict[str, Any] = json.loads(json.dumps(present, allow_nan=False))
+    except (TypeError, ValueError) as err:
+        raise DocumentRejected(
+            f"chunk {row.chunk_index} of {row.doc_key}: metadata is not JSON-able: {err}"
+        ) from err
+    return normalised
+
+
+def _literal(value: str) -> str:
+    """*value* as a double-quoted filter-expression string literal."""
+    escaped = (
+        value.replace("\\", "\\\\")
+        .replace('"', '\\"')
+        .replace("\n", "\\n")
+        .replace("\r", "\\r")
+        .replace("\t", "\\t")
+    )
+    return f'"{escaped}"'
+
+
+def _is_lite(uri: str) -> bool:
+    return uri.endswith(".db")
+
+
+class _LiteServers:
+    """Milvus Lite serves each database path from one in-process server that
+    holds the path's lock until released; closing a client does not release
+    it. Release it when the last store on the path stops, so another process
+    (the next sidecar) can open the database."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users: dict[str, int] = {}
+
+    def acquire(self, uri: str) -> None:
+        with self._lock:
+            path = os.path.abspath(uri)
+            self._users[path] = self._users.get(path, 0) + 1
+
+    def release(self, uri: str) -> None:
+        from milvus_lite.server_manager import server_manager_instance
+
+        with self._lock:
+            path = os.path.abspath(uri)
+            self._users[path] -= 1
+            if self._users[path]:
+                return
+            del self._users[path]
+            server_manager_instance.release_server(path)
+
+
+_LITE_SERVERS = _LiteServers()
