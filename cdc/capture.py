@@ -159,7 +159,7 @@ class Capture:
                     if stop.is_set():
                         break
                     batch = await self._read(stream)
-                    await self._commit(batch)
+                    await self._commit(batch, final=stop.is_set())
                     if batch.invalidated_by is not None:
                         return batch.invalidated_by
         except OperationFailure as exc:
@@ -255,13 +255,15 @@ class Capture:
         )
         return False
 
-    async def _commit(self, batch: _Batch) -> None:
+    async def _commit(self, batch: _Batch, *, final: bool) -> None:
         """Queue *batch* with the position after it; a read without events saves
-        the position only when it moved, at most every checkpoint_interval."""
+        the position only when it moved, at most every checkpoint_interval
+        unless it is the *final* read before stopping."""
         token = batch.token
         moved = token is not None and token != self._position.token
         quiet = not (batch.events or batch.filtered)
-        if quiet and (not moved or self._since_saved() < self._checkpoint_interval):
+        recent = self._since_saved() < self._checkpoint_interval and not final
+        if quiet and (not moved or recent):
             return
         position = StreamPosition(
             resume_after=token,

@@ -3,27 +3,20 @@ pipeline's Redis objects (queue, checkpoint store, stats, fence) in the shared r
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from capture_support import PipelineParts
 from pymongo import AsyncMongoClient
 
-from cdc.events import DocumentEvent, event_from_json
-from cdc.fields import IndexedText, MetadataFields, UserField
-from cdc.mapping import ChangeMapper
 from checkpoints.keys import Keys
 from checkpoints.lease import Lease
 from checkpoints.queue import EventQueue
 from checkpoints.stats import Stats
 from checkpoints.tokens import ResumeTokenStore
 from mongosim import ThreadedMongoSim
-
-DATABASE = "app"
 
 
 @pytest.fixture
@@ -43,29 +36,6 @@ async def mongo(sim: ThreadedMongoSim) -> AsyncIterator[AsyncMongoClient[dict[st
         await client.close()
 
 
-@dataclass
-class PipelineParts:
-    keys: Keys
-    redis: aioredis.Redis
-    queue: EventQueue
-    tokens: ResumeTokenStore
-    stats: Stats
-    lease: Lease
-    fence: int
-
-    async def events(self) -> list[DocumentEvent]:
-        """Every queued event, oldest first."""
-        entries = await self.redis.xrange(self.keys.events)
-        return [event_from_json(fields[b"event"]) for _, fields in entries]
-
-    async def drain(self) -> list[DocumentEvent]:
-        """Take every queued event off the queue, as the indexer does once it applied them."""
-        entries = await self.redis.xrange(self.keys.events)
-        if entries:
-            await self.redis.xdel(self.keys.events, *[entry_id for entry_id, _ in entries])
-        return [event_from_json(fields[b"event"]) for _, fields in entries]
-
-
 @pytest.fixture
 async def parts(redis_client: aioredis.Redis, pipeline_name: str) -> AsyncIterator[PipelineParts]:
     keys = Keys(pipeline_name)
@@ -81,23 +51,3 @@ async def parts(redis_client: aioredis.Redis, pipeline_name: str) -> AsyncIterat
         fence=fence,
     )
     await lease.release()
-
-
-def article_mapper(query: dict[str, Any] | None = None) -> ChangeMapper:
-    return ChangeMapper(
-        IndexedText(["title", "sections.text"]),
-        MetadataFields(["lang"]),
-        UserField("owner"),
-        query,
-    )
-
-
-async def eventually(
-    condition: Callable[[], Awaitable[bool]], *, within: float = 30.0, what: str = "condition"
-) -> None:
-    """Wait until *condition* holds, polling; fail the test after *within* seconds."""
-    deadline = time.monotonic() + within
-    while not await condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(0.05)

@@ -8,6 +8,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+import structlog.testing
+from capture_support import DATABASE, PipelineParts, article_mapper, eventually
 from pymongo import AsyncMongoClient
 
 from cdc.capture import Capture
@@ -16,8 +18,6 @@ from cdc.fields import document_id
 from cdc.mapping import ChangeMapper
 from mongosim import ThreadedMongoSim
 from sidecar.errors import HistoryLost, LeaseLost
-
-from .conftest import DATABASE, PipelineParts, article_mapper, eventually
 
 Client = AsyncMongoClient[dict[str, Any]]
 
@@ -231,6 +231,34 @@ async def test_dropped_connections_lose_nothing(
         await queued(parts, 60)
     ids = [e.document_id for e in await parts.events()]
     assert ids == [document_id(n) for n in range(60)]
+
+
+async def test_an_outage_longer_than_the_drivers_own_resume_is_retried(
+    parts: PipelineParts, sim: ThreadedMongoSim
+) -> None:
+    client: Client = AsyncMongoClient(
+        sim.uri, serverSelectionTimeoutMS=300, heartbeatFrequencyMS=500
+    )
+    articles = client[DATABASE]["articles"]
+    try:
+        with structlog.testing.capture_logs() as logs:
+            async with running(make_capture(client, parts), parts):
+                await articles.insert_many([{"_id": n, "title": str(n)} for n in range(10)])
+                await queued(parts, 10)
+                # No primary: the driver's single resume fails too.
+                sim.step_down()
+                sim.drop_connections()
+
+                async def retried() -> bool:
+                    return sum(entry["event"] == "capture_retry" for entry in logs) >= 2
+
+                await eventually(retried, what="capture to retry with backoff")
+                sim.step_up()
+                await articles.insert_many([{"_id": n, "title": str(n)} for n in range(10, 20)])
+                await queued(parts, 20)
+    finally:
+        await client.close()
+    assert [e.document_id for e in await parts.events()] == [document_id(n) for n in range(20)]
 
 
 async def test_history_lost_past_the_checkpoint_is_raised(

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from capture_support import DATABASE, article_mapper
 from pymongo import AsyncMongoClient
 
 from cdc.events import DocumentCreatedEvent, DocumentDeletedEvent, DocumentUpdatedEvent
 from cdc.fields import document_id
 from cdc.mapping import CollectionChange
 from cdc.namespaces import WatchScope
-
-from .conftest import DATABASE, article_mapper
 
 Client = AsyncMongoClient[dict[str, Any]]
 
@@ -35,7 +34,9 @@ async def test_document_operations(mongo: Client) -> None:
     pipeline = WatchScope(DATABASE, ["articles"]).pipeline(mapper.projection(), pre_images=True)
     async with await articles.watch(
         pipeline,
-        full_document="updateLookup",
+        # Point-in-time post-images: updateLookup would read the document as
+        # it is when the change is read, after all of these writes.
+        full_document="required",
         full_document_before_change="whenAvailable",
         max_await_time_ms=50,
     ) as stream:
@@ -94,12 +95,13 @@ async def test_update_of_a_document_deleted_before_the_lookup(mongo: Client) -> 
 async def test_collection_operations(mongo: Client) -> None:
     database = mongo[DATABASE]
     await database["a"].insert_one({"_id": 1})
+    await database["c"].insert_one({"_id": 1})
     mapper = article_mapper()
     async with await database.watch(max_await_time_ms=50) as stream:
         await database["a"].rename("b")
         await database["b"].drop()
         await mongo.drop_database(DATABASE)
-        changes = await collect(stream, 4)
+        changes = await collect(stream, 5)
     results = [mapper(change) for change in changes]
     assert all(isinstance(r, CollectionChange) for r in results)
     kinds = [
@@ -108,6 +110,7 @@ async def test_collection_operations(mongo: Client) -> None:
     assert kinds == [
         ("rename", "app.a", "app.b"),
         ("drop", "app.b", None),
+        ("drop", "app.c", None),
         ("dropDatabase", "app", None),
         ("invalidate", "", None),
     ]

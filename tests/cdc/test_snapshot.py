@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from capture_support import DATABASE, PipelineParts, article_mapper, eventually
 from pymongo import AsyncMongoClient
+from pymongo.asynchronous.client_session import AsyncClientSession
 
 from cdc.capture import Capture
 from cdc.events import DocumentCreatedEvent, DocumentEvent, DocumentUpdatedEvent
 from cdc.fields import IndexedText, document_id
+from cdc.positions import StreamPosition
 from cdc.snapshot import Snapshot
-
-from .conftest import DATABASE, PipelineParts, article_mapper, eventually
 
 Client = AsyncMongoClient[dict[str, Any]]
 PUBLISHED = {"status": "published"}
@@ -43,17 +44,14 @@ async def test_snapshot_and_capture_converge_to_the_source(
         ]
     )
     mapper = article_mapper(PUBLISHED)
-    snapshot = Snapshot(
-        mongo, DATABASE, ["articles"], mapper, parts.queue, parts.fence, max_batch=50
-    )
-    scanning = asyncio.Event()
 
-    async def churn() -> None:
-        await scanning.wait()
+    async def churn_before_scan() -> None:
         for n in range(0, 600, 7):
             await articles.update_one({"_id": n}, {"$set": {"title": f"changed{n}"}})
         for n in range(0, 600, 11):
             await articles.delete_one({"_id": n})
+
+    async def churn_during_scan() -> None:
         for n in range(0, 600, 13):
             await articles.update_one({"_id": n}, {"$set": {"status": "published"}})
         for n in range(1, 600, 17):
@@ -62,12 +60,23 @@ async def test_snapshot_and_capture_converge_to_the_source(
             [{"_id": n, "title": f"new{n}", "status": "published"} for n in range(600, 650)]
         )
 
-    async def signal_then_scan() -> None:
-        scanning.set()
+    class RacingSnapshot(Snapshot):
+        """Writes land between taking the position and scanning: the race that matters."""
+
+        async def _position(self, session: AsyncClientSession) -> StreamPosition:
+            position = await super()._position(session)
+            await churn_before_scan()
+            return position
+
+    snapshot = RacingSnapshot(
+        mongo, DATABASE, ["articles"], mapper, parts.queue, parts.fence, max_batch=50
+    )
+
+    async def scan() -> None:
         result = await snapshot.run(asyncio.Event())
         assert result is not None and result.documents > 0
 
-    await asyncio.gather(signal_then_scan(), churn())
+    await asyncio.gather(scan(), churn_during_scan())
     checkpoint = await parts.tokens.load()
     assert checkpoint is not None and checkpoint.token is not None
     await articles.insert_one({"_id": "end", "title": "end", "status": "published"})
@@ -97,7 +106,20 @@ async def test_snapshot_and_capture_converge_to_the_source(
 
     text = IndexedText(["title", "sections.text"])
     source = {document_id(doc["_id"]): text(doc) async for doc in articles.find(PUBLISHED)}
-    assert fold(await parts.events()) == source
+    events = await parts.events()
+    assert fold(events) == source
+    # The scan really overlapped the writes: it saw documents in states
+    # written after its position, and those writes were streamed as well.
+    streamed = {e.document_id for e in events if not e.event_id.startswith("snapshot:")}
+    overlapped = [
+        e
+        for e in events
+        if e.event_id.startswith("snapshot:")
+        and isinstance(e, DocumentCreatedEvent)
+        and e.content.startswith("changed")
+        and e.document_id in streamed
+    ]
+    assert overlapped
 
 
 async def test_snapshot_events_are_older_than_any_streamed_change(
