@@ -6,7 +6,7 @@ other collections never leave the server."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
@@ -15,7 +15,8 @@ from pymongo.asynchronous.mongo_client import AsyncMongoClient
 
 from sidecar.errors import ConfigurationError
 
-Document = Mapping[str, Any]
+# What a client created without a document_class returns (AsyncMongoClient is invariant in it).
+Document = dict[str, Any]
 
 # Kept when the stream projects fullDocument down: every field capture reads besides it.
 _CHANGE_FIELDS = (

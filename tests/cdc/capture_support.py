@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 
@@ -32,14 +32,18 @@ class PipelineParts:
     lease: Lease
     fence: int
 
+    async def _entries(self) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        return cast(
+            list[tuple[bytes, dict[bytes, bytes]]], await self.redis.xrange(self.keys.events)
+        )
+
     async def events(self) -> list[DocumentEvent]:
         """Every queued event, oldest first."""
-        entries = await self.redis.xrange(self.keys.events)
-        return [event_from_json(fields[b"event"]) for _, fields in entries]
+        return [event_from_json(fields[b"event"]) for _, fields in await self._entries()]
 
     async def drain(self) -> list[DocumentEvent]:
         """Take every queued event off the queue, as the indexer does once it applied them."""
-        entries = await self.redis.xrange(self.keys.events)
+        entries = await self._entries()
         if entries:
             await self.redis.xdel(self.keys.events, *[entry_id for entry_id, _ in entries])
         return [event_from_json(fields[b"event"]) for _, fields in entries]

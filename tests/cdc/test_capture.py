@@ -250,7 +250,7 @@ async def test_an_outage_longer_than_the_drivers_own_resume_is_retried(
                 sim.drop_connections()
 
                 async def retried() -> bool:
-                    return sum(entry["event"] == "capture_retry" for entry in logs) >= 2
+                    return [entry["event"] for entry in logs].count("capture_retry") >= 2
 
                 await eventually(retried, what="capture to retry with backoff")
                 sim.step_up()
