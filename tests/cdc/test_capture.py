@@ -318,3 +318,63 @@ async def test_dropping_the_collection_reopens_after_the_invalidate(
         await articles.insert_one({"_id": 2, "title": "recreated"})
         await queued(parts, 2)
     assert [e.document_id for e in await parts.events()] == [document_id(1), document_id(2)]
+
+
+async def test_post_and_pre_images_give_content_and_old_content(
+    mongo: Client, parts: PipelineParts
+) -> None:
+    database = mongo[DATABASE]
+    await database.create_collection("articles", changeStreamPreAndPostImages={"enabled": True})
+    await database.create_collection("plain")
+    capture = make_capture(
+        mongo,
+        parts,
+        collections=["articles", "plain"],
+        full_document="whenAvailable",
+        pre_images=True,
+    )
+    async with running(capture, parts):
+        await database["articles"].insert_one({"_id": 1, "title": "v1"})
+        await database["articles"].update_one({"_id": 1}, {"$set": {"title": "v2"}})
+        await database["articles"].update_one({"_id": 1}, {"$set": {"title": "v3"}})
+        # No post-images on this collection: capture looks the document up itself.
+        await database["plain"].insert_one({"_id": 1, "title": "p1"})
+        await database["plain"].update_one({"_id": 1}, {"$set": {"title": "p2"}})
+        await queued(parts, 5)
+    updates = [e for e in await parts.events() if isinstance(e, DocumentUpdatedEvent)]
+    assert [(e.namespace, e.content, e.old_content) for e in updates] == [
+        ("app.articles", "v2", "v1"),
+        ("app.articles", "v3", "v2"),
+        ("app.plain", "p2", None),
+    ]
+
+
+async def test_a_rejected_document_is_taken_out_and_the_rest_keeps_flowing(
+    mongo: Client, parts: PipelineParts
+) -> None:
+    articles = mongo[DATABASE]["articles"]
+    async with running(make_capture(mongo, parts), parts):
+        await articles.insert_one({"_id": 1, "title": {"not": "text"}})
+        await articles.insert_one({"_id": 2, "title": "fine"})
+        await queued(parts, 2)
+    rejected, fine = await parts.events()
+    assert isinstance(rejected, DocumentDeletedEvent)
+    assert rejected.metadata["reason"] == "rejected"
+    assert "'title'" in rejected.metadata["error"]
+    assert isinstance(fine, DocumentCreatedEvent) and fine.content == "fine"
+
+
+async def test_dropping_the_database_reopens_a_database_stream(
+    mongo: Client, parts: PipelineParts
+) -> None:
+    database = mongo[DATABASE]
+    async with running(make_capture(mongo, parts, collections=[]), parts):
+        await database["a"].insert_one({"_id": 1, "title": "before"})
+        await queued(parts, 1)
+        await mongo.drop_database(DATABASE)
+        await database["b"].insert_one({"_id": 1, "title": "after"})
+        await queued(parts, 2)
+    assert [(e.namespace, e.document_id) for e in await parts.events()] == [
+        ("app.a", document_id(1)),
+        ("app.b", document_id(1)),
+    ]
