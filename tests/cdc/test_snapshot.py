@@ -168,3 +168,37 @@ async def test_a_stopped_snapshot_saves_no_position(mongo: Client, parts: Pipeli
     snapshot = Snapshot(mongo, DATABASE, ["articles"], article_mapper(), parts.queue, parts.fence)
     assert await snapshot.run(stop) is None
     assert await parts.tokens.load() is None
+
+
+async def test_the_scan_holds_back_while_the_queue_is_full(
+    mongo: Client, parts: PipelineParts
+) -> None:
+    await mongo[DATABASE]["articles"].insert_many(
+        [{"_id": n, "title": f"t{n}"} for n in range(400)]
+    )
+    max_backlog, max_batch = 50, 20
+    snapshot = Snapshot(
+        mongo,
+        DATABASE,
+        ["articles"],
+        article_mapper(),
+        parts.queue,
+        parts.fence,
+        max_batch=max_batch,
+        max_backlog=max_backlog,
+    )
+    task = asyncio.create_task(snapshot.run(asyncio.Event()))
+    seen: list[str] = []
+    held_back = 0
+    async with asyncio.timeout(30):
+        while not task.done():
+            backlog = await parts.queue.backlog()
+            assert backlog <= max_backlog + max_batch
+            if backlog > max_backlog:
+                held_back += 1
+                seen.extend(e.document_id for e in await parts.drain())
+            await asyncio.sleep(0.05)
+    assert await task is not None
+    seen.extend(e.document_id for e in await parts.drain())
+    assert held_back > 0
+    assert sorted(seen) == sorted(document_id(n) for n in range(400))
