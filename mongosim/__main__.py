@@ -18,9 +18,15 @@ from mongosim.sim import DEFAULT_OPLOG_SIZE, MongoSim
 def parse_args(argv: list[str]) -> argparse.Namespace:
     """The command-line options."""
     parser = argparse.ArgumentParser(prog="python -m mongosim", description=__doc__)
-    parser.add_argument("--port", type=int, default=27017, help="port to listen on; 0 picks a free one")
-    parser.add_argument("--oplog-size", type=int, default=DEFAULT_OPLOG_SIZE,
-                        help="oplog entries kept for resuming change streams")
+    parser.add_argument(
+        "--port", type=int, default=27017, help="port to listen on; 0 picks a free one"
+    )
+    parser.add_argument(
+        "--oplog-size",
+        type=int,
+        default=DEFAULT_OPLOG_SIZE,
+        help="oplog entries kept for resuming change streams",
+    )
     parser.add_argument("--repl-set", default="rs0", help="replica set name")
     return parser.parse_args(argv)
 
@@ -39,7 +45,9 @@ async def serve(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the server; returns the process exit code."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s mongosim %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s mongosim %(levelname)s %(message)s"
+    )
     asyncio.run(serve(args))
     return 0
 

@@ -66,7 +66,9 @@ class EventFactory:
         if entry.op == "drop":
             if not scope.covers(entry.db, entry.coll):
                 return []
-            return self._with_invalidate(entry, self._ns_event(entry, "drop"), scope.coll is not None)
+            return self._with_invalidate(
+                entry, self._ns_event(entry, "drop"), scope.coll is not None
+            )
         if entry.op == "rename":
             if not scope.covers(entry.db, entry.coll):
                 return []

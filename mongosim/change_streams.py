@@ -16,7 +16,6 @@ from typing import Any
 import bson
 from bson.raw_bson import RawBSONDocument
 from bson.timestamp import Timestamp
-from mongomock import aggregate, filtering
 
 from mongosim.change_events import (
     BEFORE_CHANGE_MODES,
@@ -25,6 +24,7 @@ from mongosim.change_events import (
     ImageModes,
     Scope,
 )
+from mongosim.engine import compatible_stage, matches, run_pipeline
 from mongosim.errors import RETRYABLE_CODES, CommandError
 from mongosim.oplog import HIGH_WATER_MARK, ResumeToken
 from mongosim.storage import Storage
@@ -32,21 +32,58 @@ from mongosim.storage import Storage
 # Stages the server allows after $changeStream, and the rewrite of those
 # mongomock only knows under another name.
 ALLOWED_STAGES = frozenset(
-    {"$match", "$project", "$addFields", "$set", "$unset", "$replaceRoot", "$replaceWith", "$redact"}
+    {
+        "$match",
+        "$project",
+        "$addFields",
+        "$set",
+        "$unset",
+        "$replaceRoot",
+        "$replaceWith",
+        "$redact",
+    }
 )
 KNOWN_STAGES = ALLOWED_STAGES | frozenset(
     {
-        "$group", "$sort", "$limit", "$skip", "$lookup", "$unwind", "$out", "$merge", "$count",
-        "$facet", "$bucket", "$bucketAuto", "$sample", "$graphLookup", "$sortByCount",
-        "$geoNear", "$indexStats", "$collStats", "$currentOp", "$listSessions", "$densify",
-        "$fill", "$setWindowFields", "$unionWith", "$documents", "$changeStreamSplitLargeEvent",
+        "$group",
+        "$sort",
+        "$limit",
+        "$skip",
+        "$lookup",
+        "$unwind",
+        "$out",
+        "$merge",
+        "$count",
+        "$facet",
+        "$bucket",
+        "$bucketAuto",
+        "$sample",
+        "$graphLookup",
+        "$sortByCount",
+        "$geoNear",
+        "$indexStats",
+        "$collStats",
+        "$currentOp",
+        "$listSessions",
+        "$densify",
+        "$fill",
+        "$setWindowFields",
+        "$unionWith",
+        "$documents",
+        "$changeStreamSplitLargeEvent",
     }
 )
 CHANGE_STREAM_OPTIONS = frozenset(
     {
-        "fullDocument", "fullDocumentBeforeChange", "resumeAfter", "startAfter",
-        "startAtOperationTime", "allChangesForCluster", "showExpandedEvents",
-        "allowToRunOnConfigDB", "allowToRunOnSystemNS",
+        "fullDocument",
+        "fullDocumentBeforeChange",
+        "resumeAfter",
+        "startAfter",
+        "startAtOperationTime",
+        "allChangesForCluster",
+        "showExpandedEvents",
+        "allowToRunOnConfigDB",
+        "allowToRunOnSystemNS",
     }
 )
 MAX_BATCH_BYTES = 16 * 1024 * 1024 - 16 * 1024
@@ -54,45 +91,22 @@ DEFAULT_AWAIT_SECONDS = 1.0
 RESUMABLE_LABEL = "ResumableChangeStreamError"
 
 
-def rewrite_stage(stage: Mapping[str, Any]) -> dict[str, Any]:
+def change_stream_stage(stage: Mapping[str, Any]) -> dict[str, Any]:
     """*stage* in the form mongomock evaluates with the server's meaning.
 
     Raises CommandError 40324 for an unknown stage and 20 IllegalOperation for
     a stage the server does not allow in a change stream.
     """
     if len(stage) != 1:
-        raise CommandError(40323, "A pipeline stage specification object must contain exactly one field.")
-    name, spec = next(iter(stage.items()))
+        raise CommandError(
+            40323, "A pipeline stage specification object must contain exactly one field."
+        )
+    name = next(iter(stage))
     if name not in KNOWN_STAGES:
         raise CommandError(40324, f"Unrecognized pipeline stage name: '{name}'")
     if name not in ALLOWED_STAGES:
         raise CommandError(20, f"{name} is not permitted in a $changeStream pipeline")
-    if name == "$set":
-        return {"$addFields": spec}
-    if name == "$replaceWith":
-        return {"$replaceRoot": {"newRoot": spec}}
-    if name == "$unset":
-        fields = [spec] if isinstance(spec, str) else list(spec)
-        return {"$project": dict.fromkeys(fields, 0)}
-    if name == "$project" and isinstance(spec, Mapping):
-        return {"$project": _nest_computed_paths(spec)}
-    return {name: spec}
-
-
-def _nest_computed_paths(spec: Mapping[str, Any]) -> dict[str, Any]:
-    # The server reads {"a.b": <expression>} as a computed field b inside a;
-    # mongomock would create a top-level field named "a.b".
-    nested: dict[str, Any] = {}
-    for key, value in spec.items():
-        inclusion = isinstance(value, bool | int | float)
-        if "." not in key or inclusion:
-            nested[key] = value
-            continue
-        head, _, rest = key.partition(".")
-        branch = nested.setdefault(head, {})
-        if isinstance(branch, dict):
-            branch.update(_nest_computed_paths({rest: value}))
-    return nested
+    return compatible_stage(stage)
 
 
 class ChangeStreamCursor:
@@ -127,7 +141,7 @@ class ChangeStreamCursor:
         self._storage = storage
         self._oplog = storage.oplog
         self._factory = EventFactory(storage, scope, modes)
-        self._stages = [rewrite_stage(stage) for stage in stages]
+        self._stages = [change_stream_stage(stage) for stage in stages]
         self._database = storage.database(scope.db or "admin")
         self._pending: deque[dict[str, Any]] = deque()
         self._seq, self._skip, start = self._start(options)
@@ -139,9 +153,13 @@ class ChangeStreamCursor:
     def _start(self, options: Mapping[str, Any]) -> tuple[int, int, ResumeToken]:
         """The entry to continue after, how many of the next entry's events to skip,
         and the position to report before any event is returned."""
-        chosen = [key for key in ("resumeAfter", "startAfter", "startAtOperationTime") if key in options]
+        chosen = [
+            key for key in ("resumeAfter", "startAfter", "startAtOperationTime") if key in options
+        ]
         if len(chosen) > 1:
-            raise CommandError(40674, "Only one type of resume option is allowed, but multiple were found.")
+            raise CommandError(
+                40674, "Only one type of resume option is allowed, but multiple were found."
+            )
         if not chosen:
             return self._oplog.latest.seq, 0, self._oplog.latest.high_water_mark
         key = chosen[0]
@@ -250,10 +268,10 @@ class ChangeStreamCursor:
         for stage in self._stages:
             spec = stage.get("$match")
             if spec is not None:
-                if not filtering.filter_applies(spec, shaped):
+                if not matches(spec, shaped):
                     return None
                 continue
-            results = list(aggregate.process_pipeline([copy.deepcopy(shaped)], self._database, [stage], None))
+            results = run_pipeline([copy.deepcopy(shaped)], self._database, [stage])
             if not results:
                 return None
             shaped = results[0]

@@ -92,8 +92,11 @@ class CursorRegistry:
         if cursor is None:
             raise CommandError(43, f"cursor id {cursor_id} not found")
         if cursor.namespace != namespace:
-            raise CommandError(13, f"Requested getMore on namespace '{namespace}', but cursor "
-                               f"belongs to a different namespace {cursor.namespace}")
+            raise CommandError(
+                13,
+                f"Requested getMore on namespace '{namespace}', but cursor "
+                f"belongs to a different namespace {cursor.namespace}",
+            )
         if cursor_id in self._busy:
             raise CommandError(20, f"cursor id {cursor_id} is already in use")
         self._busy.add(cursor_id)
@@ -123,6 +126,8 @@ class CursorRegistry:
     def _reap(self) -> None:
         cutoff = time.monotonic() - IDLE_TIMEOUT_SECONDS
         for cursor_id in [
-            cid for cid, c in self._cursors.items() if c.last_used < cutoff and cid not in self._busy
+            cid
+            for cid, c in self._cursors.items()
+            if c.last_used < cutoff and cid not in self._busy
         ]:
             del self._cursors[cursor_id]

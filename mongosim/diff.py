@@ -31,7 +31,9 @@ def _same(left: Any, right: Any) -> bool:
             _same(left[k], right[k]) for k in left
         )
     if isinstance(left, list):
-        return len(left) == len(right) and all(_same(a, b) for a, b in zip(left, right, strict=True))
+        return len(left) == len(right) and all(
+            _same(a, b) for a, b in zip(left, right, strict=True)
+        )
     return bool(left == right)
 
 

@@ -30,7 +30,9 @@ class Dispatcher:
     def __init__(self, deployment: Deployment) -> None:
         self._deployment = deployment
 
-    async def execute(self, connection: Connection, db: str, body: dict[str, Any], secondary_ok: bool) -> dict[str, Any]:
+    async def execute(
+        self, connection: Connection, db: str, body: dict[str, Any], secondary_ok: bool
+    ) -> dict[str, Any]:
         """The reply to command *body* on database *db*.
 
         Raises CloseConnection when the connection must be dropped without a reply.
@@ -53,6 +55,8 @@ class Dispatcher:
             raise
         except OperationFailure as exc:
             reply = CommandError(exc.code or 2, str(exc)).reply()
+        except NotImplementedError as exc:
+            reply = CommandError(115, f"not supported by mongosim: {exc}").reply()
         except ENGINE_ERRORS as exc:
             log.info("command %s rejected by the storage engine: %r", name, exc)
             reply = CommandError(2, f"{type(exc).__name__}: {exc}").reply()
@@ -65,7 +69,9 @@ class Dispatcher:
         reply["$clusterTime"] = {"clusterTime": oplog.clock.now, "signature": _SIGNATURE}
         return reply
 
-    async def _run(self, connection: Connection, db: str, name: str, body: dict[str, Any], secondary_ok: bool) -> dict[str, Any]:
+    async def _run(
+        self, connection: Connection, db: str, name: str, body: dict[str, Any], secondary_ok: bool
+    ) -> dict[str, Any]:
         spec = COMMANDS.get(name)
         if spec is None:
             raise CommandError(59, f"no such command: '{name}'")

@@ -101,5 +101,5 @@ def type_mismatch(field: str, expected: str) -> CommandError:
     return CommandError(14, f"BSON field '{field}' is the wrong type, expected {expected}")
 
 
-class CloseConnection(Exception):  # noqa: N818 - a signal, not an error
+class CloseConnection(Exception):
     """Raised by a command to make the server drop the client's connection unanswered."""

@@ -63,8 +63,11 @@ class FailPoints:
         """
         name = command.get("configureFailPoint")
         if name not in SUPPORTED:
-            raise CommandError(2, f"Cannot find failpoint named {name!r} (mongosim supports "
-                               f"{', '.join(sorted(SUPPORTED))})")
+            raise CommandError(
+                2,
+                f"Cannot find failpoint named {name!r} (mongosim supports "
+                f"{', '.join(sorted(SUPPORTED))})",
+            )
         mode = command.get("mode")
         data = command.get("data") or {}
         if not isinstance(data, Mapping):

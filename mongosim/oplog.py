@@ -232,15 +232,15 @@ class Oplog:
         for index in range(start, len(self._entries)):
             yield self._entries[index]
 
-    async def wait_after(self, seq: int, timeout: float) -> bool:
-        """Wait up to *timeout* seconds for an entry newer than *seq*.
+    async def wait_after(self, seq: int, max_wait: float) -> bool:
+        """Wait up to *max_wait* seconds for an entry newer than *seq*.
 
         Returns whether one exists. Safe to cancel.
         """
         if self.latest.seq > seq:
             return True
         try:
-            await asyncio.wait_for(self._appended.wait(), timeout)
+            await asyncio.wait_for(self._appended.wait(), max_wait)
         except TimeoutError:
             return self.latest.seq > seq
         return True

@@ -54,7 +54,9 @@ class MongoSim:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
@@ -118,7 +120,9 @@ class ThreadedMongoSim:
         if self._thread is not None:
             return
         ready: concurrent.futures.Future[None] = concurrent.futures.Future()
-        self._thread = threading.Thread(target=self._host, args=(ready,), name="mongosim", daemon=True)
+        self._thread = threading.Thread(
+            target=self._host, args=(ready,), name="mongosim", daemon=True
+        )
         self._thread.start()
         try:
             ready.result()
@@ -134,7 +138,7 @@ class ThreadedMongoSim:
             sim = MongoSim(**self._options)  # type: ignore[arg-type]
             try:
                 await sim.start()
-            except BaseException as exc:
+            except OSError as exc:
                 ready.set_exception(exc)
                 return
             self._sim = sim
@@ -162,7 +166,9 @@ class ThreadedMongoSim:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         self.stop()

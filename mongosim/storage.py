@@ -19,7 +19,7 @@ INTERNAL_DATABASES = frozenset({"admin", "config", "local"})
 
 def check_namespace(db: str, coll: str) -> None:
     """Raise CommandError 73 InvalidNamespace for names the server rejects."""
-    if not db or any(c in db for c in "/\\. \"$\x00"):
+    if not db or any(c in db for c in '/\\. "$\x00'):
         raise CommandError(73, f"Invalid database name: '{db}'")
     if not coll or "$" in coll or "\x00" in coll or coll.startswith("."):
         raise CommandError(73, f"Invalid collection name: '{coll}'")
@@ -33,14 +33,14 @@ class Storage:
 
     def __init__(self, oplog: Oplog) -> None:
         self.oplog = oplog
-        self._client: mongomock.MongoClient = mongomock.MongoClient()
+        self._client: mongomock.MongoClient[dict[str, Any]] = mongomock.MongoClient()
         self._options: dict[tuple[str, str], dict[str, Any]] = {}
 
-    def database(self, db: str) -> mongomock.Database:
+    def database(self, db: str) -> mongomock.Database[dict[str, Any]]:
         """The mongomock database *db* (created lazily on first write)."""
         return self._client[db]
 
-    def collection(self, db: str, coll: str) -> mongomock.Collection:
+    def collection(self, db: str, coll: str) -> mongomock.Collection[dict[str, Any]]:
         """The mongomock collection *db.coll* (created lazily on first write)."""
         check_namespace(db, coll)
         return self._client[db][coll]

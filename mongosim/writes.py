@@ -15,12 +15,21 @@ from bson import ObjectId
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from mongosim import diff
+from mongosim.engine import compatible_stage
 from mongosim.errors import CommandError
 from mongosim.storage import Storage
 
 # mongomock reports a bad update (say $inc on a string) as a plain Python error
 # rather than an OperationFailure; these become the statement's write error.
-ENGINE_ERRORS = (OperationFailure, TypeError, ValueError, KeyError, AttributeError, IndexError)
+ENGINE_ERRORS = (
+    OperationFailure,
+    TypeError,
+    ValueError,
+    KeyError,
+    AttributeError,
+    IndexError,
+    NotImplementedError,
+)
 
 
 @dataclass(slots=True)
@@ -41,6 +50,8 @@ def write_error(index: int, exc: BaseException) -> dict[str, Any]:
         return {"index": index, "code": 11000, "errmsg": f"E11000 duplicate key error: {exc}"}
     if isinstance(exc, OperationFailure):
         return {"index": index, "code": exc.code or 2, "errmsg": str(exc)}
+    if isinstance(exc, NotImplementedError):
+        return {"index": index, "code": 115, "errmsg": f"not supported by mongosim: {exc}"}
     code = 14 if isinstance(exc, TypeError) else 2
     return {"index": index, "code": code, "errmsg": f"{type(exc).__name__}: {exc}"}
 
@@ -58,6 +69,13 @@ def is_replacement(update: Any) -> bool:
     if any(operators) and not all(operators):
         raise CommandError(9, "Update document cannot mix operators and fields")
     return not any(operators)
+
+
+def server_update(update: Any) -> Any:
+    """*update* with pipeline stages in the form mongomock evaluates."""
+    if isinstance(update, list):
+        return [compatible_stage(stage) for stage in update if isinstance(stage, Mapping)]
+    return update
 
 
 class DocumentWriter:
@@ -174,9 +192,11 @@ class DocumentWriter:
             collection.replace_one(target, {"_id": doc_id, **replacement})
             op = "replace"
         else:
-            collection.update_one(target, update, array_filters=array_filters)
+            collection.update_one(target, server_update(update), array_filters=array_filters)
             op = "update"
         after = collection.find_one({"_id": doc_id})
+        if after is None:
+            return None
         description = diff.update_description(before, after)
         if not any(description.values()) and list(before) == list(after):
             return None
@@ -199,7 +219,9 @@ class DocumentWriter:
         if is_replacement(update):
             result = collection.replace_one(query, dict(update), upsert=True)
         else:
-            result = collection.update_one(query, update, upsert=True, array_filters=array_filters)
+            result = collection.update_one(
+                query, server_update(update), upsert=True, array_filters=array_filters
+            )
         doc_id = result.upserted_id
         document = collection.find_one({"_id": doc_id})
         self._oplog.append("insert", db, coll=coll, document_key={"_id": doc_id}, document=document)

@@ -31,7 +31,9 @@ async def aggregate(call: Call) -> dict[str, Any]:
     if not isinstance(pipeline, list) or not all(isinstance(s, Mapping) for s in pipeline):
         raise type_mismatch("aggregate.pipeline", "array of documents")
     if "cursor" not in call.body and not call.body.get("explain"):
-        raise CommandError(9, "The 'cursor' option is required, except for aggregate with the explain argument")
+        raise CommandError(
+            9, "The 'cursor' option is required, except for aggregate with the explain argument"
+        )
     if any("$changeStream" in stage for stage in pipeline[1:]):
         raise CommandError(40602, "$changeStream is only valid as the first stage in a pipeline")
     if pipeline and "$changeStream" in pipeline[0]:
@@ -61,7 +63,9 @@ def _scope(call: Call, options: Mapping[str, Any]) -> tuple[Scope, str]:
                 )
             return Scope(None, None), "admin.$cmd.aggregate"
         if call.db in INTERNAL_DATABASES:
-            raise CommandError(73, f"$changeStream may not be opened on the internal {call.db} database")
+            raise CommandError(
+                73, f"$changeStream may not be opened on the internal {call.db} database"
+            )
         return Scope(call.db, None), f"{call.db}.$cmd.aggregate"
     coll = call.collection_name()
     if cluster:
@@ -71,7 +75,9 @@ def _scope(call: Call, options: Mapping[str, Any]) -> tuple[Scope, str]:
             "'admin' database, and with no collection name",
         )
     if call.db in INTERNAL_DATABASES or coll.startswith("system."):
-        raise CommandError(73, f"$changeStream may not be opened on the internal {call.db}.{coll} namespace")
+        raise CommandError(
+            73, f"$changeStream may not be opened on the internal {call.db}.{coll} namespace"
+        )
     return Scope(call.db, coll), f"{call.db}.{coll}"
 
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from mongomock import filtering
-
 from mongosim.context import READ, WRITE, Call, CommandSpec
 from mongosim.cursors import cursor_reply
+from mongosim.engine import matches
 from mongosim.errors import CommandError
 from mongosim.storage import check_namespace
 
@@ -16,9 +15,20 @@ from mongosim.storage import check_namespace
 # generic command fields (writeConcern, lsid, $clusterTime...).
 COLLECTION_OPTIONS = frozenset(
     {
-        "capped", "size", "max", "validator", "validationLevel", "validationAction",
-        "changeStreamPreAndPostImages", "collation", "timeseries", "expireAfterSeconds",
-        "clusteredIndex", "storageEngine", "indexOptionDefaults", "recordPreImages",
+        "capped",
+        "size",
+        "max",
+        "validator",
+        "validationLevel",
+        "validationAction",
+        "changeStreamPreAndPostImages",
+        "collation",
+        "timeseries",
+        "expireAfterSeconds",
+        "clusteredIndex",
+        "storageEngine",
+        "indexOptionDefaults",
+        "recordPreImages",
     }
 )
 ID_INDEX = {"v": 2, "key": {"_id": 1}, "name": "_id_"}
@@ -31,12 +41,10 @@ def _collection_options(body: Mapping[str, Any]) -> dict[str, Any]:
 async def list_databases(call: Call) -> dict[str, Any]:
     """Databases with at least one collection; honours ``nameOnly`` and ``filter``."""
     storage = call.deployment.storage
-    entries = [
-        {"name": name, "sizeOnDisk": 4096.0, "empty": False} for name in storage.databases()
-    ]
+    entries = [{"name": name, "sizeOnDisk": 4096.0, "empty": False} for name in storage.databases()]
     query = call.body.get("filter")
     if isinstance(query, Mapping) and query:
-        entries = [entry for entry in entries if filtering.filter_applies(query, entry)]
+        entries = [entry for entry in entries if matches(query, entry)]
     if call.body.get("nameOnly"):
         entries = [{"name": entry["name"]} for entry in entries]
         return {"databases": entries, "ok": 1.0}
@@ -59,7 +67,7 @@ async def list_collections(call: Call) -> dict[str, Any]:
         )
     query = call.body.get("filter")
     if isinstance(query, Mapping) and query:
-        entries = [entry for entry in entries if filtering.filter_applies(query, entry)]
+        entries = [entry for entry in entries if matches(query, entry)]
     if call.body.get("nameOnly"):
         entries = [{"name": entry["name"], "type": entry["type"]} for entry in entries]
     return cursor_reply(0, f"{call.db}.$cmd.listCollections", entries, first=True)

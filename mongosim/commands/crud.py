@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from mongomock import aggregate
-
 from mongosim.context import READ, WRITE, Call, CommandSpec
 from mongosim.cursors import DEFAULT_FIRST_BATCH, ResultCursor, cursor_reply
+from mongosim.engine import run_pipeline
 from mongosim.errors import CommandError, type_mismatch
 from mongosim.writes import WriteOutcome, is_replacement, sort_spec
 
@@ -66,7 +65,7 @@ def project(call: Call, document: dict[str, Any] | None, fields: Any) -> dict[st
     if document is None or not fields:
         return document
     database = call.deployment.storage.database(call.db)
-    return next(iter(aggregate.process_pipeline([document], database, [{"$project": fields}], None)))
+    return run_pipeline([document], database, [{"$project": fields}])[0]
 
 
 async def find_and_modify(call: Call) -> dict[str, Any]:
@@ -131,7 +130,10 @@ async def find(call: Call) -> dict[str, Any]:
         raise CommandError(51024, "BSON field 'skip' value must be >= 0")
     single_batch = bool(body.get("singleBatch")) or limit < 0
     cursor = call.deployment.storage.collection(call.db, coll).find(
-        query, body.get("projection") or None, skip=skip, limit=abs(limit),
+        query,
+        body.get("projection") or None,
+        skip=skip,
+        limit=abs(limit),
         sort=sort_spec(body.get("sort")),
     )
     namespace = f"{call.db}.{coll}"
@@ -152,8 +154,11 @@ async def count(call: Call) -> dict[str, Any]:
     query = call.body.get("query") or {}
     collection = call.deployment.storage.collection(call.db, coll)
     limit = abs(_integer(call, "limit"))
-    options = {"limit": limit} if limit else {}
-    n = collection.count_documents(query, skip=_integer(call, "skip"), **options)
+    skip = _integer(call, "skip")
+    if limit:
+        n = collection.count_documents(query, skip=skip, limit=limit)
+    else:
+        n = collection.count_documents(query, skip=skip)
     return {"n": n, "ok": 1.0}
 
 

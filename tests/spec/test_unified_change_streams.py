@@ -54,13 +54,17 @@ def _load_spec_classes() -> dict[str, type[unittest.TestCase]]:
         str(UNIFIED_DIR), module=__name__
     )
     selected = {
-        name: cls for name, cls in classes.items() if cls.TEST_SPEC["description"] in wanted  # type: ignore[attr-defined]
+        name: cls
+        for name, cls in classes.items()
+        if cls.TEST_SPEC["description"] in wanted  # type: ignore[attr-defined]
     }
     for cls in selected.values():
         for test in cls.TEST_SPEC["tests"]:  # type: ignore[attr-defined]
             reason = SKIPPED.get(test["description"])
             if reason is not None:
-                method_name = "test_" + test["description"].strip(". ").replace(" ", "_").replace(".", "_")
+                method_name = "test_" + test["description"].strip(". ").replace(" ", "_").replace(
+                    ".", "_"
+                )
                 setattr(cls, method_name, unittest.skip(reason)(getattr(cls, method_name)))
     return selected
 

@@ -1,0 +1,62 @@
+"""mongomock's query and aggregation engine behind typed signatures."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import mongomock
+from mongomock import aggregate, filtering
+
+
+def matches(query: Mapping[str, Any], document: Mapping[str, Any]) -> bool:
+    """Whether *document* satisfies the MongoDB *query*."""
+    return bool(filtering.filter_applies(query, document))  # type: ignore[no-untyped-call]
+
+
+def run_pipeline(
+    documents: Iterable[Mapping[str, Any]],
+    database: mongomock.Database[dict[str, Any]],
+    pipeline: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """The result of aggregation *pipeline* over *documents*.
+
+    *database* serves stages that read other collections ($lookup).
+    """
+    cursor = aggregate.process_pipeline(documents, database, pipeline, None)  # type: ignore[no-untyped-call]
+    return list(cursor)
+
+
+def compatible_stage(stage: Mapping[str, Any]) -> dict[str, Any]:
+    """*stage* rewritten into the form mongomock evaluates with the server's meaning.
+
+    mongomock lacks the ``$set``/``$unset``/``$replaceWith`` aliases and reads a
+    dotted computed field in ``$project`` as a top-level name.
+    """
+    name, spec = next(iter(stage.items()))
+    if name == "$set":
+        return {"$addFields": spec}
+    if name == "$replaceWith":
+        return {"$replaceRoot": {"newRoot": spec}}
+    if name == "$unset":
+        fields = [spec] if isinstance(spec, str) else list(spec)
+        return {"$project": dict.fromkeys(fields, 0)}
+    if name == "$project" and isinstance(spec, Mapping):
+        return {"$project": _nest_computed_paths(spec)}
+    return {name: spec}
+
+
+def _nest_computed_paths(spec: Mapping[str, Any]) -> dict[str, Any]:
+    # The server reads {"a.b": <expression>} as a computed field b inside a;
+    # mongomock would create a top-level field named "a.b".
+    nested: dict[str, Any] = {}
+    for key, value in spec.items():
+        inclusion = isinstance(value, bool | int | float)
+        if "." not in key or inclusion:
+            nested[key] = value
+            continue
+        head, _, rest = key.partition(".")
+        branch = nested.setdefault(head, {})
+        if isinstance(branch, dict):
+            branch.update(_nest_computed_paths({rest: value}))
+    return nested
