@@ -307,4 +307,3 @@ class Capture:
             wait=state.next_action.sleep if state.next_action else None,
             **self._position.describe(),
         )
-
