@@ -24,6 +24,7 @@ from mongosim.change_events import (
     ImageModes,
     Scope,
 )
+from mongosim.cursors import MAX_BATCH_BYTES
 from mongosim.engine import compatible_stage, matches, run_pipeline
 from mongosim.errors import RETRYABLE_CODES, CommandError
 from mongosim.oplog import HIGH_WATER_MARK, ResumeToken
@@ -86,7 +87,6 @@ CHANGE_STREAM_OPTIONS = frozenset(
         "allowToRunOnSystemNS",
     }
 )
-MAX_BATCH_BYTES = 16 * 1024 * 1024 - 16 * 1024
 DEFAULT_AWAIT_SECONDS = 1.0
 RESUMABLE_LABEL = "ResumableChangeStreamError"
 

@@ -6,11 +6,16 @@ import secrets
 import time
 from typing import Any, Protocol
 
+import bson
 from bson.int64 import Int64
+from bson.raw_bson import RawBSONDocument
 
 from mongosim.errors import CommandError
 
 DEFAULT_FIRST_BATCH = 101
+# The server caps every batch near the 16 MB document limit so that a reply
+# stays under maxMessageSizeBytes whatever batch size was asked for.
+MAX_BATCH_BYTES = 16 * 1024 * 1024 - 16 * 1024
 IDLE_TIMEOUT_SECONDS = 600.0
 
 
@@ -37,10 +42,20 @@ class ResultCursor:
         self._offset = 0
 
     def take(self, batch_size: int | None) -> list[Any]:
-        """Up to *batch_size* documents (all remaining when None)."""
+        """Up to *batch_size* documents (all remaining when None), within MAX_BATCH_BYTES.
+
+        Returns at least one document while any remain.
+        """
         self.last_used = time.monotonic()
         end = len(self._documents) if batch_size is None else self._offset + batch_size
-        batch = self._documents[self._offset : end]
+        batch: list[Any] = []
+        size = 0
+        for document in self._documents[self._offset : end]:
+            raw = RawBSONDocument(bson.encode(document))
+            if batch and size + len(raw.raw) > MAX_BATCH_BYTES:
+                break
+            batch.append(raw)
+            size += len(raw.raw)
         self._offset += len(batch)
         self.exhausted = self._offset >= len(self._documents)
         return batch
