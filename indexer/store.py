@@ -29,8 +29,19 @@ from sidecar.errors import ConfigurationError, DocumentRejected, VectorStoreUnav
 
 T = TypeVar("T")
 
-# Milvus caps one query's result window; fetch() pages ids below it.
-_QUERY_PAGE = 1000
+_FIELDS = [
+    "id",
+    "doc_key",
+    "namespace",
+    "document_id",
+    "chunk_index",
+    "text",
+    "vector",
+    "updated_at",
+    "metadata",
+]
+# Milvus caps one query's result window and one request's size: page below both.
+_PAGE = 1000
 _SCAN_LIMIT = 16_384
 
 
@@ -110,17 +121,6 @@ class VectorStore:
         self._executor: ThreadPoolExecutor | None = None
         self._unflushed_rows = 0
         self._first_unflushed_at: float | None = None
-        self._output_fields = [
-            "id",
-            "doc_key",
-            "namespace",
-            "document_id",
-            "chunk_index",
-            "text",
-            "vector",
-            "updated_at",
-            "metadata",
-        ]
 
     @property
     def unflushed_rows(self) -> int:
@@ -160,7 +160,8 @@ class VectorStore:
             await asyncio.to_thread(executor.shutdown, wait=True)
 
     async def upsert(self, rows: Sequence[ChunkRow]) -> None:
-        """Insert or replace *rows* by id.
+        """Insert or replace *rows* by id. Idempotent: after a failure, retry the
+        same rows.
 
         Raises DocumentRejected naming the document when a row cannot be
         stored (wrong dimension, oversize text or key, unknown metadata
@@ -171,7 +172,12 @@ class VectorStore:
             return
         entities = [self._entity(row) for row in rows]
         client = self._require()
-        await self._write(lambda: client.upsert(self._collection, entities), len(rows))
+
+        def upsert() -> None:
+            for start in range(0, len(entities), _PAGE):
+                client.upsert(self._collection, entities[start : start + _PAGE])
+
+        await self._write(upsert, len(rows))
 
     async def delete(self, ids: Sequence[str]) -> None:
         """Delete rows by primary key; unknown ids are ignored.
@@ -196,10 +202,10 @@ class VectorStore:
 
         def query() -> list[dict[str, Any]]:
             found: list[dict[str, Any]] = []
-            for start in range(0, len(unique), _QUERY_PAGE):
-                page = unique[start : start + _QUERY_PAGE]
+            for start in range(0, len(unique), _PAGE):
+                page = unique[start : start + _PAGE]
                 found += client.query(
-                    self._collection, ids=page, output_fields=self._output_fields
+                    self._collection, ids=page, output_fields=_FIELDS
                 )
             return found
 
@@ -274,7 +280,7 @@ class VectorStore:
             lambda: client.query(
                 self._collection,
                 filter=f"doc_key == {_literal(doc_key)}",
-                output_fields=self._output_fields,
+                output_fields=_FIELDS,
                 limit=_SCAN_LIMIT,
             )
         )

@@ -123,6 +123,19 @@ async def test_upsert_fetch_and_delete_by_id(open_store: StoreFactory) -> None:
     assert await store.count() == 2
 
 
+async def test_large_batches_round_trip(open_store: StoreFactory) -> None:
+    store = open_store()
+    await store.start()
+    rows = [_row(f"d{i // 10}", i % 10, _unit(1, i / 2500)) for i in range(2500)]
+
+    await store.upsert(rows)
+    fetched = await store.fetch([r.id for r in rows])
+    await store.delete([r.id for r in rows[:1500]])
+
+    assert len(fetched) == 2500
+    assert await store.count() == 1000
+
+
 async def test_search_finds_the_nearest_first(open_store: StoreFactory) -> None:
     store = open_store()
     await store.start()
