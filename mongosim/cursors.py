@@ -87,9 +87,6 @@ class CursorRegistry:
         self._cursors: dict[int, Cursor] = {}
         self._busy: set[int] = set()
 
-    def __len__(self) -> int:
-        return len(self._cursors)
-
     def add(self, cursor: Cursor) -> int:
         """Register *cursor*; returns its new id (never 0)."""
         self._reap()
@@ -132,11 +129,6 @@ class CursorRegistry:
             else:
                 killed.append(Int64(cursor_id))
         return killed, missing
-
-    def clear(self) -> None:
-        """Forget every cursor."""
-        self._cursors.clear()
-        self._busy.clear()
 
     def _reap(self) -> None:
         cutoff = time.monotonic() - IDLE_TIMEOUT_SECONDS

@@ -91,11 +91,6 @@ class CommandError(Exception):
         return doc
 
 
-def bad_value(message: str) -> CommandError:
-    """A malformed argument (code 2 BadValue)."""
-    return CommandError(2, message)
-
-
 def type_mismatch(field: str, expected: str) -> CommandError:
     """A field of the wrong BSON type (code 14 TypeMismatch)."""
     return CommandError(14, f"BSON field '{field}' is the wrong type, expected {expected}")

@@ -85,10 +85,6 @@ class FailPoints:
             raise CommandError(2, f"unsupported fail point mode: {mode!r}")
         return previous.hits if previous else 0
 
-    def clear(self) -> None:
-        """Disarm every fail point."""
-        self._points.clear()
-
     def for_command(self, command_name: str, app_name: str | None) -> Failure | None:
         """What ``failCommand`` does to *command_name* from client *app_name*, if anything."""
         point = self._points.get("failCommand")

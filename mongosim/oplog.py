@@ -194,9 +194,7 @@ class Oplog:
         if token.seq > self.latest.seq or (
             token.seq >= self.oldest.seq and self.entry(token.seq).ts != token.ts
         ):
-            raise CommandError(
-                280, "cannot resume stream; the resume token was not found", labels=()
-            )
+            raise CommandError(280, "cannot resume stream; the resume token was not found")
         if token.seq < self.oldest.seq:
             raise CommandError(
                 286,

@@ -92,7 +92,9 @@ class ThreadedMongoSim:
     def __init__(
         self, *, port: int = 0, oplog_size: int = DEFAULT_OPLOG_SIZE, repl_set: str = "rs0"
     ) -> None:
-        self._options = {"port": port, "oplog_size": oplog_size, "repl_set": repl_set}
+        self._port = port
+        self._oplog_size = oplog_size
+        self._repl_set = repl_set
         self._sim: MongoSim | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -135,7 +137,7 @@ class ThreadedMongoSim:
         async def serve() -> None:
             self._loop = asyncio.get_running_loop()
             self._stopping = asyncio.Event()
-            sim = MongoSim(**self._options)  # type: ignore[arg-type]
+            sim = MongoSim(port=self._port, oplog_size=self._oplog_size, repl_set=self._repl_set)
             try:
                 await sim.start()
             except OSError as exc:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import bson
@@ -15,7 +15,6 @@ from bson.codec_options import CodecOptions
 
 OP_REPLY = 1
 OP_QUERY = 2004
-OP_COMPRESSED = 2012
 OP_MSG = 2013
 
 CHECKSUM_PRESENT = 1 << 0
@@ -52,12 +51,6 @@ class Request:
     db: str
     more_to_come: bool = False
     secondary_ok: bool = False
-    sequences: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def command_name(self) -> str:
-        """The command's name: the first key of the body."""
-        return next(iter(self.body), "")
 
 
 async def read_request(reader: asyncio.StreamReader) -> Request | None:
@@ -108,7 +101,6 @@ def _parse_msg(request_id: int, payload: bytes) -> Request:
         end -= 4
     pos = 4
     body: dict[str, Any] | None = None
-    sequences: dict[str, int] = {}
     extra: dict[str, list[dict[str, Any]]] = {}
     while pos < end:
         kind = payload[pos]
@@ -128,7 +120,6 @@ def _parse_msg(request_id: int, payload: bytes) -> Request:
             name = payload[pos + 4 : name_end].decode()
             docs = bson.decode_all(payload[name_end + 1 : section_end], DECODE_OPTIONS)
             extra.setdefault(name, []).extend(docs)
-            sequences[name] = len(docs)
             pos = section_end
         else:
             raise ProtocolError(f"unknown OP_MSG section kind {kind}")
@@ -144,7 +135,6 @@ def _parse_msg(request_id: int, payload: bytes) -> Request:
         body=body,
         db=db,
         more_to_come=bool(flags & MORE_TO_COME),
-        sequences=sequences,
     )
 
 

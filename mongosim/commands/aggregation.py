@@ -57,7 +57,7 @@ def _scope(call: Call, options: Mapping[str, Any]) -> tuple[Scope, str]:
         if cluster:
             if call.db != "admin":
                 raise CommandError(
-                    ErrorCodes.NOT_ADMIN,
+                    73,
                     "A $changeStream with 'allChangesForCluster:true' may only be opened on the "
                     "'admin' database, and with no collection name",
                 )
@@ -70,7 +70,7 @@ def _scope(call: Call, options: Mapping[str, Any]) -> tuple[Scope, str]:
     coll = call.collection_name()
     if cluster:
         raise CommandError(
-            ErrorCodes.NOT_ADMIN,
+            73,
             "A $changeStream with 'allChangesForCluster:true' may only be opened on the "
             "'admin' database, and with no collection name",
         )
@@ -79,12 +79,6 @@ def _scope(call: Call, options: Mapping[str, Any]) -> tuple[Scope, str]:
             73, f"$changeStream may not be opened on the internal {call.db}.{coll} namespace"
         )
     return Scope(call.db, coll), f"{call.db}.{coll}"
-
-
-class ErrorCodes:
-    """Server error codes named where the server only has a location number."""
-
-    NOT_ADMIN = 31123
 
 
 async def _open_change_stream(call: Call, pipeline: list[Mapping[str, Any]]) -> dict[str, Any]:
