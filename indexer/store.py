@@ -3,77 +3,32 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pymilvus import MilvusClient, MilvusException
 
+from indexer.lite import LITE_SERVERS, is_lite
+from indexer.rows import FIELDS, ChunkRow, Hit, from_entity, to_entity
 from indexer.schema import (
     FINGERPRINT_PROPERTY,
-    ID_MAX_BYTES,
-    KEY_MAX_BYTES,
-    TEXT_MAX_BYTES,
     build_schema,
     check_metadata_paths,
     expected_fields,
     schema_differences,
 )
-from sidecar.errors import ConfigurationError, DocumentRejected, VectorStoreUnavailable
+from sidecar.errors import ConfigurationError, VectorStoreUnavailable
+
+__all__ = ["ChunkRow", "Hit", "VectorStore"]
 
 T = TypeVar("T")
 
-_FIELDS = [
-    "id",
-    "doc_key",
-    "namespace",
-    "document_id",
-    "chunk_index",
-    "text",
-    "vector",
-    "updated_at",
-    "metadata",
-]
 # Milvus caps one query's result window and one request's size: page below both.
 _PAGE = 1000
 _SCAN_LIMIT = 16_384
-
-
-@dataclass(frozen=True)
-class ChunkRow:
-    """One chunk as stored: the caller builds ``id`` deterministically.
-
-    ``metadata`` maps configured metadata paths to JSON-able values; a null
-    value is not stored, so it reads back absent (see indexer.schema).
-    """
-
-    id: str
-    doc_key: str
-    namespace: str
-    document_id: str
-    chunk_index: int
-    text: str
-    vector: Sequence[float]
-    updated_at: int
-    metadata: Mapping[str, Any]
-
-
-@dataclass(frozen=True)
-class Hit:
-    """One search result; ``score`` is cosine similarity, higher is nearer."""
-
-    id: str
-    doc_key: str
-    chunk_index: int
-    text: str
-    score: float
-    metadata: Mapping[str, Any]
 
 
 class VectorStore:
@@ -170,7 +125,10 @@ class VectorStore:
         """
         if not rows:
             return
-        entities = [self._entity(row) for row in rows]
+        entities = [
+            to_entity(row, dimension=self._dimension, metadata_paths=self._metadata_paths)
+            for row in rows
+        ]
         client = self._require()
 
         def upsert() -> None:
@@ -205,11 +163,11 @@ class VectorStore:
             for start in range(0, len(unique), _PAGE):
                 page = unique[start : start + _PAGE]
                 found += client.query(
-                    self._collection, ids=page, output_fields=_FIELDS
+                    self._collection, ids=page, output_fields=FIELDS
                 )
             return found
 
-        return {row.id: row for row in map(self._row, await self._read(query))}
+        return {row.id: row for row in map(from_entity, await self._read(query))}
 
     async def flush_if_due(self) -> None:
         """Flush if ``flush_rows`` rows were written or ``flush_interval`` seconds
@@ -280,11 +238,11 @@ class VectorStore:
             lambda: client.query(
                 self._collection,
                 filter=f"doc_key == {_literal(doc_key)}",
-                output_fields=_FIELDS,
+                output_fields=FIELDS,
                 limit=_SCAN_LIMIT,
             )
         )
-        return sorted(map(self._row, found), key=lambda row: row.chunk_index)
+        return sorted(map(from_entity, found), key=lambda row: row.chunk_index)
 
     async def count(self) -> int:
         """Rows currently stored, flushed or not. Raises VectorStoreUnavailable."""
@@ -295,10 +253,10 @@ class VectorStore:
         return int(result[0]["count(*)"])
 
     def _open(self) -> MilvusClient:
-        lite = _is_lite(self._uri)
+        lite = is_lite(self._uri)
         if lite:
             Path(self._uri).parent.mkdir(parents=True, exist_ok=True)
-            _LITE_SERVERS.acquire(self._uri)
+            LITE_SERVERS.acquire(self._uri)
         try:
             try:
                 client = MilvusClient(uri=self._uri)
@@ -314,7 +272,7 @@ class VectorStore:
                 raise
         except BaseException:
             if lite:
-                _LITE_SERVERS.release(self._uri)
+                LITE_SERVERS.release(self._uri)
             raise
         return client
 
@@ -348,54 +306,8 @@ class VectorStore:
 
     def _close(self, client: MilvusClient) -> None:
         client.close()
-        if _is_lite(self._uri):
-            _LITE_SERVERS.release(self._uri)
-
-    def _entity(self, row: ChunkRow) -> dict[str, Any]:
-        problems = []
-        unknown = row.metadata.keys() - set(self._metadata_paths)
-        if unknown:
-            problems.append(f"metadata paths {sorted(unknown)} are not configured")
-        if len(row.vector) != self._dimension:
-            problems.append(f"vector has {len(row.vector)} dimensions, not {self._dimension}")
-        for name, value, limit in (
-            ("id", row.id, ID_MAX_BYTES),
-            ("doc_key", row.doc_key, KEY_MAX_BYTES),
-            ("namespace", row.namespace, KEY_MAX_BYTES),
-            ("document_id", row.document_id, KEY_MAX_BYTES),
-            ("text", row.text, TEXT_MAX_BYTES),
-        ):
-            if len(value.encode()) > limit:
-                problems.append(f"{name} is longer than {limit} bytes")
-        if problems:
-            raise DocumentRejected(
-                f"chunk {row.chunk_index} of {row.doc_key}: {'; '.join(problems)}"
-            )
-        entity: dict[str, Any] = {
-            "id": row.id,
-            "doc_key": row.doc_key,
-            "namespace": row.namespace,
-            "document_id": row.document_id,
-            "chunk_index": row.chunk_index,
-            "text": row.text,
-            "vector": [float(x) for x in row.vector],
-            "updated_at": row.updated_at,
-            "metadata": _json_object(row),
-        }
-        return entity
-
-    def _row(self, found: Mapping[str, Any]) -> ChunkRow:
-        return ChunkRow(
-            id=str(found["id"]),
-            doc_key=found["doc_key"],
-            namespace=found["namespace"],
-            document_id=found["document_id"],
-            chunk_index=int(found["chunk_index"]),
-            text=found["text"],
-            vector=[float(x) for x in found["vector"]],
-            updated_at=int(found["updated_at"]),
-            metadata=found["metadata"],
-        )
+        if is_lite(self._uri):
+            LITE_SERVERS.release(self._uri)
 
     def _require(self) -> MilvusClient:
         if self._client is None:
@@ -422,19 +334,6 @@ class VectorStore:
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
 
-def _json_object(row: ChunkRow) -> dict[str, Any]:
-    """*row*'s metadata as Milvus will return it: nulls left out, tuples as
-    lists, keys as strings."""
-    present = {path: value for path, value in row.metadata.items() if value is not None}
-    try:
-        normalised: dict[str, Any] = json.loads(json.dumps(present, allow_nan=False))
-    except (TypeError, ValueError) as err:
-        raise DocumentRejected(
-            f"chunk {row.chunk_index} of {row.doc_key}: metadata is not JSON-able: {err}"
-        ) from err
-    return normalised
-
-
 def _literal(value: str) -> str:
     """*value* as a double-quoted filter-expression string literal."""
     escaped = (
@@ -445,37 +344,3 @@ def _literal(value: str) -> str:
         .replace("\t", "\\t")
     )
     return f'"{escaped}"'
-
-
-def _is_lite(uri: str) -> bool:
-    return uri.endswith(".db")
-
-
-class _LiteServers:
-    """Milvus Lite serves each database path from one in-process server that
-    holds the path's lock until released; closing a client does not release
-    it. Release it when the last store on the path stops, so another process
-    (the next sidecar) can open the database."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._users: dict[str, int] = {}
-
-    def acquire(self, uri: str) -> None:
-        with self._lock:
-            path = os.path.abspath(uri)
-            self._users[path] = self._users.get(path, 0) + 1
-
-    def release(self, uri: str) -> None:
-        from milvus_lite.server_manager import server_manager_instance
-
-        with self._lock:
-            path = os.path.abspath(uri)
-            self._users[path] -= 1
-            if self._users[path]:
-                return
-            del self._users[path]
-            server_manager_instance.release_server(path)
-
-
-_LITE_SERVERS = _LiteServers()
