@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -385,3 +386,38 @@ async def test_dropping_the_database_reopens_a_database_stream(
         ("app.a", document_id(1)),
         ("app.b", document_id(1)),
     ]
+
+
+async def test_an_operator_reset_to_a_time_replays_from_there(
+    mongo: Client, parts: PipelineParts
+) -> None:
+    articles = mongo[DATABASE]["articles"]
+    async with running(make_capture(mongo, parts), parts):
+        await articles.insert_one({"_id": 0, "title": "before the reset time"})
+        await queued(parts, 1)
+        (earlier,) = await parts.drain()
+
+        async def next_second() -> bool:
+            # Reset times have a one-second resolution (a BSON Timestamp).
+            return datetime.now(UTC).replace(microsecond=0) > earlier.timestamp
+
+        await eventually(next_second, what="the clock to reach the next second")
+        await articles.insert_one({"_id": 1, "title": "first"})
+        await queued(parts, 1)
+    first = (await parts.drain())[0]
+    await parts.tokens.reset_to_time(first.timestamp.replace(microsecond=0), fence=parts.fence)
+    async with running(make_capture(mongo, parts), parts):
+        await articles.insert_one({"_id": 2, "title": "second"})
+        await queued(parts, 2)
+    replayed = await parts.events()
+    assert [e.document_id for e in replayed] == [document_id(1), document_id(2)]
+    assert replayed[0].event_id == first.event_id
+
+
+async def test_a_reset_to_a_time_before_the_history_is_history_lost(
+    mongo: Client, parts: PipelineParts
+) -> None:
+    long_ago = datetime(2001, 1, 1, tzinfo=UTC)
+    await parts.tokens.reset_to_time(long_ago, fence=parts.fence)
+    with pytest.raises(HistoryLost, match="start_at_operation_time"):
+        await make_capture(mongo, parts).run(asyncio.Event())

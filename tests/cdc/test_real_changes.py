@@ -56,10 +56,15 @@ async def test_document_operations(mongo: Client) -> None:
         await articles.replace_one({"_id": 1}, {**doc, "title": "Replaced"})
         await articles.delete_one({"_id": 1})
         await articles.insert_one({"_id": 2, "title": "draft", "status": "draft"})
-        changes = await collect(stream, 7)
+        # None of the projected fields: the projected document must still be there.
+        await articles.insert_one({"_id": 3, "status": "published", "other": 1})
+        await articles.update_one({"_id": 3}, {"$unset": {"status": ""}})
+        changes = await collect(stream, 9)
 
     assert all("big" not in (c.get("fullDocument") or {}) for c in changes)
-    created, edited, views, unpublished, replaced, deleted, draft = map(mapper, changes)
+    created, edited, views, unpublished, replaced, deleted, draft, bare, unset = map(
+        mapper, changes
+    )
     assert isinstance(created, DocumentCreatedEvent)
     assert (created.content, created.user_id, created.metadata, created.source) == (
         "Hello\n\na\n\nb",
@@ -75,6 +80,9 @@ async def test_document_operations(mongo: Client) -> None:
     assert isinstance(replaced, DocumentUpdatedEvent) and replaced.content.startswith("Replaced")
     assert isinstance(deleted, DocumentDeletedEvent) and deleted.metadata == {}
     assert draft is None
+    assert isinstance(bare, DocumentCreatedEvent) and bare.content == ""
+    assert isinstance(unset, DocumentDeletedEvent)
+    assert unset.metadata == {"reason": "filtered_out"}
     events = [created, edited, unpublished, replaced, deleted]
     assert all(e.document_id == document_id(1) for e in events if e is not None)
     assert [c["_id"]["_data"] for c in changes[:2]] == [created.event_id, edited.event_id]
