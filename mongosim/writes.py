@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bson import ObjectId
+from bson.errors import BSONError
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from mongosim import diff
@@ -23,6 +24,7 @@ from mongosim.storage import Storage
 # rather than an OperationFailure; these become the statement's write error.
 ENGINE_ERRORS = (
     OperationFailure,
+    BSONError,
     TypeError,
     ValueError,
     KeyError,
