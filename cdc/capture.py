@@ -218,6 +218,7 @@ class Capture:
             self._full_document == "whenAvailable"
             and change["operationType"] in ("update", "replace")
             and change.get("fullDocument") is None
+            and self._mapper.relevant(change)
         ):
             change = await self._look_up(change)
         try:

@@ -104,7 +104,7 @@ class ChangeMapper:
         operation = change["operationType"]
         if operation not in DOCUMENT_OPERATIONS:
             return self._collection_change(change)
-        if operation == "update" and not self._touches_fields(change):
+        if not self.relevant(change):
             return None
         origin = origin_of(change)
         if operation == "delete":
@@ -146,9 +146,11 @@ class ChangeMapper:
             **_fields(origin), metadata={"reason": "rejected", "error": str(error)}
         )
 
-    def _touches_fields(self, change: Mapping[str, Any]) -> bool:
+    def relevant(self, change: Mapping[str, Any]) -> bool:
+        """False only for an update whose updateDescription touches none of the
+        fields the pipeline reads (text, metadata, user, filter)."""
         description = change.get("updateDescription")
-        if self._relevant is None or description is None:
+        if change["operationType"] != "update" or self._relevant is None or description is None:
             return True
         return any(self._relevant.touched_by(path) for path in changed_paths(description))
 
