@@ -13,7 +13,9 @@ the streamed changes win.
 A crash or stop mid-scan saves no position: the next start scans again from
 the beginning. That is safe (the indexer skips documents whose content hash
 did not change) but not cheap on a large database; resuming a scan is left
-to a later change."""
+to a later change. For the same reason a scan held back by a full queue for
+longer than the server's idle cursor timeout (10 minutes by default) fails
+with CursorNotFound and must be run again."""
 
 from __future__ import annotations
 
