@@ -1,7 +1,10 @@
 """pymongo's own unified change-stream spec tests, run against mongosim.
 
-The spec JSON files and pymongo's unified test runner come from the sdist of
+The spec JSON files and pymongo's unified test runners come from the sdist of
 the installed pymongo version, fetched into .spec/ by scripts/fetch_spec_tests.sh.
+Every spec test runs twice: through the asynchronous runner (AsyncMongoClient,
+classes named TestUnified...) and the synchronous one (MongoClient, classes
+named TestSyncUnified...).
 pymongo's test package reads the server address from DB_IP/DB_PORT when it is
 imported, so a free port is chosen first and mongosim is served on it, from
 its own thread, for the duration of this module.
@@ -47,12 +50,14 @@ def _free_port() -> int:
 
 
 def _load_spec_classes() -> dict[str, type[unittest.TestCase]]:
-    from test.asynchronous.unified_format import generate_test_classes
+    from test.asynchronous.unified_format import generate_test_classes as generate_async
+    from test.unified_format import generate_test_classes as generate_sync
 
     wanted = {json.loads((UNIFIED_DIR / name).read_text())["description"] for name in SPEC_FILES}
-    classes: dict[str, type[unittest.TestCase]] = generate_test_classes(
-        str(UNIFIED_DIR), module=__name__
-    )
+    classes: dict[str, type[unittest.TestCase]] = {
+        **generate_async(str(UNIFIED_DIR), module=__name__),
+        **generate_sync(str(UNIFIED_DIR), module=__name__, class_name_prefix="Sync"),
+    }
     selected = {
         name: cls
         for name, cls in classes.items()
@@ -87,10 +92,14 @@ else:
     @pytest.fixture(scope="module", autouse=True)
     def mongosim_server() -> Iterator[ThreadedMongoSim]:
         """mongosim on the port pymongo's test package was told about."""
+        from test import client_context
         from test.asynchronous import async_client_context, get_loop
 
         with ThreadedMongoSim(port=PORT) as sim:
             yield sim
-            client: Any = async_client_context.client
-            if client is not None:
-                get_loop().run_until_complete(client.close())
+            async_client: Any = async_client_context.client
+            if async_client is not None:
+                get_loop().run_until_complete(async_client.close())
+            sync_client: Any = client_context.client
+            if sync_client is not None:
+                sync_client.close()
