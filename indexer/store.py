@@ -244,6 +244,31 @@ class VectorStore:
         )
         return sorted(map(from_entity, found), key=lambda row: row.chunk_index)
 
+    async def chunk_ids_by_document(self) -> dict[str, set[str]]:
+        """Every stored chunk id, grouped by doc_key: a full scan, for verification
+        only (comparing the index with the source and the version records).
+
+        Milvus caps one query at _SCAN_LIMIT rows and Milvus Lite has no query
+        iterator, so the scan splits the id space by hex prefix until every
+        part fits. Raises VectorStoreUnavailable."""
+        client = self._require()
+
+        def scan(prefix: str) -> list[dict[str, Any]]:
+            rows: list[dict[str, Any]] = client.query(
+                self._collection,
+                filter=f"id like {_literal(prefix + '%')}" if prefix else "",
+                output_fields=["id", "doc_key"],
+                limit=_SCAN_LIMIT,
+            )
+            if len(rows) < _SCAN_LIMIT:
+                return rows
+            return [row for digit in "0123456789abcdef" for row in scan(prefix + digit)]
+
+        grouped: dict[str, set[str]] = {}
+        for row in await self._read(lambda: scan("")):
+            grouped.setdefault(row["doc_key"], set()).add(row["id"])
+        return grouped
+
     async def count(self) -> int:
         """Rows currently stored, flushed or not. Raises VectorStoreUnavailable."""
         client = self._require()

@@ -12,9 +12,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from indexer.embedding import DEFAULT_MODEL
 from sidecar.errors import ConfigurationError
-
-DEFAULT_MODEL = "all-MiniLM-L6-v2"
 
 
 def _split_list(value: Any) -> Any:
@@ -96,7 +95,9 @@ class Settings(BaseSettings):
             except json.JSONDecodeError as exc:
                 raise ValueError(f"not valid JSON ({exc.msg} at column {exc.colno})") from exc
         if not isinstance(value, dict):
-            raise ValueError('must be a JSON object, a MongoDB query such as {"status": "published"}')
+            raise ValueError(
+                'must be a JSON object, a MongoDB query such as {"status": "published"}'
+            )
         return value
 
     @model_validator(mode="after")

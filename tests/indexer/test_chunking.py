@@ -1,4 +1,4 @@
-# ruff: noqa: RUF001  (Chinese text is full of full-width punctuation on purpose)
+
 """Chunker: sentence boundaries, the model's token window, Chinese text, and properties."""
 
 from __future__ import annotations

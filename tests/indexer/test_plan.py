@@ -18,10 +18,17 @@ def paragraphs(text: str) -> list[str]:
     return [part for part in text.split("\n\n") if part]
 
 
-def updated(text: str, version: int, metadata: dict[str, object] | None = None) -> DocumentUpdatedEvent:
+def updated(
+    text: str, version: int, metadata: dict[str, object] | None = None
+) -> DocumentUpdatedEvent:
     return DocumentUpdatedEvent(
-        event_id=f"e{version}", document_id="d1", namespace="app.docs", version=version,
-        timestamp=NOW, content=text, metadata=metadata or {},
+        event_id=f"e{version}",
+        document_id="d1",
+        namespace="app.docs",
+        version=version,
+        timestamp=NOW,
+        content=text,
+        metadata=metadata or {},
     )
 
 
@@ -95,8 +102,9 @@ def test_shrinking_document_deletes_its_stale_chunks() -> None:
 def test_delete_removes_every_chunk_and_tombstone_stops_older_changes() -> None:
     first = plan(updated("a\n\nb", 5), None)
     gone = plan(
-        DocumentDeletedEvent(event_id="x", document_id="d1", namespace="app.docs", version=6,
-                             timestamp=NOW),
+        DocumentDeletedEvent(
+            event_id="x", document_id="d1", namespace="app.docs", version=6, timestamp=NOW
+        ),
         applied(first),
     )
     assert gone.decision == "delete"
@@ -114,13 +122,21 @@ def test_older_change_never_overwrites_newer() -> None:
 def test_created_after_delete_embeds_again() -> None:
     first = plan(updated("a", 1), None)
     gone = plan(
-        DocumentDeletedEvent(event_id="x", document_id="d1", namespace="app.docs", version=2,
-                             timestamp=NOW),
+        DocumentDeletedEvent(
+            event_id="x", document_id="d1", namespace="app.docs", version=2, timestamp=NOW
+        ),
         applied(first),
     )
     back = plan(
-        DocumentCreatedEvent(event_id="y", document_id="d1", namespace="app.docs", version=3,
-                             timestamp=NOW, content="a", source="app.docs"),
+        DocumentCreatedEvent(
+            event_id="y",
+            document_id="d1",
+            namespace="app.docs",
+            version=3,
+            timestamp=NOW,
+            content="a",
+            source="app.docs",
+        ),
         applied(gone),
     )
     assert back.decision == "reindex"
@@ -136,14 +152,18 @@ def test_repeated_paragraphs_get_distinct_ids() -> None:
 def test_pipeline_change_reembeds_everything() -> None:
     first = plan(updated("a\n\nb", 1), None)
     other = plan_document(
-        updated("a\n\nb", 2), applied(first), chunker=paragraphs,
-        pipeline_fingerprint="other-model|chunker", version_guard=True,
+        updated("a\n\nb", 2),
+        applied(first),
+        chunker=paragraphs,
+        pipeline_fingerprint="other-model|chunker",
+        version_guard=True,
     )
     assert other.decision == "reindex"
 
 
-texts = st.lists(st.sampled_from(["alpha", "beta", "gamma", "delta", "数据", "向量"]),
-                 min_size=0, max_size=8).map("\n\n".join)
+texts = st.lists(
+    st.sampled_from(["alpha", "beta", "gamma", "delta", "数据", "向量"]), min_size=0, max_size=8
+).map("\n\n".join)
 
 
 @given(st.lists(texts, min_size=1, max_size=6))

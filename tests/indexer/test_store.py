@@ -20,7 +20,7 @@ from sidecar.errors import ConfigurationError, DocumentRejected, VectorStoreUnav
 DIM = 8
 FINGERPRINT = "test-model:0123456789abcdef:fp32"
 METADATA = ("author.name", "tags", "extra")
-POEM = "床前明月光，疑是地上霜。"  # noqa: RUF001
+POEM = "床前明月光，疑是地上霜。"
 
 StoreFactory = Callable[..., VectorStore]
 
@@ -404,3 +404,27 @@ async def test_one_process_at_a_time_holds_a_lite_database(
     await store.stop()
 
     assert await asyncio.to_thread(_open_in_other_process, milvus_uri) == "opened 1"
+
+
+async def test_chunk_ids_by_document_scans_past_the_query_limit(
+    open_store: StoreFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The verification scan splits the id space when one query would be capped."""
+    import hashlib
+
+    import indexer.store
+
+    monkeypatch.setattr(indexer.store, "_SCAN_LIMIT", 7)
+    store = open_store()
+    await store.start()
+    rows = []
+    for n in range(40):
+        base = _row(f"d{n % 5}", n, _unit(1.0, n))
+        hex_id = hashlib.sha256(str(n).encode()).hexdigest()[:32]
+        rows.append(ChunkRow(**{**base.__dict__, "id": hex_id}))
+    await store.upsert(rows)
+    grouped = await store.chunk_ids_by_document()
+    expected: dict[str, set[str]] = {}
+    for row in rows:
+        expected.setdefault(row.doc_key, set()).add(row.id)
+    assert grouped == expected

@@ -1,0 +1,1 @@
+"""The demo: the whole sidecar on embedded defaults, offline, in one command."""

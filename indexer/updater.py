@@ -1,0 +1,208 @@
+"""The index updater: applies a batch of document events to Milvus.
+
+It is one EventHandler among possibly several. For a batch it keeps the newest
+event per document, plans each document against its version record, embeds
+only new chunk texts (in one call across the batch), upserts the new rows
+before deleting the stale ones (so a document never lacks vectors), and only
+then records the new versions. A crash anywhere before the records are written
+replays the batch; chunk ids are deterministic, so the replay converges."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Protocol
+
+import structlog
+
+from cdc.events import DocumentEvent
+from cdc.handlers import Outcome
+from checkpoints.versions import VersionRecord
+from indexer.embedding import Embedder
+from indexer.plan import DocumentPlan, PlannedChunk, plan_document
+from indexer.store import ChunkRow
+
+log = structlog.get_logger(__name__)
+
+
+class Chunking(Protocol):
+    def __call__(self, text: str) -> list[str]: ...
+
+    @property
+    def fingerprint(self) -> str: ...
+
+
+class ChunkStore(Protocol):
+    async def upsert(self, rows: Sequence[ChunkRow]) -> None: ...
+
+    async def delete(self, ids: Sequence[str]) -> None: ...
+
+    async def fetch(self, ids: Sequence[str]) -> dict[str, ChunkRow]: ...
+
+    async def flush_if_due(self) -> None: ...
+
+
+class VersionLedger(Protocol):
+    async def get_many(self, doc_keys: Sequence[str]) -> dict[str, VersionRecord]: ...
+
+
+def newest_per_document(events: Sequence[DocumentEvent]) -> dict[str, DocumentEvent]:
+    """The event that wins for each document: the highest version, and among
+    equal versions the one queued last (so a delete that comes last wins)."""
+    latest: dict[str, DocumentEvent] = {}
+    for event in events:
+        current = latest.get(event.key)
+        if current is None or event.version >= current.version:
+            latest[event.key] = event
+    return latest
+
+
+class IndexUpdater:
+    """Keeps Milvus equal to the documents the events describe (invariants 2-4)."""
+
+    def __init__(
+        self,
+        *,
+        store: ChunkStore,
+        embedder: Embedder,
+        chunker: Chunking,
+        versions: VersionLedger,
+        version_guard: bool = True,
+    ) -> None:
+        self._store = store
+        self._embedder = embedder
+        self._chunker = chunker
+        self._versions = versions
+        self._version_guard = version_guard
+        self._fingerprint = f"{embedder.fingerprint}|{chunker.fingerprint}"
+
+    def can_handle(self, event: DocumentEvent) -> bool:
+        return True
+
+    async def handle(self, event: DocumentEvent) -> Outcome:
+        return await self.handle_batch([event])
+
+    async def handle_batch(self, events: Sequence[DocumentEvent]) -> Outcome:
+        """Apply *events* to Milvus and return the version records and counters the
+        caller must commit with the acknowledgement. Raises VectorStoreUnavailable /
+        EmbedderUnavailable (retriable) or another error; Milvus may then hold part
+        of the batch, which a replay converges (chunk ids are deterministic)."""
+        latest = newest_per_document(events)
+        records = await self._versions.get_many(list(latest))
+        plans = [self._plan(event, records.get(key)) for key, event in latest.items()]
+        plans, stored = await self._heal_missing_rows(plans)
+        rows = await self._rows(plans, stored)
+        if rows:
+            await self._store.upsert(rows)
+        stale = [cid for plan in plans for cid in plan.stale_ids]
+        if stale:
+            await self._store.delete(stale)
+        await self._store.flush_if_due()
+        return self._outcome(plans)
+
+    async def tick(self) -> None:
+        """Called when the queue is idle: lets the store flush on its time policy."""
+        await self._store.flush_if_due()
+
+    def _plan(self, event: DocumentEvent, record: VersionRecord | None) -> DocumentPlan:
+        return plan_document(
+            event,
+            record,
+            chunker=self._chunker,
+            pipeline_fingerprint=self._fingerprint,
+            version_guard=self._version_guard,
+        )
+
+    async def _heal_missing_rows(
+        self, plans: list[DocumentPlan]
+    ) -> tuple[list[DocumentPlan], dict[str, ChunkRow]]:
+        """Re-plan from scratch any document whose rows to rewrite are gone from Milvus.
+
+        The version record and Milvus can disagree (the Milvus data was lost or
+        restored); re-embedding that document is slower but converges."""
+        wanted = [c.id for p in plans for c in p.with_action("rewrite")]
+        stored = await self._store.fetch(wanted) if wanted else {}
+        healed = []
+        for plan in plans:
+            if all(c.id in stored for c in plan.with_action("rewrite")):
+                healed.append(plan)
+            else:
+                log.warning("rows_missing_reindexing", doc_key=plan.event.key)
+                fresh = self._plan(plan.event, None)
+                keep = {chunk.id for chunk in fresh.chunks}
+                before = [c.id for c in plan.chunks] + list(plan.stale_ids)
+                stale = tuple(cid for cid in before if cid not in keep)
+                healed.append(replace(fresh, stale_ids=stale))
+        return healed, stored
+
+    async def _rows(
+        self, plans: list[DocumentPlan], stored: Mapping[str, ChunkRow]
+    ) -> list[ChunkRow]:
+        pending = [(plan, chunk) for plan in plans for chunk in plan.with_action("embed")]
+        vectors = (
+            await self._embedder.embed([chunk.text for _, chunk in pending]) if pending else []
+        )
+        fresh = {chunk.id: vector for (_, chunk), vector in zip(pending, vectors, strict=True)}
+        now = int(time.time() * 1000)
+        rows = []
+        for plan in plans:
+            for chunk in plan.chunks:
+                if chunk.action == "embed":
+                    rows.append(self._row(plan.event, chunk, chunk.text, fresh[chunk.id], now))
+                elif chunk.action == "rewrite":
+                    old = stored[chunk.id]
+                    rows.append(self._row(plan.event, chunk, old.text, old.vector, now))
+        return rows
+
+    @staticmethod
+    def _row(
+        event: DocumentEvent, chunk: PlannedChunk, text: str, vector: Sequence[float], now: int
+    ) -> ChunkRow:
+        return ChunkRow(
+            id=chunk.id,
+            doc_key=event.key,
+            namespace=event.namespace,
+            document_id=event.document_id,
+            chunk_index=chunk.index,
+            text=text,
+            vector=vector,
+            updated_at=now,
+            metadata=event.metadata,
+        )
+
+    @staticmethod
+    def _outcome(plans: list[DocumentPlan]) -> Outcome:
+        now = datetime.now(UTC)
+        outcome = Outcome()
+        counts = outcome.counts
+        for plan in plans:
+            if plan.decision == "stale":
+                log.info("stale_change_skipped", doc_key=plan.event.key, version=plan.event.version)
+                continue
+            deleted = plan.decision == "delete"
+            outcome.versions[plan.event.key] = VersionRecord(
+                version=plan.event.version,
+                content_hash=plan.content_hash,
+                metadata_hash=plan.metadata_hash,
+                chunk_ids=() if deleted else tuple(c.id for c in plan.chunks),
+                deleted=deleted,
+                updated_at=now,
+            )
+            embedded = len(plan.with_action("embed"))
+            counts["deletes"] += deleted
+            counts["documents_indexed"] += plan.decision in ("reindex", "metadata")
+            counts["chunks_embedded"] += embedded
+            counts["embeddings_skipped"] += len(plan.chunks) - embedded
+        last = max((plan.event for plan in plans), key=lambda event: event.version, default=None)
+        if last is not None:
+            outcome.last_applied = {
+                "event_id": last.event_id,
+                "doc_key": last.key,
+                "event_type": last.event_type,
+                "version": last.version,
+                "timestamp": last.timestamp.isoformat(),
+                "applied_at": now.isoformat(),
+            }
+        return outcome

@@ -1,0 +1,116 @@
+"""The `cdc-sidecar` command line: run the service, show a pipeline's status, run the demo."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from sidecar.errors import SidecarError
+from sidecar.logs import configure_logging
+from sidecar.settings import Settings, load_settings
+
+cli = typer.Typer(
+    help="Keep a Milvus vector index true to MongoDB by tailing its change stream.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except SidecarError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _fail(error: SidecarError) -> typer.Exit:
+    typer.echo(f"error: {error}", err=True)
+    return typer.Exit(2 if not error.retriable else 1)
+
+
+@cli.command()
+def run() -> None:
+    """Run capture and indexer until SIGTERM/SIGINT, then finish the batch in hand and exit 0."""
+    settings = _settings()
+    configure_logging(settings.log_level)
+    from sidecar.app import serve
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await serve(settings, stop)
+
+    try:
+        asyncio.run(main())
+    except SidecarError as error:
+        raise _fail(error) from None
+
+
+@cli.command()
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Show the pipeline's checkpoint, queue, last applied change and counters (read from Redis)."""
+    settings = _settings()
+    from sidecar.app import read_status
+
+    try:
+        report = asyncio.run(read_status(settings))
+    except SidecarError as error:
+        raise _fail(error) from None
+    if as_json:
+        typer.echo(json.dumps(report, ensure_ascii=False, indent=2))
+        return
+    _print_status(report)
+
+
+def _print_status(report: dict[str, Any]) -> None:
+    checkpoint = report["checkpoint"]
+    typer.echo(f"pipeline        {report['pipeline']}")
+    if checkpoint is None:
+        typer.echo("checkpoint      none (the next start scans the collections first)")
+    else:
+        when = checkpoint["cluster_time"] or checkpoint["start_at_operation_time"] or {}
+        typer.echo(f"checkpoint      {when.get('iso', '?')}  saved {checkpoint['saved_at']}")
+    typer.echo(f"queue length    {report['queue_length']}")
+    typer.echo(f"pending         {report['pending']}")
+    typer.echo(f"dead letters    {report['dead_letters']}")
+    last = report["last_applied"]
+    typer.echo(f"last applied    {last['doc_key'] + ' at ' + last['timestamp'] if last else '-'}")
+    for name, value in report["counters"].items():
+        typer.echo(f"{name:<16}{value}")
+
+
+@cli.command()
+def demo(
+    documents: Annotated[
+        int, typer.Option(min=20, max=5000, help="How many documents to load.")
+    ] = 300,
+    precision: Annotated[
+        str, typer.Option(help="fp32, or bf16 (about twice as fast on CPUs that have it).")
+    ] = "fp32",
+) -> None:
+    """Run everything on embedded defaults (mongosim, a private Redis, Milvus Lite, the
+    offline model): load real documents, change some, follow the index, search, summarise."""
+    if precision not in ("fp32", "bf16"):
+        typer.echo("error: --precision must be fp32 or bf16", err=True)
+        raise typer.Exit(2)
+    configure_logging("warning")
+    from demo.run import run_demo
+
+    try:
+        asyncio.run(run_demo(documents=documents, precision=precision))
+    except SidecarError as error:
+        raise _fail(error) from None
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,242 @@
+"""The sidecar assembled from Settings, and the supervisor that runs it.
+
+One process runs one pipeline: it takes the pipeline's lease, indexes the
+existing documents on first start, then runs capture and the indexer side by
+side until asked to stop. Everything it starts, it stops."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import structlog
+from pymongo import AsyncMongoClient
+from redis.asyncio import Redis
+
+from cdc.capture import Capture
+from cdc.fields import IndexedText, MetadataFields, UserField
+from cdc.handlers import Dispatcher, EventHandler
+from cdc.mapping import ChangeMapper
+from cdc.snapshot import Snapshot
+from checkpoints.keys import Keys
+from checkpoints.lease import Lease
+from checkpoints.queue import EventQueue
+from checkpoints.stats import Stats
+from checkpoints.tokens import ResumeTokenStore
+from checkpoints.versions import VersionStore
+from indexer.chunking import Chunker
+from indexer.embedding import Embedder, SentenceTransformerEmbedder
+from indexer.queue import EventReader
+from indexer.scheduler import IndexScheduler
+from indexer.store import VectorStore
+from indexer.updater import IndexUpdater
+from sidecar.errors import ConfigurationError
+from sidecar.redis_server import PrivateRedis
+from sidecar.settings import Settings
+from sidecar.status import pipeline_status
+
+log = structlog.get_logger(__name__)
+
+PRIVATE_REDIS_URL_FILE = "url"
+
+
+def replica_name() -> str:
+    """Stable across restarts of one pod/host, so a restarted indexer gets its own
+    unacknowledged entries back at once."""
+    return f"{socket.gethostname()}"
+
+
+def build_embedder(settings: Settings) -> SentenceTransformerEmbedder:
+    return SentenceTransformerEmbedder(
+        settings.embedding_model,
+        device=settings.embedding_device,
+        batch_size=settings.embedding_batch_size,
+        precision=settings.embedding_precision,
+    )
+
+
+class Sidecar:
+    """Capture and indexer of one pipeline, wired to Redis, MongoDB and Milvus.
+
+    Use as ``async with Sidecar(...) as sidecar: await sidecar.run(stop)``.
+    *handlers* are extra event handlers registered beside the index updater."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        redis: Redis,
+        embedder: Embedder,
+        handlers: tuple[EventHandler, ...] = (),
+    ) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.embedder = embedder
+        self.keys = Keys(settings.pipeline)
+        self.store = VectorStore(
+            settings.milvus_uri,
+            settings.milvus_collection,
+            dimension=embedder.dimension,
+            fingerprint=embedder.fingerprint,
+            metadata_fields=settings.metadata_fields,
+            flush_rows=settings.milvus_flush_rows,
+            flush_interval=settings.milvus_flush_interval,
+        )
+        self.mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+            settings.mongo_uri, tz_aware=True
+        )
+        self.lease = Lease(redis, self.keys, owner=f"{replica_name()}-{os.getpid()}")
+        self.queue = EventQueue(redis, self.keys)
+        self.tokens = ResumeTokenStore(redis, self.keys)
+        self.stats = Stats(redis, self.keys)
+        self.mapper = ChangeMapper(
+            IndexedText(settings.text_fields),
+            MetadataFields(settings.metadata_fields),
+            UserField(settings.user_field),
+            settings.filter or None,
+        )
+        chunker = Chunker(
+            settings.chunk_size,
+            settings.chunk_overlap,
+            count_tokens=embedder.count_tokens,
+            max_tokens=embedder.max_tokens,
+        )
+        self.versions = VersionStore(redis, self.keys, ttl_seconds=settings.index_version_ttl)
+        self.updater = IndexUpdater(
+            store=self.store,
+            embedder=embedder,
+            chunker=chunker,
+            versions=self.versions,
+            version_guard=settings.index_version_enabled,
+        )
+        self.dispatcher = Dispatcher([self.updater, *handlers])
+        self._stack = AsyncExitStack()
+
+    async def __aenter__(self) -> Sidecar:
+        await self.store.start()
+        self._stack.push_async_callback(self.store.stop)
+        self._stack.push_async_callback(self.mongo.close)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._stack.aclose()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Hold the lease and run until *stop* is set; then finish the batches in
+        hand, save the position and return. Raises LeaseLost when another replica
+        took over, HistoryLost when the change stream lost our position."""
+        fence = await self.lease.acquire()
+        log.info("lease_acquired", pipeline=self.keys.pipeline, fence=fence)
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self.lease.hold(stop))
+                tasks.create_task(self._capture(stop, fence))
+                if self.settings.index_auto_update:
+                    tasks.create_task(self._scheduler().run(stop))
+        finally:
+            await self.lease.release()
+
+    async def _capture(self, stop: asyncio.Event, fence: int) -> None:
+        settings = self.settings
+        if await self.tokens.load() is None:
+            scanned = await Snapshot(
+                self.mongo,
+                settings.database,
+                settings.collections,
+                self.mapper,
+                self.queue,
+                fence,
+                max_batch=settings.capture_batch_size,
+                max_backlog=settings.index_queue_max_size,
+            ).run(stop)
+            if scanned is None:
+                return
+        await Capture(
+            self.mongo,
+            settings.database,
+            settings.collections,
+            self.mapper,
+            self.queue,
+            self.tokens,
+            self.stats,
+            fence,
+            max_batch=settings.capture_batch_size,
+            max_backlog=settings.index_queue_max_size,
+            full_document=settings.full_document,
+            pre_images=settings.pre_images,
+        ).run(stop)
+
+    def _scheduler(self) -> IndexScheduler:
+        settings = self.settings
+        reader = EventReader(
+            self.redis,
+            self.keys,
+            consumer=replica_name(),
+            claim_idle_ms=int(settings.index_queue_timeout * 1000),
+            versions=self.versions,
+        )
+        return IndexScheduler(
+            reader,
+            self.dispatcher,
+            batch_size=settings.index_batch_size,
+            batch_interval=settings.index_batch_interval,
+            max_workers=settings.index_max_workers,
+            retry_times=settings.index_retry_times,
+            retry_delay=settings.index_retry_delay,
+            on_idle=self.updater.tick,
+        )
+
+
+@asynccontextmanager
+async def redis_for(settings: Settings, *, start_private: bool) -> AsyncIterator[Redis]:
+    """A client of CDC_REDIS_URL, or else of the private Redis kept under
+    CDC_REDIS_DATA_DIR (started here when *start_private*, persisted with AOF).
+
+    Raises ConfigurationError when there is neither and none may be started."""
+    url = settings.redis_url
+    private: PrivateRedis | None = None
+    url_file = Path(settings.redis_data_dir) / PRIVATE_REDIS_URL_FILE
+    if url is None and start_private:
+        private = PrivateRedis(data_dir=Path(settings.redis_data_dir), appendonly=True)
+        url = await asyncio.to_thread(private.start)
+        url_file.write_text(url)
+    elif url is None:
+        if not url_file.is_file():
+            raise ConfigurationError(
+                "CDC_REDIS_URL is not set and no private Redis runs under "
+                f"{settings.redis_data_dir}: set CDC_REDIS_URL or start `cdc-sidecar run`"
+            )
+        url = url_file.read_text().strip()
+    client = Redis.from_url(url, socket_timeout=30)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+        if private is not None:
+            url_file.unlink(missing_ok=True)
+            private.stop()
+
+
+async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    """`cdc-sidecar run`: the service until *stop*."""
+    embedder = build_embedder(settings)
+    await embedder.start()
+    try:
+        async with (
+            redis_for(settings, start_private=True) as redis,
+            Sidecar(settings, redis=redis, embedder=embedder) as sidecar,
+        ):
+            await sidecar.run(stop)
+    finally:
+        await embedder.stop()
+
+
+async def read_status(settings: Settings) -> dict[str, Any]:
+    """`cdc-sidecar status`: the pipeline's state, read from Redis only."""
+    async with redis_for(settings, start_private=False) as redis:
+        return await pipeline_status(redis, Keys(settings.pipeline))

@@ -1,0 +1,54 @@
+"""A pipeline's state as Redis holds it: readable while the service runs, by any process."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from checkpoints.keys import Keys
+from checkpoints.queue import EventQueue
+from checkpoints.stats import Stats
+from checkpoints.tokens import ResumeTokenStore, unpack_timestamp
+
+
+def _cluster_time(packed: int | None) -> dict[str, Any] | None:
+    if packed is None:
+        return None
+    ts = unpack_timestamp(packed)
+    return {
+        "t": ts.time,
+        "i": ts.inc,
+        "iso": datetime.fromtimestamp(ts.time, UTC).isoformat(),
+    }
+
+
+async def pipeline_status(redis: Redis, keys: Keys) -> dict[str, Any]:
+    """Checkpoint, queue length, pending entries, dead letters, last applied change
+    and counters of the pipeline named by *keys*."""
+    checkpoint = await ResumeTokenStore(redis, keys).load()
+    stats = Stats(redis, keys)
+    try:
+        summary = await redis.xpending(keys.events, keys.group)
+        pending = int(summary["pending"])
+    except ResponseError:
+        pending = 0
+    position: dict[str, Any] | None = None
+    if checkpoint is not None:
+        position = {
+            "token": None if checkpoint.token is None else dict(checkpoint.token),
+            "cluster_time": _cluster_time(checkpoint.cluster_time),
+            "start_at_operation_time": _cluster_time(checkpoint.start_at_operation_time),
+            "saved_at": checkpoint.saved_at.isoformat(),
+        }
+    return {
+        "pipeline": keys.pipeline,
+        "checkpoint": position,
+        "queue_length": await EventQueue(redis, keys).backlog(),
+        "pending": pending,
+        "dead_letters": int(await redis.xlen(keys.dead)),
+        "last_applied": await stats.last_applied(),
+        "counters": await stats.read(),
+    }
