@@ -17,17 +17,21 @@ from checkpoints.versions import VersionRecord
 @dataclass
 class Outcome:
     """What handlers applied, committed by the caller atomically with the acknowledgement:
-    version records by document key, counter increments, the last applied change."""
+    version records by document key, counter increments, the last applied change,
+    and the documents that cannot be indexed (key -> error), whose entries the
+    caller moves to the dead-letter stream instead of acknowledging."""
 
     versions: dict[str, VersionRecord] = field(default_factory=dict)
     counts: Counter[str] = field(default_factory=Counter)
     last_applied: dict[str, Any] | None = None
+    rejected: dict[str, str] = field(default_factory=dict)
 
     def merge(self, other: Outcome | None) -> None:
         if other is None:
             return
         self.versions.update(other.versions)
         self.counts.update(other.counts)
+        self.rejected.update(other.rejected)
         self.last_applied = other.last_applied or self.last_applied
 
 

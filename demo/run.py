@@ -20,12 +20,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from checkpoints.tokens import pack_timestamp
 from demo.corpus import NEW_DOCUMENTS, documents
 from mongosim import ThreadedMongoSim
 from sidecar.app import Sidecar, build_embedder
 from sidecar.redis_server import PrivateRedis
 from sidecar.settings import Settings, load_settings
-from sidecar.status import pipeline_status
+from sidecar.status import applied_through, pipeline_status
 
 console = Console()
 
@@ -118,7 +119,7 @@ async def _changes(articles: Any, corpus: list[dict[str, Any]]) -> None:
 async def _follow(title: str, sidecar: Sidecar, service: asyncio.Task[None]) -> None:
     """Show the queue draining until every change made so far is captured and applied."""
     reply = await sidecar.mongo[sidecar.settings.database].command("ping")
-    written = (reply["operationTime"].time << 32) | reply["operationTime"].inc
+    written = pack_timestamp(reply["operationTime"])
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -147,9 +148,7 @@ async def _follow(title: str, sidecar: Sidecar, service: asyncio.Task[None]) -> 
                     f"{counters['chunks_embedded']:>5}  skipped {counters['embeddings_skipped']}"
                 ),
             )
-            position = (report["checkpoint"] or {}).get("cluster_time") or {}
-            caught_up = (int(position.get("t", 0)) << 32 | int(position.get("i", 0))) >= written
-            return caught_up and backlog == 0 and int(report["pending"]) == 0
+            return await applied_through(sidecar.redis, sidecar.keys, written)
 
         await _until(applied, seconds=900)
 

@@ -177,12 +177,24 @@ class IndexScheduler:
             result = None
 
     async def _commit(self, entries: list[QueueEntry], outcome: Outcome) -> None:
+        """Acknowledge *entries* with what they applied; entries of documents the
+        handlers rejected go to the dead-letter stream (their vectors are gone,
+        their tombstone is committed), without retries: rejection is decided
+        from the document itself and would repeat."""
+        errors = {
+            entry.entry_id: outcome.rejected[entry.event.key]
+            for entry in entries
+            if entry.event is not None and entry.event.key in outcome.rejected
+        }
         await self._source.commit(
-            [e.entry_id for e in entries],
+            [e.entry_id for e in entries if e.entry_id not in errors],
             versions=outcome.versions,
             counts=outcome.counts,
             last_applied=outcome.last_applied,
         )
+        for entry in entries:
+            if entry.entry_id in errors:
+                await self._source.dead_letter(entry, errors[entry.entry_id])
 
     async def _give_up(
         self, entries: list[QueueEntry], error: BaseException, stop: asyncio.Event

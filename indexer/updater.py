@@ -182,6 +182,8 @@ class IndexUpdater:
                 log.info("stale_change_skipped", doc_key=plan.event.key, version=plan.event.version)
                 continue
             deleted = plan.decision == "delete"
+            if deleted and plan.event.metadata.get("reason") == "rejected":
+                outcome.rejected[plan.event.key] = str(plan.event.metadata.get("error", ""))
             outcome.versions[plan.event.key] = VersionRecord(
                 version=plan.event.version,
                 content_hash=plan.content_hash,

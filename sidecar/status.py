@@ -30,11 +30,6 @@ async def pipeline_status(redis: Redis, keys: Keys) -> dict[str, Any]:
     and counters of the pipeline named by *keys*."""
     checkpoint = await ResumeTokenStore(redis, keys).load()
     stats = Stats(redis, keys)
-    try:
-        summary = await redis.xpending(keys.events, keys.group)
-        pending = int(summary["pending"])
-    except ResponseError:
-        pending = 0
     position: dict[str, Any] | None = None
     if checkpoint is not None:
         position = {
@@ -47,8 +42,26 @@ async def pipeline_status(redis: Redis, keys: Keys) -> dict[str, Any]:
         "pipeline": keys.pipeline,
         "checkpoint": position,
         "queue_length": await EventQueue(redis, keys).backlog(),
-        "pending": pending,
+        "pending": await _pending(redis, keys),
         "dead_letters": int(await redis.xlen(keys.dead)),
         "last_applied": await stats.last_applied(),
         "counters": await stats.read(),
     }
+
+
+async def applied_through(redis: Redis, keys: Keys, cluster_time: int) -> bool:
+    """Whether every change up to *cluster_time* (packed) is captured and applied:
+    the checkpoint is at or past it and nothing is queued or pending."""
+    checkpoint = await ResumeTokenStore(redis, keys).load()
+    if checkpoint is None or (checkpoint.cluster_time or 0) < cluster_time:
+        return False
+    return await EventQueue(redis, keys).backlog() == 0 and await _pending(redis, keys) == 0
+
+
+async def _pending(redis: Redis, keys: Keys) -> int:
+    """Entries delivered to the indexer and not acknowledged; 0 before it ever started."""
+    try:
+        summary = await redis.xpending(keys.events, keys.group)
+    except ResponseError:
+        return 0
+    return int(summary["pending"])

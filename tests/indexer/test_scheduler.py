@@ -191,3 +191,25 @@ async def _queue_empty(redis_client: aioredis.Redis, keys: Keys) -> bool:
 
 async def _calls_at_least(handler: Recorder, n: int) -> bool:
     return handler.calls >= n
+
+
+async def test_rejected_document_is_dead_lettered_without_retries(
+    redis_client: aioredis.Redis, pipeline_name: str
+) -> None:
+    keys = Keys(pipeline_name)
+
+    class Rejecting(Recorder):
+        async def handle_batch(self, events: Sequence[DocumentEvent]) -> Outcome:
+            outcome = await super().handle_batch(events)
+            outcome.rejected.update(
+                {e.key: "content is binary" for e in events if e.document_id == "bad"}
+            )
+            return outcome
+
+    handler = Rejecting(lambda events: None)
+    await enqueue(redis_client, keys, [event("bad", 1), event("good", 2)])
+    async with running(redis_client, keys, handler):
+        await wait_for(lambda: _queue_empty(redis_client, keys))
+    assert handler.calls == 1
+    dead = await redis_client.xrange(keys.dead)
+    assert [fields[b"error"] for _, fields in dead] == [b"content is binary"]
