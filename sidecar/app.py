@@ -138,6 +138,11 @@ class Sidecar:
                 tasks.create_task(self._capture(stop, fence))
                 if self.settings.index_auto_update:
                     tasks.create_task(self._scheduler().run(stop))
+        except BaseExceptionGroup as group:
+            # The first task to fail cancelled the others: report its error as
+            # itself, so the edge can map a SidecarError to its exit code.
+            log.error("service_failed", errors=[repr(e) for e in group.exceptions])
+            raise group.exceptions[0] from group
         finally:
             await self.lease.release()
 
