@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from cdc.capture import Capture
 from cdc.fields import IndexedText, MetadataFields, UserField
@@ -35,7 +36,7 @@ from indexer.queue import EventReader
 from indexer.scheduler import IndexScheduler
 from indexer.store import VectorStore
 from indexer.updater import IndexUpdater
-from sidecar.errors import ConfigurationError
+from sidecar.errors import ConfigurationError, RedisUnavailable
 from sidecar.redis_server import PrivateRedis
 from sidecar.settings import Settings
 from sidecar.status import pipeline_status
@@ -244,4 +245,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
 async def read_status(settings: Settings) -> dict[str, Any]:
     """`cdc-sidecar status`: the pipeline's state, read from Redis only."""
     async with redis_for(settings, start_private=False) as redis:
-        return await pipeline_status(redis, Keys(settings.pipeline))
+        try:
+            return await pipeline_status(redis, Keys(settings.pipeline))
+        except RedisError as error:
+            where = settings.redis_url or "the private Redis"
+            raise RedisUnavailable(f"cannot read {where}: {error} (check CDC_REDIS_URL)") from None

@@ -28,6 +28,12 @@ class VectorStoreUnavailable(SidecarError):
     retriable = True
 
 
+class RedisUnavailable(SidecarError):
+    """Redis did not answer; nothing was read or written."""
+
+    retriable = True
+
+
 class EmbedderUnavailable(SidecarError):
     """The embedding backend did not answer; the batch stays unacknowledged."""
 

@@ -1,0 +1,93 @@
+"""The command line: status read from Redis, and errors a person can act on."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import redis.asyncio as aioredis
+
+from cdc.events import DocumentCreatedEvent
+from checkpoints.keys import Keys
+from checkpoints.lease import Lease
+from checkpoints.queue import EventQueue
+from checkpoints.tokens import Checkpoint
+from tests.conftest import REDIS_URL
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CDC_")}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), *args],
+        cwd=cwd,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+async def test_status_json_reports_checkpoint_queue_and_counters(
+    redis_client: aioredis.Redis, pipeline_name: str, tmp_path: Path
+) -> None:
+    keys = Keys(pipeline_name)
+    fence = await Lease(redis_client, keys, owner="test").acquire()
+    event = DocumentCreatedEvent(
+        event_id="e1", document_id="d1", namespace="app.docs", version=(1700000000 << 32) | 3,
+        timestamp=datetime.now(UTC), content="hello", source="app.docs",
+    )
+    token = {"_data": f"82{1700000000:08X}{3:08X}"}
+    checkpoint = Checkpoint(token, (1700000000 << 32) | 3, None, datetime.now(UTC))
+    await EventQueue(redis_client, keys).append([event], checkpoint, fence=fence)
+
+    done = cli("status", "--json", cwd=tmp_path, CDC_REDIS_URL=REDIS_URL,
+               CDC_PIPELINE=pipeline_name)
+
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["pipeline"] == pipeline_name
+    assert report["queue_length"] == 1
+    assert report["checkpoint"]["token"] == token
+    assert report["checkpoint"]["cluster_time"]["t"] == 1700000000
+    assert report["counters"]["events_captured"] == 1
+
+
+def test_status_text_output_is_readable(pipeline_name: str, tmp_path: Path) -> None:
+    done = cli("status", cwd=tmp_path, CDC_REDIS_URL=REDIS_URL, CDC_PIPELINE=pipeline_name)
+    assert done.returncode == 0, done.stderr
+    assert "checkpoint      none" in done.stdout
+    assert "queue length    0" in done.stdout
+
+
+def test_bad_setting_stops_with_the_variable_named(tmp_path: Path) -> None:
+    done = cli("status", cwd=tmp_path, CDC_INDEX_BATCH_SIZE="lots")
+    assert done.returncode == 2
+    assert "CDC_INDEX_BATCH_SIZE" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_status_without_redis_says_what_to_do(tmp_path: Path) -> None:
+    done = cli("status", cwd=tmp_path, CDC_REDIS_DATA_DIR=str(tmp_path / "nothing"))
+    assert done.returncode == 2
+    assert "CDC_REDIS_URL" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_demo_rejects_unknown_precision(tmp_path: Path) -> None:
+    done = cli("demo", "--precision", "fp8", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "fp32 or bf16" in done.stderr
+
+
+def test_status_with_unreachable_redis_says_so(tmp_path: Path) -> None:
+    done = cli("status", cwd=tmp_path, CDC_REDIS_URL="redis://127.0.0.1:1/0")
+    assert done.returncode == 1
+    assert "cannot read redis://127.0.0.1:1/0" in done.stderr
+    assert "Traceback" not in done.stderr
