@@ -140,7 +140,15 @@ async def test_step_down_rejects_writes_until_step_up(sim: MongoSim) -> None:
 
 
 async def test_pause_stops_answering_then_recovers(sim: MongoSim) -> None:
-    client: Client = AsyncMongoClient(sim.uri, socketTimeoutMS=300, serverSelectionTimeoutMS=5_000)
+    # No read retry: a retry on a fresh connection would wait out the pause in
+    # its handshake and hide the timeout this test is about.
+    client: Client = AsyncMongoClient(
+        sim.uri,
+        socketTimeoutMS=300,
+        connectTimeoutMS=300,
+        retryReads=False,
+        serverSelectionTimeoutMS=5_000,
+    )
     try:
         await client.admin.command("ping")
         sim.pause(1.0)
