@@ -1,7 +1,8 @@
 """How fast mongosim feeds a change stream, so it is never the sidecar's bottleneck.
 
-Starts ``python -m mongosim`` as a subprocess (as the demo does) and measures,
-in one run on this machine:
+Starts ``python -m mongosim`` as a subprocess (as the demo does), or with
+``--in-process`` a ThreadedMongoSim sharing this process (and its GIL) with the
+client, as the sidecar's own tests do, and measures, in one run on this machine:
 
 1. baseline: documents/s that insert_many batches reach with no watcher;
 2. events/s one change-stream watcher receives while the same batches are
@@ -10,7 +11,7 @@ in one run on this machine:
    absolute figures move from run to run;
 4. 20 concurrent clients doing inserts and reads: operations/s and errors.
 
-Usage: .venv/bin/python bench/bench_mongosim.py [--events 20000] [--batch 1000]
+Usage: .venv/bin/python bench/bench_mongosim.py [--in-process] [--events 20000] [--batch 1000]
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import time
 from typing import Any
 
 from pymongo import AsyncMongoClient
+
+from mongosim import ThreadedMongoSim
 
 Client = AsyncMongoClient[dict[str, Any]]
 TARGET_EVENTS_PER_SECOND = 5_000
@@ -105,19 +108,30 @@ async def concurrent_clients(uri: str, clients: int, operations: int) -> tuple[f
 
 
 async def run(args: argparse.Namespace) -> int:
-    process, uri = start_server(oplog_size=args.events * 3)
+    oplog_size = args.events * 3
+    if args.in_process:
+        with ThreadedMongoSim(port=0, oplog_size=oplog_size) as sim:
+            return await measure(args, sim.uri)
+    process, uri = start_server(oplog_size)
     try:
-        client: Client = AsyncMongoClient(uri)
-        try:
-            await client.admin.command("ping")
-            baseline = await insert_rate(client, args.events, args.batch)
-            events = await watched_event_rate(client, args.events, args.batch)
-        finally:
-            await client.close()
-        ops, errors = await concurrent_clients(uri, 20, args.operations)
+        return await measure(args, uri)
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+async def measure(args: argparse.Namespace, uri: str) -> int:
+    """Run every measurement against the server at *uri* and print the figures."""
+    client: Client = AsyncMongoClient(uri)
+    try:
+        await client.admin.command("ping")
+        baseline = await insert_rate(client, args.events, args.batch)
+        events = await watched_event_rate(client, args.events, args.batch)
+    finally:
+        await client.close()
+    ops, errors = await concurrent_clients(uri, 20, args.operations)
+    where = "in-process (ThreadedMongoSim)" if args.in_process else "subprocess"
+    print(f"mongosim {where}")
     print(f"baseline insert_many, no watcher:  {baseline:10,.0f} documents/s")
     print(f"one watcher, insert_many batches:   {events:10,.0f} events/s")
     print(f"ratio events/s : baseline inserts:  {events / baseline:10.2f}")
@@ -132,6 +146,9 @@ async def run(args: argparse.Namespace) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument(
+        "--in-process", action="store_true", help="host mongosim on a thread of this process"
     )
     parser.add_argument("--events", type=int, default=20_000, help="documents written per phase")
     parser.add_argument("--batch", type=int, default=1_000, help="documents per insert_many")
