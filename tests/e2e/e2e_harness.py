@@ -108,12 +108,22 @@ class Running:
 async def running(
     settings: Settings, redis: aioredis.Redis, embedder: Embedder
 ) -> AsyncIterator[Running]:
-    """Start the sidecar; on exit set stop and require it to return within 10 s."""
+    """Start the sidecar and wait until it has a checkpoint (the first start's scan
+    is done), so every write the caller makes next reaches it through the change
+    stream; on exit set stop and require the service to return within 10 s."""
     async with Sidecar(settings, redis=redis, embedder=embedder) as sidecar:
         stop = asyncio.Event()
         task = asyncio.create_task(sidecar.run(stop))
         service = Running(sidecar, stop, task)
         try:
+
+            async def streaming() -> bool:
+                if task.done():
+                    task.result()
+                    pytest.fail("the sidecar stopped while starting")
+                return await sidecar.tokens.load() is not None
+
+            await until(streaming, seconds=CONVERGE_SECONDS, what="the sidecar streams")
             yield service
         finally:
             stop.set()

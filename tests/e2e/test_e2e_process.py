@@ -1,0 +1,233 @@
+"""The service as operators run it: `main.py run` in its own process, configured by
+CDC_* variables, killed with SIGKILL in the middle of a batch or stopped with
+SIGTERM, then started again. The index must converge (invariants 1 and 2)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from e2e_harness import (
+    CONVERGE_SECONDS,
+    assert_index_equals_source,
+    opened_store,
+    paragraphs,
+    running,
+    until,
+    written_so_far,
+)
+from pymongo import AsyncMongoClient
+
+from checkpoints.keys import Keys
+from checkpoints.stats import Stats
+from checkpoints.tokens import ResumeTokenStore
+from indexer.embedding import SentenceTransformerEmbedder
+from sidecar.settings import Settings
+from sidecar.status import applied_through
+
+pytestmark = [pytest.mark.model, pytest.mark.slow]
+
+Mongo = AsyncMongoClient[dict[str, Any]]
+PROJECT = Path(__file__).resolve().parents[2]
+EXIT_SECONDS = 10.0
+
+
+def service_environment(settings: Settings) -> dict[str, str]:
+    """The process environment that configures `main.py run` as *settings* say."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("CDC_")}
+    env |= {
+        "HF_HUB_OFFLINE": "1",
+        "CDC_LOG_LEVEL": "warning",
+        "CDC_MONGO_URI": settings.mongo_uri,
+        "CDC_REDIS_URL": settings.redis_url or "",
+        "CDC_PIPELINE": settings.pipeline,
+        "CDC_MILVUS_URI": settings.milvus_uri,
+        "CDC_DATABASE": settings.database,
+        "CDC_COLLECTIONS": ",".join(settings.collections),
+        "CDC_TEXT_FIELDS": ",".join(settings.text_fields),
+        "CDC_METADATA_FIELDS": ",".join(settings.metadata_fields),
+        "CDC_CHUNK_SIZE": str(settings.chunk_size),
+        "CDC_CHUNK_OVERLAP": str(settings.chunk_overlap),
+        "CDC_MILVUS_FLUSH_INTERVAL": str(settings.milvus_flush_interval),
+        "CDC_INDEX_BATCH_SIZE": str(settings.index_batch_size),
+        "CDC_INDEX_BATCH_INTERVAL": str(settings.index_batch_interval),
+        "CDC_INDEX_RETRY_TIMES": str(settings.index_retry_times),
+        "CDC_INDEX_RETRY_DELAY": str(settings.index_retry_delay),
+    }
+    return env
+
+
+class ServiceProcess:
+    """One `main.py run` process; its stderr (the JSON log) goes to *log*."""
+
+    def __init__(self, settings: Settings, log: Path) -> None:
+        self._settings = settings
+        self._log = log
+        self._process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        with self._log.open("ab") as sink:
+            self._process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "main.py",
+                "run",
+                cwd=PROJECT,
+                env=service_environment(self._settings),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=sink,
+                stderr=sink,
+            )
+
+    @property
+    def process(self) -> asyncio.subprocess.Process:
+        if self._process is None:
+            raise RuntimeError("the service process was not started")
+        return self._process
+
+    def require_alive(self) -> None:
+        if self.process.returncode is not None:
+            pytest.fail(f"the service exited with {self.process.returncode}:\n{self.log_tail()}")
+
+    def log_tail(self) -> str:
+        return "\n".join(self._log.read_text(errors="replace").splitlines()[-30:])
+
+    async def signal_and_wait(self, signum: int) -> int:
+        """Send *signum* and return the exit status; fail if it takes over EXIT_SECONDS."""
+        self.process.send_signal(signum)
+        try:
+            return await asyncio.wait_for(self.process.wait(), timeout=EXIT_SECONDS)
+        except TimeoutError:
+            pytest.fail(f"the service did not exit within {EXIT_SECONDS} s of {signum}")
+
+    async def kill(self) -> None:
+        """SIGKILL unless already gone; reaps the process either way."""
+        if self._process is not None and self._process.returncode is None:
+            self._process.kill()
+            await self._process.wait()
+
+
+@asynccontextmanager
+async def service_process(settings: Settings, log: Path) -> AsyncIterator[ServiceProcess]:
+    service = ServiceProcess(settings, log)
+    await service.start()
+    try:
+        yield service
+    finally:
+        await service.kill()
+
+
+async def wait_applied_by(
+    service: ServiceProcess, redis: aioredis.Redis, keys: Keys, mongo: Mongo
+) -> None:
+    target = await written_so_far(mongo)
+
+    async def applied() -> bool:
+        service.require_alive()
+        return await applied_through(redis, keys, target)
+
+    await until(applied, seconds=CONVERGE_SECONDS, what="the service applied every change")
+
+
+async def test_sigkill_during_a_batch_then_restart_converges(
+    make_settings: Callable[..., Settings],
+    redis_client: aioredis.Redis,
+    mongo: Mongo,
+    articles: Any,
+    embedder: SentenceTransformerEmbedder,
+    tmp_path: Path,
+) -> None:
+    settings = make_settings()
+    keys = Keys(settings.pipeline)
+    stats = Stats(redis_client, keys)
+    total = 40
+    await articles.insert_many(
+        [{"_id": n, "title": f"Doc {n}", "body": paragraphs(f"k{n}", 2)} for n in range(total)]
+    )
+    log = tmp_path / "service.log"
+
+    async with service_process(settings, log) as first:
+
+        async def mid_indexing() -> bool:
+            first.require_alive()
+            return (await stats.read())["documents_indexed"] > 0
+
+        await until(mid_indexing, seconds=CONVERGE_SECONDS, what="indexing has begun", every=0.01)
+        assert await first.signal_and_wait(signal.SIGKILL) == -signal.SIGKILL
+    indexed_at_kill = (await stats.read())["documents_indexed"]
+    assert 0 < indexed_at_kill < total, "the kill did not land in the middle of indexing"
+
+    await articles.update_many({"_id": {"$lt": 5}}, {"$set": {"body": "Rewritten while down."}})
+    await articles.delete_many({"_id": {"$gte": total - 3}})
+
+    async with service_process(settings, log) as second:
+        await wait_applied_by(second, redis_client, keys, mongo)
+        assert await second.signal_and_wait(signal.SIGTERM) == 0, second.log_tail()
+
+    async with opened_store(settings, embedder) as store:
+        expected = await assert_index_equals_source(settings, store, redis_client, mongo, embedder)
+    assert len(expected) == total - 3
+
+
+async def test_sigterm_mid_stream_exits_cleanly_and_saves_the_checkpoint(
+    make_settings: Callable[..., Settings],
+    redis_client: aioredis.Redis,
+    mongo: Mongo,
+    articles: Any,
+    embedder: SentenceTransformerEmbedder,
+    tmp_path: Path,
+) -> None:
+    settings = make_settings()
+    keys = Keys(settings.pipeline)
+    stats = Stats(redis_client, keys)
+    tokens = ResumeTokenStore(redis_client, keys)
+    enough = asyncio.Event()
+
+    async def write() -> int:
+        n = 0
+        while not enough.is_set():
+            await articles.insert_one(
+                {"_id": n, "title": f"Doc {n}", "body": paragraphs(f"t{n}", 2)}
+            )
+            n += 1
+            # About as fast as the model indexes: the stream never goes quiet.
+            await asyncio.sleep(0.1)
+        return n
+
+    async with service_process(settings, tmp_path / "service.log") as service:
+
+        async def streaming() -> bool:
+            service.require_alive()
+            return await tokens.load() is not None
+
+        await until(streaming, seconds=CONVERGE_SECONDS, what="the service streams")
+        writer = asyncio.create_task(write())
+
+        async def indexing() -> bool:
+            service.require_alive()
+            return (await stats.read())["documents_indexed"] >= 3
+
+        await until(indexing, seconds=CONVERGE_SECONDS, what="some documents are indexed")
+        signalled_at = datetime.now(UTC)
+        assert await service.signal_and_wait(signal.SIGTERM) == 0, service.log_tail()
+        assert not writer.done()
+
+    checkpoint = await tokens.load()
+    assert checkpoint is not None and checkpoint.saved_at >= signalled_at
+    enough.set()
+    written = await writer
+
+    async with running(settings, redis_client, embedder) as restarted:
+        await restarted.applied(mongo)
+        expected = await assert_index_equals_source(
+            settings, restarted.sidecar.store, redis_client, mongo, embedder
+        )
+    assert len(expected) == written
