@@ -88,6 +88,12 @@ async def wait_applied(
     await until(applied, seconds=seconds, what="every change so far is applied")
 
 
+async def stream_entries(redis: aioredis.Redis, stream: str) -> list[dict[bytes, bytes]]:
+    """The fields of every entry of *stream*, oldest first."""
+    entries: list[tuple[bytes, dict[bytes, bytes]]] = await redis.xrange(stream)  # type: ignore[assignment]
+    return [fields for _, fields in entries]
+
+
 @dataclass
 class Running:
     """A sidecar running in this process: its parts, its stop switch, its task."""

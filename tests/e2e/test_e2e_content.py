@@ -10,7 +10,14 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 from bson.binary import Binary
-from e2e_harness import COLLECTION, assert_index_equals_source, doc_key, paragraphs, running
+from e2e_harness import (
+    COLLECTION,
+    assert_index_equals_source,
+    doc_key,
+    paragraphs,
+    running,
+    stream_entries,
+)
 from pymongo import AsyncMongoClient
 
 from checkpoints.keys import Keys
@@ -107,8 +114,8 @@ async def test_a_wrong_typed_text_field_is_dead_lettered_and_the_rest_flows(
         indexed = await assert_index_equals_source(settings, store, redis_client, mongo, embedder)
         assert set(indexed) == {doc_key(settings, COLLECTION, i) for i in ("good", "later")}
 
-        dead = await redis_client.xrange(keys.dead)
-        errors = {fields[b"key"].decode(): fields[b"error"].decode() for _, fields in dead}
+        dead = await stream_entries(redis_client, keys.dead)
+        errors = {fields[b"key"].decode(): fields[b"error"].decode() for fields in dead}
         assert set(errors) == {doc_key(settings, COLLECTION, i) for i in ("bad", "blob")}
         assert "'body'" in errors[doc_key(settings, COLLECTION, "bad")]
         assert "dict" in errors[doc_key(settings, COLLECTION, "bad")]

@@ -14,6 +14,7 @@ from e2e_harness import (
     doc_key,
     paragraphs,
     running,
+    stream_entries,
     until,
     written_so_far,
 )
@@ -59,7 +60,7 @@ async def test_replayed_and_reordered_deliveries_do_not_change_the_index(
             return checkpoint is not None and (checkpoint.cluster_time or 0) >= target
 
         await until(all_queued, seconds=30, what="capture queued every change")
-    captured = [dict(fields) for _, fields in await redis_client.xrange(keys.events)]
+    captured = await stream_entries(redis_client, keys.events)
     assert len(captured) == 7
 
     settings = make_settings()
@@ -75,8 +76,12 @@ async def test_replayed_and_reordered_deliveries_do_not_change_the_index(
         indexed_before = (await stats.read())["documents_indexed"]
         embedded_before = embedder.counter.texts
 
+        # Each change again as it was queued, then all of them newest first: a
+        # duplicate of every event, and an older version after each newer one.
         for fields in [*captured, *reversed(captured)]:
-            await redis_client.xadd(keys.events, fields)
+            await redis_client.xadd(
+                keys.events, {b"event": fields[b"event"], b"key": fields[b"key"]}
+            )
         await service.applied(mongo)
 
         assert embedder.counter.texts == embedded_before
