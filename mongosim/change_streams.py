@@ -7,6 +7,7 @@ for new entries up to its maxTimeMS.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import time
 from collections import deque
@@ -88,6 +89,9 @@ CHANGE_STREAM_OPTIONS = frozenset(
     }
 )
 DEFAULT_AWAIT_SECONDS = 1.0
+# How long one scan of the oplog may hold the event loop before yielding, so
+# a stream with a costly or rejecting pipeline cannot stall other connections.
+SCAN_SLICE_SECONDS = 0.02
 RESUMABLE_LABEL = "ResumableChangeStreamError"
 
 
@@ -210,7 +214,10 @@ class ChangeStreamCursor:
             if batch or self.exhausted or remaining <= 0:
                 self.last_used = time.monotonic()
                 return batch, self.exhausted
-            await self._oplog.wait_after(self._seq, remaining)
+            if self._oplog.latest.seq > self._seq:
+                await asyncio.sleep(0)  # more log to scan; let other connections go first
+            else:
+                await self._oplog.wait_after(self._seq, remaining)
 
     def _collect(self, batch_size: int | None) -> list[RawBSONDocument]:
         if self._seq + 1 < self._oplog.oldest.seq and not self._pending:
@@ -223,9 +230,12 @@ class ChangeStreamCursor:
         limit = batch_size if batch_size else None
         batch: list[RawBSONDocument] = []
         size = 0
+        slice_end = time.monotonic() + SCAN_SLICE_SECONDS
         while limit is None or len(batch) < limit:
-            if not self._pending and not self._refill():
-                break
+            if not self._pending:
+                self._refill(slice_end)
+                if not self._pending:
+                    break
             event = self._pending[0]
             raw = RawBSONDocument(bson.encode(event))
             if batch and size + len(raw.raw) > MAX_BATCH_BYTES:
@@ -241,8 +251,11 @@ class ChangeStreamCursor:
             self._position = ResumeToken(self._ts, self._seq, HIGH_WATER_MARK).document()
         return batch
 
-    def _refill(self) -> bool:
+    def _refill(self, slice_end: float) -> None:
+        """Scan entries until one yields events, or until monotonic time *slice_end*."""
         for entry in self._oplog.after(self._seq):
+            if time.monotonic() > slice_end:
+                break
             events = self._factory.events(entry)[self._skip :]
             self._skip = 0
             self._seq, self._ts = entry.seq, entry.ts
@@ -251,8 +264,7 @@ class ChangeStreamCursor:
                 if shaped is not None:
                     self._pending.append(shaped)
             if self._pending:
-                return True
-        return False
+                break
 
     @staticmethod
     def _is_own_invalidate(event: Mapping[str, Any]) -> bool:

@@ -30,7 +30,9 @@ async def aggregate(call: Call) -> dict[str, Any]:
     pipeline = call.body.get("pipeline")
     if not isinstance(pipeline, list) or not all(isinstance(s, Mapping) for s in pipeline):
         raise type_mismatch("aggregate.pipeline", "array of documents")
-    if "cursor" not in call.body and not call.body.get("explain"):
+    if call.body.get("explain"):
+        raise CommandError(115, "mongosim does not explain aggregations")
+    if "cursor" not in call.body:
         raise CommandError(
             9, "The 'cursor' option is required, except for aggregate with the explain argument"
         )

@@ -210,3 +210,39 @@ async def test_twenty_concurrent_clients(sim: MongoSim, client: Client) -> None:
         await asyncio.gather(*(c.close() for c in clients))
     assert counts == [25] * 20
     assert len({e["documentKey"]["_id"] for e in events}) == 500
+
+
+async def test_stream_scanning_long_history_does_not_stall_others() -> None:
+    async with MongoSim(port=0, oplog_size=50_000) as sim:
+        client: Client = AsyncMongoClient(sim.uri)
+        try:
+            started_at = (await client.admin.command("ping"))["operationTime"]
+            for start in range(0, 30_000, 1_000):
+                await client.faults.history.insert_many(
+                    [{"_id": i} for i in range(start, start + 1_000)]
+                )
+            latencies: list[float] = []
+            answering, done = asyncio.Event(), asyncio.Event()
+
+            async def ping_until_done() -> None:
+                while not done.is_set():
+                    before = time.monotonic()
+                    await client.admin.command("ping")
+                    latencies.append(time.monotonic() - before)
+                    answering.set()
+
+            pinger = asyncio.create_task(ping_until_done())
+            await answering.wait()
+            async with await client.faults.history.watch(
+                # $project runs through mongomock for every event: a slow scan.
+                [{"$project": {"key": "$fullDocument._id"}}, {"$match": {"key": -1}}],
+                start_at_operation_time=started_at,
+                max_await_time_ms=3_000,
+            ) as stream:
+                await stream.try_next()
+            done.set()
+            await pinger
+        finally:
+            await client.close()
+    slowest = max(latencies)
+    assert slowest < 0.5
