@@ -10,7 +10,7 @@ import pytest
 from pymongo import AsyncMongoClient, MongoClient
 from pymongo.errors import NotPrimaryError, OperationFailure
 
-from mongosim import ThreadedMongoSim
+from mongosim import MongoSim, ThreadedMongoSim
 
 SyncClient = MongoClient[dict[str, Any]]
 
@@ -85,3 +85,12 @@ def test_results_larger_than_16_mb_come_in_several_batches(sync_client: SyncClie
     coll.insert_many([{"_id": i, "blob": blob} for i in range(40)])
     docs = list(coll.find({}, batch_size=40))
     assert [d["_id"] for d in docs] == list(range(40))
+
+
+async def test_a_port_in_use_fails_start_and_leaves_nothing_running() -> None:
+    with ThreadedMongoSim(port=0) as first:
+        with pytest.raises(OSError):
+            ThreadedMongoSim(port=first.port).start()
+        with pytest.raises(OSError):
+            await MongoSim(port=first.port).start()
+    assert not [t for t in threading.enumerate() if t.name == "mongosim"]
