@@ -197,8 +197,7 @@ async def test_drop_database_invalidates_database_stream(client: Client) -> None
 async def test_get_more_wakes_as_soon_as_a_write_lands(client: Client) -> None:
     coll = client.wake.c
     async with await coll.watch(max_await_time_ms=5_000) as stream:
-        assert await stream.try_next() is None  # the driver is now parked in getMore
-
+        # The write lands while the driver's getMore is parked on the server.
         async def write_soon() -> float:
             await asyncio.sleep(0.2)
             await coll.insert_one({})
