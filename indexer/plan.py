@@ -99,11 +99,8 @@ def plan_document(
         )
     metadata_same = record is not None and record.metadata_hash == new_metadata
     position = {cid: i for i, cid in reversed(list(enumerate(indexed)))}
-    seen: Counter[str] = Counter()
     planned = []
-    for index, piece in enumerate(chunker(text)):
-        cid = chunk_id(event.key, piece, seen[piece])
-        seen[piece] += 1
+    for index, (cid, piece) in enumerate(_identified(event.key, chunker(text))):
         if cid not in position:
             action = "embed"
         elif position[cid] == index and metadata_same:
@@ -114,3 +111,44 @@ def plan_document(
     keep = {chunk.id for chunk in planned}
     stale = tuple(cid for cid in indexed if cid not in keep)
     return DocumentPlan(event, "reindex", new_content, new_metadata, tuple(planned), stale)
+
+
+def leftover_ids(
+    events: Sequence[DocumentEvent],
+    plan: DocumentPlan,
+    record: VersionRecord | None,
+    *,
+    chunker: Callable[[str], Sequence[str]],
+) -> tuple[str, ...]:
+    """Chunk ids that *events* (one document's deliveries in a batch, *plan* being
+    the plan of the one that wins) would have written, and that the state after
+    *plan* does not name: to be deleted with the stale ones.
+
+    An event is delivered again only if it was never acknowledged, and an
+    earlier attempt may have upserted its chunks before dying. If a newer event
+    of the document now wins (in this batch, or in the record), no version
+    record ever named those chunks, so nothing else would ever delete them."""
+    if plan.decision == "delete":
+        final: set[str] = set()
+    elif plan.decision == "stale":
+        final = set(() if record is None or record.deleted else record.chunk_ids)
+    else:
+        final = {chunk.id for chunk in plan.chunks}
+    leftover: dict[str, None] = {}
+    for event in events:
+        if isinstance(event, DocumentDeletedEvent):
+            continue
+        for cid, _ in _identified(event.key, chunker(getattr(event, "content", ""))):
+            if cid not in final:
+                leftover[cid] = None
+    return tuple(leftover)
+
+
+def _identified(doc_key: str, pieces: Sequence[str]) -> list[tuple[str, str]]:
+    """Each piece with its chunk id, repeated texts numbered by occurrence."""
+    seen: Counter[str] = Counter()
+    ids = []
+    for piece in pieces:
+        ids.append((chunk_id(doc_key, piece, seen[piece]), piece))
+        seen[piece] += 1
+    return ids

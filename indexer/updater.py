@@ -21,7 +21,7 @@ from cdc.events import DocumentEvent
 from cdc.handlers import Outcome
 from checkpoints.versions import VersionRecord
 from indexer.embedding import Embedder
-from indexer.plan import DocumentPlan, PlannedChunk, plan_document
+from indexer.plan import DocumentPlan, PlannedChunk, leftover_ids, plan_document
 from indexer.store import ChunkRow
 
 log = structlog.get_logger(__name__)
@@ -97,6 +97,7 @@ class IndexUpdater:
         if rows:
             await self._store.upsert(rows)
         stale = [cid for plan in plans for cid in plan.stale_ids]
+        stale += self._leftovers(events, plans, records)
         if stale:
             await self._store.delete(stale)
         await self._store.flush_if_due()
@@ -114,6 +115,27 @@ class IndexUpdater:
             pipeline_fingerprint=self._fingerprint,
             version_guard=self._version_guard,
         )
+
+    def _leftovers(
+        self,
+        events: Sequence[DocumentEvent],
+        plans: list[DocumentPlan],
+        records: Mapping[str, VersionRecord],
+    ) -> list[str]:
+        """Chunks that earlier, interrupted attempts at *events* may have left behind."""
+        by_document: dict[str, list[DocumentEvent]] = {}
+        for event in events:
+            by_document.setdefault(event.key, []).append(event)
+        return [
+            cid
+            for plan in plans
+            for cid in leftover_ids(
+                by_document[plan.event.key],
+                plan,
+                records.get(plan.event.key),
+                chunker=self._chunker,
+            )
+        ]
 
     async def _heal_missing_rows(
         self, plans: list[DocumentPlan]

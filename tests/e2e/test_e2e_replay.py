@@ -20,6 +20,7 @@ from e2e_harness import (
 )
 from pymongo import AsyncMongoClient
 
+from cdc.events import event_from_json
 from checkpoints.keys import Keys
 from checkpoints.stats import Stats
 from checkpoints.tokens import ResumeTokenStore
@@ -96,3 +97,47 @@ async def test_replayed_and_reordered_deliveries_do_not_change_the_index(
             await assert_index_equals_source(settings, store, redis_client, mongo, embedder)
             == expected
         )
+
+
+async def test_an_interrupted_apply_replayed_after_a_newer_change_leaves_no_orphan(
+    make_settings: Callable[..., Settings],
+    redis_client: aioredis.Redis,
+    mongo: Mongo,
+    articles: Any,
+    embedder: SentenceTransformerEmbedder,
+) -> None:
+    """A batch that wrote its chunks to Milvus and died before committing is
+    redelivered; if a newer change of the same document is applied first (the
+    scheduler runs batches concurrently), the old batch is stale when it comes
+    back, and the chunks it wrote must still go."""
+    keys = Keys(make_settings().pipeline)
+    async with running(make_settings(index_auto_update=False), redis_client, embedder) as service:
+        await articles.insert_one({"_id": "x", "title": "Old", "body": paragraphs("old", 3)})
+        await articles.update_one({"_id": "x"}, {"$set": {"body": paragraphs("new", 2)}})
+        target = await written_so_far(mongo)
+
+        async def all_queued() -> bool:
+            checkpoint = await ResumeTokenStore(redis_client, keys).load()
+            return checkpoint is not None and (checkpoint.cluster_time or 0) >= target
+
+        await until(all_queued, seconds=30, what="capture queued every change")
+        older, newer = [
+            event_from_json(fields[b"event"])
+            for fields in await stream_entries(redis_client, keys.events)
+        ]
+        # The interrupted attempt: Milvus accepted the older change's chunks, and
+        # the process died before the commit recorded them or acknowledged it.
+        await service.sidecar.updater.handle_batch([older])
+        await service.sidecar.store.flush()
+        assert await service.sidecar.store.chunks_of(older.key)
+
+    await redis_client.delete(keys.events)
+    for event in (newer, older):
+        await redis_client.xadd(keys.events, {"event": event.to_json(), "key": event.key})
+    settings = make_settings()
+    async with running(settings, redis_client, embedder) as service:
+        await service.applied(mongo)
+        expected = await assert_index_equals_source(
+            settings, service.sidecar.store, redis_client, mongo, embedder
+        )
+    assert "new part 0" in expected[older.key].chunks[0]
