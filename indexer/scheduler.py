@@ -27,6 +27,10 @@ from sidecar.errors import SidecarError
 log = structlog.get_logger(__name__)
 
 MAX_BACKOFF_SECONDS = 30.0
+# How long a stop waits for the batches in flight before cancelling them: well
+# inside the grace period between SIGTERM and SIGKILL (10 s is the strictest
+# we expect; Kubernetes gives 30).
+DRAIN_SECONDS = 5.0
 
 
 class EntrySource(Protocol):
@@ -89,53 +93,62 @@ class IndexScheduler:
         retry_times: int,
         retry_delay: float,
         on_idle: Callable[[], Awaitable[None]] | None = None,
+        drain_seconds: float = DRAIN_SECONDS,
     ) -> None:
         self._source = source
         self._dispatcher = dispatcher
         self._batch_size = batch_size
         self._block_ms = max(1, int(batch_interval * 1000))
-        self._slots = asyncio.Semaphore(max_workers)
+        self._max_workers = max_workers
         self._retry_times = retry_times
         self._retry_delay = retry_delay
         self._on_idle = on_idle
+        self._drain_seconds = drain_seconds
         self._locks = DocumentLocks()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Process the queue until *stop* is set, then finish the batches in hand.
+        """Process the queue until *stop* is set, then finish the batches in hand,
+        cancelling those still running after ``drain_seconds``: their entries
+        stay unacknowledged and are delivered again on the next start.
 
         Raises whatever a batch raised that is not a document's fault and not
         retriable (a bug): the supervisor then stops the process, unacknowledged
         entries stay queued."""
         await self._source.start()
+        in_flight: set[asyncio.Task[None]] = set()
         async with asyncio.TaskGroup() as batches:
+            stopping = batches.create_task(stop.wait())
             while not stop.is_set():
-                await self._slots.acquire()
-                try:
-                    entries = await self._source.read(self._batch_size, self._block_ms)
-                except BaseException:
-                    self._slots.release()
-                    raise
+                if len(in_flight) >= self._max_workers:
+                    # Waiting for a free worker must not outlast a stop.
+                    await asyncio.wait({*in_flight, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                entries = await self._source.read(self._batch_size, self._block_ms)
                 if not entries:
-                    self._slots.release()
                     if self._on_idle is not None:
                         await self._on_idle()
                     continue
-                batches.create_task(self._process(entries, stop))
+                task = batches.create_task(self._process(entries, stop))
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+            if in_flight:
+                _, unfinished = await asyncio.wait(in_flight, timeout=self._drain_seconds)
+                for task in unfinished:
+                    task.cancel()
+                if unfinished:
+                    log.warning("batches_cancelled_on_stop", batches=len(unfinished))
 
     async def _process(self, entries: list[QueueEntry], stop: asyncio.Event) -> None:
-        try:
-            good = []
-            for entry in entries:
-                if entry.event is None:
-                    log.error("entry_malformed", entry_id=entry.entry_id, error=entry.error)
-                    await self._source.dead_letter(entry, entry.error or "malformed entry")
-                else:
-                    good.append(entry)
-            if good:
-                async with self._locks.hold([e.event.key for e in good if e.event]):
-                    await self._apply(good, stop)
-        finally:
-            self._slots.release()
+        good = []
+        for entry in entries:
+            if entry.event is None:
+                log.error("entry_malformed", entry_id=entry.entry_id, error=entry.error)
+                await self._source.dead_letter(entry, entry.error or "malformed entry")
+            else:
+                good.append(entry)
+        if good:
+            async with self._locks.hold([e.event.key for e in good if e.event]):
+                await self._apply(good, stop)
 
     async def _apply(self, entries: list[QueueEntry], stop: asyncio.Event) -> None:
         result = await self._retry_while_retriable(entries, stop)

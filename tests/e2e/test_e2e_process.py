@@ -32,7 +32,7 @@ from checkpoints.stats import Stats
 from checkpoints.tokens import ResumeTokenStore
 from indexer.embedding import SentenceTransformerEmbedder
 from sidecar.settings import Settings
-from sidecar.status import applied_through
+from sidecar.status import applied_through, pipeline_status
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
 
@@ -231,3 +231,49 @@ async def test_sigterm_mid_stream_exits_cleanly_and_saves_the_checkpoint(
             settings, restarted.sidecar.store, redis_client, mongo, embedder
         )
     assert len(expected) == written
+
+
+async def test_sigterm_with_batches_in_flight_exits_within_the_deadline_and_converges(
+    make_settings: Callable[..., Settings],
+    redis_client: aioredis.Redis,
+    mongo: Mongo,
+    articles: Any,
+    embedder: SentenceTransformerEmbedder,
+    tmp_path: Path,
+) -> None:
+    """Three batches in flight hold 600 full-size chunks, over 10 s of embedding
+    even on an idle machine: the service must give up what it cannot finish in
+    time, leaving it queued for the next start."""
+    settings = make_settings(index_batch_size=20, chunk_size=500, chunk_overlap=50)
+    keys = Keys(settings.pipeline)
+    stats = Stats(redis_client, keys)
+    total = settings.index_batch_size * settings.index_max_workers
+    await articles.insert_many(
+        [
+            {"_id": n, "title": f"Doc {n}", "body": paragraphs(f"b{n}", 10, words=60)}
+            for n in range(total)
+        ]
+    )
+
+    async with service_process(settings, tmp_path / "service.log") as service:
+
+        async def all_in_flight() -> bool:
+            service.require_alive()
+            return await pipeline_pending(redis_client, keys) == total
+
+        await until(all_in_flight, seconds=CONVERGE_SECONDS, what="every batch is in flight")
+        assert (await stats.read())["documents_indexed"] < total
+        assert await service.signal_and_wait(signal.SIGTERM) == 0, service.log_tail()
+    assert (await stats.read())["documents_indexed"] < total
+
+    async with running(settings, redis_client, embedder) as restarted:
+        await restarted.applied(mongo)
+        expected = await assert_index_equals_source(
+            settings, restarted.sidecar.store, redis_client, mongo, embedder
+        )
+    assert len(expected) == total
+
+
+async def pipeline_pending(redis: aioredis.Redis, keys: Keys) -> int:
+    """Entries the indexer read and has not acknowledged (0 before it started)."""
+    return int((await pipeline_status(redis, keys))["pending"])
