@@ -11,7 +11,7 @@ import hashlib
 import json
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from cdc.events import DocumentDeletedEvent, DocumentEvent
@@ -142,6 +142,38 @@ def leftover_ids(
             if cid not in final:
                 leftover[cid] = None
     return tuple(leftover)
+
+
+def rewrite_overwritten(
+    plan: DocumentPlan,
+    events: Sequence[DocumentEvent],
+    *,
+    chunker: Callable[[str], Sequence[str]],
+) -> DocumentPlan:
+    """*plan* with each chunk it would keep as stored turned into a rewrite when
+    another of *events* (one document's deliveries in a batch) would have
+    written that chunk's row at another position or with other metadata.
+
+    Such an event may have done so in an earlier attempt that died before its
+    commit; the row would then no longer be what *plan* believes it keeps."""
+    kept = {chunk.id: chunk.index for chunk in plan.with_action("keep")}
+    if not kept:
+        return plan
+    suspect: set[str] = set()
+    for event in events:
+        if event is plan.event or isinstance(event, DocumentDeletedEvent):
+            continue
+        other_metadata = metadata_hash(event.metadata) != plan.metadata_hash
+        pieces = chunker(getattr(event, "content", ""))
+        for index, (cid, _) in enumerate(_identified(event.key, pieces)):
+            if cid in kept and (other_metadata or kept[cid] != index):
+                suspect.add(cid)
+    if not suspect:
+        return plan
+    chunks = tuple(
+        replace(chunk, action="rewrite") if chunk.id in suspect else chunk for chunk in plan.chunks
+    )
+    return replace(plan, chunks=chunks)
 
 
 def _identified(doc_key: str, pieces: Sequence[str]) -> list[tuple[str, str]]:

@@ -21,7 +21,13 @@ from cdc.events import DocumentEvent
 from cdc.handlers import Outcome
 from checkpoints.versions import VersionRecord
 from indexer.embedding import Embedder
-from indexer.plan import DocumentPlan, PlannedChunk, leftover_ids, plan_document
+from indexer.plan import (
+    DocumentPlan,
+    PlannedChunk,
+    leftover_ids,
+    plan_document,
+    rewrite_overwritten,
+)
 from indexer.store import ChunkRow
 
 log = structlog.get_logger(__name__)
@@ -90,14 +96,22 @@ class IndexUpdater:
         EmbedderUnavailable (retriable) or another error; Milvus may then hold part
         of the batch, which a replay converges (chunk ids are deterministic)."""
         latest = newest_per_document(events)
+        by_document: dict[str, list[DocumentEvent]] = {}
+        for event in events:
+            by_document.setdefault(event.key, []).append(event)
         records = await self._versions.get_many(list(latest))
-        plans = [self._plan(event, records.get(key)) for key, event in latest.items()]
+        plans = [
+            rewrite_overwritten(
+                self._plan(event, records.get(key)), by_document[key], chunker=self._chunker
+            )
+            for key, event in latest.items()
+        ]
         plans, stored = await self._heal_missing_rows(plans)
         rows = await self._rows(plans, stored)
         if rows:
             await self._store.upsert(rows)
         stale = [cid for plan in plans for cid in plan.stale_ids]
-        stale += self._leftovers(events, plans, records)
+        stale += self._leftovers(by_document, plans, records)
         if stale:
             await self._store.delete(stale)
         await self._store.flush_if_due()
@@ -118,14 +132,12 @@ class IndexUpdater:
 
     def _leftovers(
         self,
-        events: Sequence[DocumentEvent],
+        by_document: Mapping[str, list[DocumentEvent]],
         plans: list[DocumentPlan],
         records: Mapping[str, VersionRecord],
     ) -> list[str]:
-        """Chunks that earlier, interrupted attempts at *events* may have left behind."""
-        by_document: dict[str, list[DocumentEvent]] = {}
-        for event in events:
-            by_document.setdefault(event.key, []).append(event)
+        """Chunks that earlier, interrupted attempts at the batch's events may have
+        left behind (*by_document*: the batch's events by document key)."""
         return [
             cid
             for plan in plans

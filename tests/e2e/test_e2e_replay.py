@@ -20,7 +20,7 @@ from e2e_harness import (
 )
 from pymongo import AsyncMongoClient
 
-from cdc.events import event_from_json
+from cdc.events import DocumentEvent, event_from_json
 from checkpoints.keys import Keys
 from checkpoints.stats import Stats
 from checkpoints.tokens import ResumeTokenStore
@@ -99,45 +99,88 @@ async def test_replayed_and_reordered_deliveries_do_not_change_the_index(
         )
 
 
+async def queued_events(redis: aioredis.Redis, keys: Keys, mongo: Mongo) -> list[DocumentEvent]:
+    """Every change written so far, once capture has queued it (indexing is off)."""
+    target = await written_so_far(mongo)
+
+    async def all_queued() -> bool:
+        checkpoint = await ResumeTokenStore(redis, keys).load()
+        return checkpoint is not None and (checkpoint.cluster_time or 0) >= target
+
+    await until(all_queued, seconds=30, what="capture queued every change")
+    return [
+        event_from_json(fields[b"event"]) for fields in await stream_entries(redis, keys.events)
+    ]
+
+
+async def requeue(redis: aioredis.Redis, keys: Keys, events: list[DocumentEvent]) -> None:
+    """Replace the queue's entries by *events*, in that order."""
+    await redis.delete(keys.events)
+    for event in events:
+        await redis.xadd(keys.events, {"event": event.to_json(), "key": event.key})
+
+
+@pytest.mark.parametrize("batch_size", [10, 1], ids=["same-batch", "later-batch"])
 async def test_an_interrupted_apply_replayed_after_a_newer_change_leaves_no_orphan(
     make_settings: Callable[..., Settings],
     redis_client: aioredis.Redis,
     mongo: Mongo,
     articles: Any,
     embedder: SentenceTransformerEmbedder,
+    batch_size: int,
 ) -> None:
     """A batch that wrote its chunks to Milvus and died before committing is
-    redelivered; if a newer change of the same document is applied first (the
-    scheduler runs batches concurrently), the old batch is stale when it comes
-    back, and the chunks it wrote must still go."""
+    redelivered after a newer change of the same document: in the same batch
+    (only the newest is planned) or in a later one (the older is then stale).
+    Either way the chunks the interrupted attempt wrote must go."""
     keys = Keys(make_settings().pipeline)
     async with running(make_settings(index_auto_update=False), redis_client, embedder) as service:
         await articles.insert_one({"_id": "x", "title": "Old", "body": paragraphs("old", 3)})
         await articles.update_one({"_id": "x"}, {"$set": {"body": paragraphs("new", 2)}})
-        target = await written_so_far(mongo)
-
-        async def all_queued() -> bool:
-            checkpoint = await ResumeTokenStore(redis_client, keys).load()
-            return checkpoint is not None and (checkpoint.cluster_time or 0) >= target
-
-        await until(all_queued, seconds=30, what="capture queued every change")
-        older, newer = [
-            event_from_json(fields[b"event"])
-            for fields in await stream_entries(redis_client, keys.events)
-        ]
+        older, newer = await queued_events(redis_client, keys, mongo)
         # The interrupted attempt: Milvus accepted the older change's chunks, and
         # the process died before the commit recorded them or acknowledged it.
         await service.sidecar.updater.handle_batch([older])
         await service.sidecar.store.flush()
         assert await service.sidecar.store.chunks_of(older.key)
 
-    await redis_client.delete(keys.events)
-    for event in (newer, older):
-        await redis_client.xadd(keys.events, {"event": event.to_json(), "key": event.key})
-    settings = make_settings()
+    await requeue(redis_client, keys, [newer, older])
+    settings = make_settings(index_batch_size=batch_size)
     async with running(settings, redis_client, embedder) as service:
         await service.applied(mongo)
         expected = await assert_index_equals_source(
             settings, service.sidecar.store, redis_client, mongo, embedder
         )
     assert "new part 0" in expected[older.key].chunks[0]
+
+
+async def test_an_interrupted_metadata_change_undone_by_the_next_change_is_undone_in_milvus(
+    make_settings: Callable[..., Settings],
+    redis_client: aioredis.Redis,
+    mongo: Mongo,
+    articles: Any,
+    embedder: SentenceTransformerEmbedder,
+) -> None:
+    """The interrupted attempt rewrote the rows with new metadata; the next change
+    puts the metadata back to what the record says is indexed."""
+    settings = make_settings()
+    keys = Keys(settings.pipeline)
+    async with running(settings, redis_client, embedder) as service:
+        await articles.insert_one({"_id": "m", "title": "Meta", "body": paragraphs("m", 2)})
+        await articles.update_one({"_id": "m"}, {"$set": {"lang": "en"}})
+        await service.applied(mongo)
+    async with running(make_settings(index_auto_update=False), redis_client, embedder) as service:
+        # One at a time: updateLookup reads the document when the change is read.
+        await articles.update_one({"_id": "m"}, {"$set": {"lang": "fr"}})
+        [french] = await queued_events(redis_client, keys, mongo)
+        await articles.update_one({"_id": "m"}, {"$set": {"lang": "en"}})
+        french, english = await queued_events(redis_client, keys, mongo)
+        assert french.metadata == {"lang": "fr"}
+        await service.sidecar.updater.handle_batch([french])
+
+    await requeue(redis_client, keys, [french, english])
+    async with running(settings, redis_client, embedder) as service:
+        await service.applied(mongo)
+        await assert_index_equals_source(
+            settings, service.sidecar.store, redis_client, mongo, embedder
+        )
