@@ -19,7 +19,9 @@ from sidecar.settings import Settings, load_settings
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "slow: an end-to-end test that starts the service twice")
+    config.addinivalue_line(
+        "markers", "slow: an end-to-end test that starts the service more than once or as a process"
+    )
 
 
 @pytest.fixture(scope="session")
