@@ -11,9 +11,9 @@ which go to the dead-letter stream after the configured retries."""
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
 import structlog
@@ -58,27 +58,43 @@ def is_retriable(error: BaseException) -> bool:
 
 
 class DocumentLocks:
-    """One lock per document key, taken in sorted order so batches never deadlock."""
+    """Turns on documents, granted in the order batches ask for them.
+
+    A batch never overtakes an earlier one on a document they share: after a
+    crash, a redelivered batch must apply before the newer changes behind it,
+    or its earlier attempt's writes would come back as a stale change that
+    cannot put them right. Every document's queue follows the same arrival
+    order, so batches never deadlock. hold() asks for all its turns before it
+    first waits: callers must enter it in the order they read their batches."""
 
     def __init__(self) -> None:
-        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._users: defaultdict[str, int] = defaultdict(int)
+        self._queues: dict[str, deque[asyncio.Future[None]]] = {}
 
     @asynccontextmanager
     async def hold(self, keys: Sequence[str]) -> AsyncIterator[None]:
-        ordered = sorted(set(keys))
-        async with AsyncExitStack() as stack:
-            for key in ordered:
-                self._users[key] += 1
-                stack.callback(self._release_user, key)
-                await stack.enter_async_context(self._locks[key])
+        loop = asyncio.get_running_loop()
+        turns = {key: loop.create_future() for key in sorted(set(keys))}
+        for key, turn in turns.items():
+            queue = self._queues.setdefault(key, deque())
+            queue.append(turn)
+            if len(queue) == 1:
+                turn.set_result(None)
+        try:
+            for turn in turns.values():
+                await turn
             yield
+        finally:
+            for key, turn in turns.items():
+                self._leave(key, turn)
 
-    def _release_user(self, key: str) -> None:
-        self._users[key] -= 1
-        if not self._users[key]:
-            del self._users[key]
-            del self._locks[key]
+    def _leave(self, key: str, turn: asyncio.Future[None]) -> None:
+        queue = self._queues[key]
+        granted = queue[0] is turn
+        queue.remove(turn)
+        if not queue:
+            del self._queues[key]
+        elif granted and not queue[0].done():
+            queue[0].set_result(None)
 
 
 class IndexScheduler:
@@ -139,15 +155,15 @@ class IndexScheduler:
                     log.warning("batches_cancelled_on_stop", batches=len(unfinished))
 
     async def _process(self, entries: list[QueueEntry], stop: asyncio.Event) -> None:
-        good = []
-        for entry in entries:
-            if entry.event is None:
-                log.error("entry_malformed", entry_id=entry.entry_id, error=entry.error)
-                await self._source.dead_letter(entry, entry.error or "malformed entry")
-            else:
-                good.append(entry)
-        if good:
-            async with self._locks.hold([e.event.key for e in good if e.event]):
+        good = [entry for entry in entries if entry.event is not None]
+        # Enter the turns before anything else awaits, so batches queue on their
+        # documents in the order they were read.
+        async with self._locks.hold([e.event.key for e in good if e.event]):
+            for entry in entries:
+                if entry.event is None:
+                    log.error("entry_malformed", entry_id=entry.entry_id, error=entry.error)
+                    await self._source.dead_letter(entry, entry.error or "malformed entry")
+            if good:
                 await self._apply(good, stop)
 
     async def _apply(self, entries: list[QueueEntry], stop: asyncio.Event) -> None:

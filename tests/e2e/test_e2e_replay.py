@@ -184,3 +184,42 @@ async def test_an_interrupted_metadata_change_undone_by_the_next_change_is_undon
         await assert_index_equals_source(
             settings, service.sidecar.store, redis_client, mongo, embedder
         )
+
+
+async def test_a_batch_redelivered_after_a_crash_is_not_overtaken_on_its_documents(
+    make_settings: Callable[..., Settings],
+    redis_client: aioredis.Redis,
+    mongo: Mongo,
+    articles: Any,
+    embedder: SentenceTransformerEmbedder,
+) -> None:
+    """The redelivered batch that holds the interrupted metadata change waits for
+    an earlier batch on another document; the batch after it, with the change
+    that puts the metadata back, must not apply first: the interrupted change
+    would then come back stale, and nothing could put its rows right."""
+    settings = make_settings(index_batch_size=2)
+    keys = Keys(settings.pipeline)
+    async with running(settings, redis_client, embedder) as service:
+        await articles.insert_one(
+            {"_id": "m", "title": "Meta", "body": paragraphs("m", 2), "lang": "en"}
+        )
+        await service.applied(mongo)
+    async with running(make_settings(index_auto_update=False), redis_client, embedder) as service:
+        await articles.insert_one({"_id": "a", "title": "Big", "body": paragraphs("a", 40)})
+        await articles.insert_one({"_id": "c", "title": "Other", "body": paragraphs("c", 1)})
+        await articles.update_one({"_id": "m"}, {"$set": {"lang": "fr"}})
+        await queued_events(redis_client, keys, mongo)
+        await articles.update_one({"_id": "a"}, {"$set": {"body": paragraphs("a", 1)}})
+        await articles.update_one({"_id": "m"}, {"$set": {"lang": "en"}})
+        big, other, french, shrink, english = await queued_events(redis_client, keys, mongo)
+        assert french.metadata == {"lang": "fr"}
+        await service.sidecar.updater.handle_batch([french])
+
+    # Batches of two, all in flight at once: [big, other], [french, shrink]
+    # (waits for "a" behind the first), [english].
+    await requeue(redis_client, keys, [big, other, french, shrink, english])
+    async with running(settings, redis_client, embedder) as service:
+        await service.applied(mongo)
+        await assert_index_equals_source(
+            settings, service.sidecar.store, redis_client, mongo, embedder
+        )
