@@ -57,9 +57,14 @@ class EventReader:
         consumer: str,
         claim_idle_ms: int = 300_000,
         versions: VersionStore | None = None,
+        take_over: bool = False,
     ) -> None:
         """*versions* gives commit its tombstone ttl: pass the VersionStore the
-        indexer reads with (without one, tombstones never expire)."""
+        indexer reads with (without one, tombstones never expire). *take_over*:
+        on start, claim every consumer's unacknowledged entries at once, for a
+        reader that holds the pipeline's lease (every other consumer is then a
+        dead replica): their entries come back first and in queue order,
+        before any newer change of the same document can overtake them."""
         self._redis = redis
         self._keys = keys
         self._consumer = consumer
@@ -69,6 +74,7 @@ class EventReader:
         self._own_cursor: str | None = "0"
         self._claim_cursor = "0-0"
         self._next_claim_at = 0.0
+        self._take_over = take_over
 
     @property
     def consumer(self) -> str:
@@ -83,6 +89,24 @@ class EventReader:
         except ResponseError as exc:
             if not str(exc).startswith("BUSYGROUP"):
                 raise
+        if self._take_over:
+            await self._claim_everything()
+            self._own_cursor = "0"
+
+    async def _claim_everything(self) -> None:
+        cursor = "0-0"
+        while True:
+            reply = await self._redis.xautoclaim(
+                self._keys.events,
+                self._keys.group,
+                self._consumer,
+                min_idle_time=0,
+                start_id=cursor,
+                count=1000,
+            )
+            cursor = reply[0].decode()
+            if cursor == "0-0":
+                return
 
     async def read(self, count: int, block_ms: int) -> list[QueueEntry]:
         """Up to *count* entries; waits up to *block_ms* for new ones when nothing is

@@ -185,6 +185,7 @@ class Sidecar:
             consumer=replica_name(),
             claim_idle_ms=int(settings.index_queue_timeout * 1000),
             versions=self.versions,
+            take_over=True,
         )
         return IndexScheduler(
             reader,
@@ -195,6 +196,7 @@ class Sidecar:
             retry_times=settings.index_retry_times,
             retry_delay=settings.index_retry_delay,
             on_idle=self.updater.tick,
+            drain_seconds=settings.index_drain_seconds,
         )
 
 

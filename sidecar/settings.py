@@ -67,6 +67,7 @@ class Settings(BaseSettings):
     index_retry_delay: float = Field(default=1.0, gt=0, le=300)
     index_queue_max_size: int = Field(default=1000, ge=1)
     index_queue_timeout: float = Field(default=300.0, gt=0)
+    index_drain_seconds: float = Field(default=5.0, gt=0, le=60)
     index_version_enabled: bool = True
     index_version_ttl: int = Field(default=86400 * 30, ge=60)
 

@@ -262,3 +262,22 @@ async def test_a_claimed_entry_deleted_while_pending_is_not_delivered(
 
     assert [e.entry_id for e in claimed] == [kept.entry_id]
     assert await survivor.pending() == 1
+
+
+async def test_a_lease_holder_takes_over_a_dead_replicas_entries_before_new_ones(
+    redis_client: aioredis.Redis, keys: Keys, produce: Callable[..., Awaitable[None]]
+) -> None:
+    dead = await started(redis_client, keys, "replica-0")
+    await produce([created(1), created(2)])
+    lost = await dead.read(10, block_ms=100)
+    await produce([created(3)])
+
+    heir = EventReader(redis_client, keys, consumer="replica-1", take_over=True)
+    await heir.start()
+    first = await heir.read(10, block_ms=100)
+    then = await heir.read(10, block_ms=100)
+
+    assert [e.entry_id for e in first] == [e.entry_id for e in lost], "no waiting for idle time"
+    assert [e.event for e in then] == [created(3)]
+    owners = await redis_client.xpending_range(keys.events, keys.group, "-", "+", 10)
+    assert {row["consumer"] for row in owners} == {b"replica-1"}
