@@ -13,6 +13,7 @@ from mongosim.cursors import CursorRegistry
 from mongosim.errors import CommandError
 from mongosim.failpoints import FailPoints
 from mongosim.oplog import Oplog
+from mongosim.retries import RetriedWrites
 from mongosim.storage import Storage
 from mongosim.writes import DocumentWriter
 
@@ -27,6 +28,7 @@ class Deployment:
     writer: DocumentWriter
     cursors: CursorRegistry = field(default_factory=CursorRegistry)
     failpoints: FailPoints = field(default_factory=FailPoints)
+    retried: RetriedWrites = field(default_factory=RetriedWrites)
     primary: bool = True
     election_id: ObjectId = field(default_factory=ObjectId)
     started: datetime = field(default_factory=lambda: datetime.now(UTC))

@@ -14,6 +14,7 @@ from pymongo.errors import OperationFailure
 from mongosim.commands import COMMANDS
 from mongosim.context import ANY, READ, WRITE, Call, Connection, Deployment
 from mongosim.errors import RETRYABLE_CODES, CloseConnection, CommandError
+from mongosim.retries import retry_key
 from mongosim.writes import ENGINE_ERRORS
 
 log = logging.getLogger("mongosim")
@@ -77,6 +78,7 @@ class Dispatcher:
             raise CommandError(59, f"no such command: '{name}'")
         deployment = self._deployment
         wce = None
+        failure = None
         if name not in NEVER_FAIL:
             failure = deployment.failpoints.for_command(name, connection.app_name)
             if failure is not None:
@@ -90,9 +92,19 @@ class Dispatcher:
         self._check_role(spec.kind, body, secondary_ok)
         if body.get("startTransaction") or "autocommit" in body:
             raise CommandError(20, "mongosim does not support multi-document transactions")
-        reply = await spec.handler(Call(deployment, connection, db, body))
+        key = retry_key(body) if spec.kind == WRITE else None
+        reply = None if key is None else deployment.retried.result(key)
+        if reply is None:
+            reply = await spec.handler(Call(deployment, connection, db, body))
+            if key is not None and reply.get("ok"):
+                deployment.retried.remember(key, reply)
         if wce is not None:
             reply["writeConcernError"] = wce
+            labels = failure.write_concern_labels if failure is not None else None
+            if labels is None and key is not None and wce.get("code") in RETRYABLE_CODES:
+                labels = (RETRYABLE_WRITE_LABEL,)
+            if labels:
+                reply["errorLabels"] = list(labels)
         return reply
 
     def _check_role(self, kind: str, body: Mapping[str, Any], secondary_ok: bool) -> None:

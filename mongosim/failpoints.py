@@ -48,6 +48,7 @@ class Failure:
     block_seconds: float = 0.0
     error: CommandError | None = None
     write_concern_error: dict[str, Any] | None = None
+    write_concern_labels: tuple[str, ...] | None = None  # None: the server decides
 
 
 class FailPoints:
@@ -130,4 +131,5 @@ def _failure(data: Mapping[str, Any]) -> Failure:
         block_seconds=block,
         error=error,
         write_concern_error=dict(wce) if isinstance(wce, Mapping) else None,
+        write_concern_labels=tuple(data["errorLabels"]) if "errorLabels" in data else None,
     )
