@@ -5,7 +5,6 @@ duplicate nothing."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -13,7 +12,6 @@ import pytest
 import redis.asyncio as aioredis
 from e2e_harness import assert_index_equals_source, paragraphs, running, until
 from pymongo import AsyncMongoClient
-from pymongo.errors import DuplicateKeyError
 
 from checkpoints.keys import Keys
 from checkpoints.stats import Stats
@@ -64,12 +62,9 @@ class Writer:
         articles = self._articles
         while not self._enough.is_set():
             n = self.written
-            # mongosim does not deduplicate retried writes: a retry of an insert
-            # that a dropped connection had already applied finds it there.
-            with contextlib.suppress(DuplicateKeyError):
-                await articles.insert_one(
-                    {"_id": n, "title": f"Doc {n}", "body": paragraphs(f"d{n}", 2)}
-                )
+            await articles.insert_one(
+                {"_id": n, "title": f"Doc {n}", "body": paragraphs(f"d{n}", 2)}
+            )
             if n % 3 == 2:
                 await articles.update_one(
                     {"_id": n - 2}, {"$set": {"body": paragraphs(f"r{n}", 1), "tag": f"t{n}"}}
