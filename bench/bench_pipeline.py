@@ -124,11 +124,12 @@ class ModelShare:
     def restart(self) -> None:
         self._start = self._sample()
 
-    def share(self) -> float:
+    def shares(self) -> tuple[float, float]:
+        """The model's and mongosim's shares since the last restart."""
         (threads, mongosim), (before, mongosim_before) = self._sample(), self._start
         spent = sorted((cpu - before.get(tid, 0.0) for tid, cpu in threads.items()), reverse=True)
-        total = sum(spent) + mongosim - mongosim_before
-        return sum(spent[: self._model_threads]) / total if total else 0.0
+        total = max(sum(spent) + mongosim - mongosim_before, 1e-9)
+        return sum(spent[: self._model_threads]) / total, (mongosim - mongosim_before) / total
 
 
 @dataclass
@@ -138,6 +139,7 @@ class Phase:
     seconds: float
     others: float
     model_share: float
+    mongosim_share: float
     baselines: list[float] = field(default_factory=list)
     baseline_others: list[float] = field(default_factory=list)
 
@@ -382,7 +384,7 @@ class Run:
             embedded - embedded_before,
             ended - began,
             self.meter.others(),
-            self.model_share.share(),
+            *self.model_share.shares(),
         )
 
 
@@ -523,7 +525,7 @@ async def main_async(args: argparse.Namespace) -> None:
                 finally:
                     milvus.close()
                 latency_others = meter.others()
-                peak = run.sidecar.peak_rss()
+                rss = (run.started_rss, run.sidecar.ps.memory_info().rss, run.sidecar.peak_rss())
             finally:
                 if run.sidecar is not None:
                     run.sidecar.stop()
@@ -534,32 +536,32 @@ async def main_async(args: argparse.Namespace) -> None:
         await redis.aclose()
         sim.terminate()
         sim.wait()
-    report(args, phases, (*latencies, latency_others), run.started_rss, peak)
+    report(args, phases, (*latencies, latency_others), rss)
 
 
 def report(
     args: argparse.Namespace,
     phases: list[Phase],
     latencies: tuple[list[float], list[float], float],
-    started_rss: int,
-    peak: int,
+    rss: tuple[int, int, int],
 ) -> None:
     captures, ends, others = latencies
     print(
         f"\n{args.documents} documents per bulk phase; {args.precision}, embedding batch "
-        f"{args.batch_size}, {psutil.cpu_count()} CPUs.\n'model CPU': the model threads' share "
-        "of the CPU time the sidecar and mongosim used in the phase; 'others': the share of "
-        "all CPUs used by processes outside this benchmark meanwhile"
+        f"{args.batch_size}, {psutil.cpu_count()} CPUs.\n'model', 'mongosim': shares of the CPU "
+        "time the sidecar and mongosim used in the phase that went to the model's threads and "
+        "to mongosim; 'others': the share of all CPUs used by processes outside this "
+        "benchmark meanwhile"
     )
     print(
         f"{'bulk phase':<24}{'chunks':>7}{'seconds':>9}{'chunks/s':>10}{'bare/s':>8}"
-        f"{'ratio':>7}{'model CPU':>10}   others (phase; bare before, after)"
+        f"{'ratio':>7}{'model':>7}{'mongosim':>9}   others (phase; bare before, after)"
     )
     for p in phases:
         print(
             f"{p.name:<24}{p.chunks:>7}{p.seconds:>9.1f}{p.rate:>10.1f}{p.baseline:>8.1f}"
-            f"{p.rate / p.baseline:>7.2f}{p.model_share:>10.0%}   {p.others:.0%}; "
-            + ", ".join(f"{share:.0%}" for share in p.baseline_others)
+            f"{p.rate / p.baseline:>7.2f}{p.model_share:>7.0%}{p.mongosim_share:>9.0%}   "
+            f"{p.others:.0%}; " + ", ".join(f"{share:.0%}" for share in p.baseline_others)
         )
     print(
         f"\nlatency at {LATENCY_RATE:g} documents/s of ~{LATENCY_CHARACTERS} characters, "
@@ -571,8 +573,8 @@ def report(
             f"P95 {percentile(values, 0.95):.3f} s   max {max(values):.3f} s"
         )
     print(
-        f"\nsidecar process RSS: {started_rss / 2**20:.0f} MiB when indexing started "
-        f"(model and Milvus Lite loaded), peak {peak / 2**20:.0f} MiB"
+        f"\nsidecar process RSS: {rss[0] / 2**20:.0f} MiB when indexing started (model and "
+        f"Milvus Lite loaded), {rss[1] / 2**20:.0f} MiB at the end, peak {rss[2] / 2**20:.0f} MiB"
     )
     print(f"\ncommand: .venv/bin/python bench/bench_pipeline.py {shlex.join(sys.argv[1:])}")
 
