@@ -138,6 +138,10 @@ def leftover_ids(
     for event in events:
         if isinstance(event, DocumentDeletedEvent):
             continue
+        if event is plan.event and plan.decision != "stale":
+            # The winner's own chunks are the applied state: chunking it again
+            # would double the tokenizer's work on every batch for nothing.
+            continue
         for cid, _ in _identified(event.key, chunker(getattr(event, "content", ""))):
             if cid not in final:
                 leftover[cid] = None

@@ -173,6 +173,7 @@ class Sidecar:
             fence,
             max_batch=settings.capture_batch_size,
             max_backlog=settings.index_queue_max_size,
+            max_await=settings.capture_max_await,
             full_document=settings.full_document,
             pre_images=settings.pre_images,
         ).run(stop)

@@ -58,9 +58,10 @@ class Settings(BaseSettings):
     chunk_overlap: int = Field(default=50, ge=0)
 
     capture_batch_size: int = Field(default=500, ge=1, le=10_000)
+    capture_max_await: float = Field(default=0.1, gt=0, le=10)
 
     index_auto_update: bool = True
-    index_batch_size: int = Field(default=10, ge=1, le=10_000)
+    index_batch_size: int = Field(default=50, ge=1, le=10_000)
     index_batch_interval: float = Field(default=0.5, gt=0, le=300)
     index_max_workers: int = Field(default=3, ge=1, le=64)
     index_retry_times: int = Field(default=3, ge=0, le=100)
