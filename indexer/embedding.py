@@ -182,16 +182,18 @@ class SentenceTransformerEmbedder:
 
     def _encode(self, texts: list[str], abandoned: threading.Event) -> list[list[float]]:
         model = self._loaded()
-        # Model batches are encoded in slices so an abandoned call stops soon;
-        # a slice of several batches still lets the model sort texts by length.
+        # Model batches are encoded in slices so an abandoned call stops soon.
+        # Sorting the whole call by length first (as the model does within one
+        # encode) keeps texts of like length in a batch, so slicing adds no padding.
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         step = self._batch_size * SLICE_BATCHES
         parts = []
-        for start in range(0, len(texts), step):
+        for start in range(0, len(order), step):
             if abandoned.is_set():
                 return []
             parts.append(
                 model.encode(
-                    texts[start : start + step],
+                    [texts[i] for i in order[start : start + step]],
                     batch_size=self._batch_size,
                     convert_to_numpy=True,
                     show_progress_bar=False,
@@ -199,7 +201,8 @@ class SentenceTransformerEmbedder:
             )
         # Normalise in float32 after the model: a bf16 model's own normalisation
         # leaves norms off by up to ~0.5%.
-        matrix = np.concatenate([np.asarray(raw, dtype=np.float32) for raw in parts])
+        matrix = np.empty((len(texts), self.dimension), dtype=np.float32)
+        matrix[order] = np.concatenate([np.asarray(raw, dtype=np.float32) for raw in parts])
         norms = np.linalg.norm(matrix, axis=1, keepdims=True)
         matrix /= np.maximum(norms, np.finfo(np.float32).tiny)
         result: list[list[float]] = matrix.tolist()

@@ -171,3 +171,16 @@ async def test_hash_embedder_is_deterministic_and_normalised() -> None:
     assert all(len(v) == 32 and _norm(v) == pytest.approx(1.0) for v in first)
     assert (embedder.counter.calls, embedder.counter.texts) == (1, 2)
     assert embedder.fingerprint != HashEmbedder(dimension=16).fingerprint
+
+
+@pytest.mark.model
+async def test_a_call_returns_each_texts_vector_in_its_place(
+    minilm: SentenceTransformerEmbedder,
+) -> None:
+    """Texts are encoded sorted by length and in slices; the vectors must still
+    come back in the caller's order, each equal to the text encoded alone."""
+    texts = [("word " * n).strip() + f" number {n}" for n in (3, 40, 1, 25, 7, 60, 2, 15) * 5]
+    together = await minilm.embed(texts)
+    for text, vector in zip(texts[:8], together[:8], strict=True):
+        [alone] = await minilm.embed([text])
+        assert sum(a * b for a, b in zip(vector, alone, strict=True)) > 0.999
