@@ -222,6 +222,10 @@ class SentenceTransformerEmbedder:
     def _load(self) -> None:
         import torch
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as transformers_logging
+
+        # A progress bar per load on stderr is noise in a service's JSON logs.
+        transformers_logging.disable_progress_bar()
 
         kwargs: dict[str, Any] = {"dtype": torch.bfloat16} if self._precision == "bf16" else {}
         try:

@@ -309,10 +309,13 @@ class VectorStore:
             client.create_collection(
                 self._collection,
                 schema=build_schema(self._dimension, self._fingerprint),
-                index_params=index,
                 consistency_level="Strong",
                 properties={FINGERPRINT_PROPERTY: self._fingerprint},
             )
+            # sync=False: waiting for the build allocates a timestamp, an RPC that
+            # Milvus Lite does not implement (it logs a traceback for it); an
+            # index on an empty collection is ready by the time it is loaded.
+            client.create_index(self._collection, index, sync=False)
         described = client.describe_collection(self._collection)
         problems = schema_differences(expected, described)
         stored = (described.get("properties") or {}).get(FINGERPRINT_PROPERTY)
