@@ -225,7 +225,7 @@ class SentenceTransformerEmbedder:
         from transformers.utils import logging as transformers_logging
 
         # A progress bar per load on stderr is noise in a service's JSON logs.
-        transformers_logging.disable_progress_bar()
+        transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
 
         kwargs: dict[str, Any] = {"dtype": torch.bfloat16} if self._precision == "bf16" else {}
         try:
