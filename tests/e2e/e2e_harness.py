@@ -110,6 +110,15 @@ class Running:
     async def applied(self, mongo: AsyncMongoClient[dict[str, Any]]) -> None:
         await wait_applied(self.sidecar.redis, self.keys, mongo, service=self.task)
 
+    async def assert_index_equals_source(
+        self, mongo: AsyncMongoClient[dict[str, Any]]
+    ) -> dict[str, Expected]:
+        """assert_index_equals_source on this service's own settings and parts."""
+        sidecar = self.sidecar
+        return await assert_index_equals_source(
+            sidecar.settings, sidecar.store, sidecar.redis, mongo, sidecar.embedder
+        )
+
 
 @asynccontextmanager
 async def running(

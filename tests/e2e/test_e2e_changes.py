@@ -42,9 +42,7 @@ async def test_created_updated_deleted_flow_through_the_service(
     )
     async with running(settings, redis_client, embedder) as service:
         await service.applied(mongo)
-        await assert_index_equals_source(
-            settings, service.sidecar.store, redis_client, mongo, embedder
-        )
+        await service.assert_index_equals_source(mongo)
 
         await articles.insert_many(
             [
@@ -54,9 +52,7 @@ async def test_created_updated_deleted_flow_through_the_service(
             ]
         )
         await service.applied(mongo)
-        indexed = await assert_index_equals_source(
-            settings, service.sidecar.store, redis_client, mongo, embedder
-        )
+        indexed = await service.assert_index_equals_source(mongo)
         assert {doc_key(settings, COLLECTION, i) for i in ("before", "one", "two", "three")} == set(
             indexed
         )
@@ -66,9 +62,7 @@ async def test_created_updated_deleted_flow_through_the_service(
         await articles.delete_one({"_id": "before"})
         await articles.insert_one({"_id": "four", "title": "Fourth", "body": paragraphs("iv", 2)})
         await service.applied(mongo)
-        indexed = await assert_index_equals_source(
-            settings, service.sidecar.store, redis_client, mongo, embedder
-        )
+        indexed = await service.assert_index_equals_source(mongo)
         assert set(indexed) == {doc_key(settings, COLLECTION, i) for i in ("one", "three", "four")}
         assert "uno part 0" in indexed[doc_key(settings, COLLECTION, "one")].chunks[0]
 
@@ -88,17 +82,13 @@ async def test_a_document_that_shrinks_leaves_no_stale_chunk(
     async with running(settings, redis_client, embedder) as service:
         await articles.insert_one({"_id": "long", "title": "Long", "body": paragraphs("p", 8)})
         await service.applied(mongo)
-        before = await assert_index_equals_source(
-            settings, service.sidecar.store, redis_client, mongo, embedder
-        )
+        before = await service.assert_index_equals_source(mongo)
         key = doc_key(settings, COLLECTION, "long")
         assert len(before[key].chunks) >= 8
 
         await articles.update_one({"_id": "long"}, {"$set": {"body": paragraphs("p", 1)}})
         await service.applied(mongo)
-        after = await assert_index_equals_source(
-            settings, service.sidecar.store, redis_client, mongo, embedder
-        )
+        after = await service.assert_index_equals_source(mongo)
         assert len(after[key].chunks) <= 2
         assert len(await service.sidecar.store.chunks_of(key)) == len(after[key].chunks)
 
@@ -115,9 +105,7 @@ async def test_changes_that_keep_the_text_compute_no_embedding(
     async with running(settings, redis_client, embedder) as service:
         await articles.insert_one(doc)
         await service.applied(mongo)
-        await assert_index_equals_source(
-            settings, service.sidecar.store, redis_client, mongo, embedder
-        )
+        await service.assert_index_equals_source(mongo)
         key = doc_key(settings, COLLECTION, "d")
 
         before = embedder.counter.texts, embedder.counter.calls
@@ -136,9 +124,7 @@ async def test_changes_that_keep_the_text_compute_no_embedding(
             rows_before
         )
         assert [row.vector for row in rows_after] == [row.vector for row in rows_before]
-        await assert_index_equals_source(
-            settings, service.sidecar.store, redis_client, mongo, embedder
-        )
+        await service.assert_index_equals_source(mongo)
 
 
 async def test_a_one_paragraph_edit_reembeds_only_the_changed_chunk(
@@ -154,9 +140,7 @@ async def test_a_one_paragraph_edit_reembeds_only_the_changed_chunk(
     async with running(settings, redis_client, embedder) as service:
         await articles.insert_one({"_id": "e", "title": "Edited", "body": body})
         await service.applied(mongo)
-        await assert_index_equals_source(
-            settings, service.sidecar.store, redis_client, mongo, embedder
-        )
+        await service.assert_index_equals_source(mongo)
 
         parts = body.split("\n\n")
         parts[3] = "This paragraph was rewritten by an editor today."
@@ -170,9 +154,7 @@ async def test_a_one_paragraph_edit_reembeds_only_the_changed_chunk(
         await articles.update_one({"_id": "e"}, {"$set": {"body": edited}})
         await service.applied(mongo)
         assert embedder.counter.texts - before == changed
-        await assert_index_equals_source(
-            settings, service.sidecar.store, redis_client, mongo, embedder
-        )
+        await service.assert_index_equals_source(mongo)
 
 
 async def test_fifty_rapid_updates_end_equal_to_the_final_text(
@@ -191,9 +173,7 @@ async def test_fifty_rapid_updates_end_equal_to_the_final_text(
             await articles.update_one({"_id": "hot"}, {"$set": {"body": paragraphs(f"v{n}", 2)}})
         await service.applied(mongo)
         made = embedder.counter.calls - calls
-        indexed = await assert_index_equals_source(
-            settings, service.sidecar.store, redis_client, mongo, embedder
-        )
+        indexed = await service.assert_index_equals_source(mongo)
     assert "v50 part 0" in indexed[doc_key(settings, COLLECTION, "hot")].chunks[0]
     assert 1 <= made <= 10, f"{made} embedding calls for 50 updates"
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from e2e_harness import assert_index_equals_source, paragraphs, running, until
+from e2e_harness import paragraphs, running, until
 from pymongo import AsyncMongoClient
 
 from checkpoints.keys import Keys
@@ -107,9 +107,7 @@ async def test_stop_mid_stream_then_restart_misses_nothing(
         await writer.until_written(5)
         await writer.finish()
         await service.applied(mongo)
-        await assert_index_equals_source(
-            settings, service.sidecar.store, redis_client, mongo, embedder
-        )
+        await service.assert_index_equals_source(mongo)
 
 
 async def test_connections_dropped_mid_stream_are_resumed(
@@ -134,6 +132,4 @@ async def test_connections_dropped_mid_stream_are_resumed(
         await writer.until_written(5)
         await writer.finish()
         await service.applied(mongo)
-        await assert_index_equals_source(
-            settings, service.sidecar.store, redis_client, mongo, embedder
-        )
+        await service.assert_index_equals_source(mongo)

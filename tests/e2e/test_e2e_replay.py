@@ -67,9 +67,7 @@ async def test_replayed_and_reordered_deliveries_do_not_change_the_index(
     settings = make_settings()
     async with running(settings, redis_client, embedder) as service:
         await service.applied(mongo)
-        expected = await assert_index_equals_source(
-            settings, service.sidecar.store, redis_client, mongo, embedder
-        )
+        expected = await service.assert_index_equals_source(mongo)
         assert set(expected) == {doc_key(settings, COLLECTION, i) for i in ("a", "c")}
         store = service.sidecar.store
         rows_before = {key: await store.chunks_of(key) for key in expected}
@@ -148,9 +146,7 @@ async def test_an_interrupted_apply_replayed_after_a_newer_change_leaves_no_orph
     settings = make_settings(index_batch_size=batch_size)
     async with running(settings, redis_client, embedder) as service:
         await service.applied(mongo)
-        expected = await assert_index_equals_source(
-            settings, service.sidecar.store, redis_client, mongo, embedder
-        )
+        expected = await service.assert_index_equals_source(mongo)
     assert "new part 0" in expected[older.key].chunks[0]
 
 
@@ -181,9 +177,7 @@ async def test_an_interrupted_metadata_change_undone_by_the_next_change_is_undon
     await requeue(redis_client, keys, [french, english])
     async with running(settings, redis_client, embedder) as service:
         await service.applied(mongo)
-        await assert_index_equals_source(
-            settings, service.sidecar.store, redis_client, mongo, embedder
-        )
+        await service.assert_index_equals_source(mongo)
 
 
 async def test_a_batch_redelivered_after_a_crash_is_not_overtaken_on_its_documents(
@@ -220,6 +214,4 @@ async def test_a_batch_redelivered_after_a_crash_is_not_overtaken_on_its_documen
     await requeue(redis_client, keys, [big, other, french, shrink, english])
     async with running(settings, redis_client, embedder) as service:
         await service.applied(mongo)
-        await assert_index_equals_source(
-            settings, service.sidecar.store, redis_client, mongo, embedder
-        )
+        await service.assert_index_equals_source(mongo)
