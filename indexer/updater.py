@@ -9,6 +9,7 @@ replays the batch; chunk ids are deterministic, so the replay converges."""
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -54,6 +55,20 @@ class VersionLedger(Protocol):
     async def get_many(self, doc_keys: Sequence[str]) -> dict[str, VersionRecord]: ...
 
 
+class RememberedChunks:
+    """*chunker* with its last results remembered by text: a batch chunks the same
+    text more than once (planning, and checking what interrupted attempts at the
+    document's other events may have written), and chunking calls the tokenizer,
+    which competes with the model for the CPU."""
+
+    def __init__(self, chunker: Chunking, size: int = 256) -> None:
+        self._split = functools.lru_cache(maxsize=size)(lambda text: tuple(chunker(text)))
+        self.fingerprint = chunker.fingerprint
+
+    def __call__(self, text: str) -> list[str]:
+        return list(self._split(text))
+
+
 def newest_per_document(events: Sequence[DocumentEvent]) -> dict[str, DocumentEvent]:
     """The event that wins for each document: the highest version, and among
     equal versions the one queued last (so a delete that comes last wins)."""
@@ -79,7 +94,7 @@ class IndexUpdater:
     ) -> None:
         self._store = store
         self._embedder = embedder
-        self._chunker = chunker
+        self._chunker = RememberedChunks(chunker)
         self._versions = versions
         self._version_guard = version_guard
         self._fingerprint = f"{embedder.fingerprint}|{chunker.fingerprint}"
