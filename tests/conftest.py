@@ -1,13 +1,20 @@
-"""Fixtures shared by every test: a real Redis, isolated by a unique pipeline name."""
+"""Fixtures shared by every test: a real Redis, isolated by a unique pipeline name;
+mongosim reached by the real driver; the real model, loaded once per session."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from pymongo import AsyncMongoClient
+
+from indexer.embedding import SentenceTransformerEmbedder
+from mongosim import ThreadedMongoSim
 
 REDIS_URL = os.environ.get("CDC_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -28,3 +35,33 @@ async def redis_client(pipeline_name: str) -> AsyncIterator[aioredis.Redis]:
         if keys:
             await client.delete(*keys)
         await client.aclose()
+
+
+@pytest.fixture
+def sim() -> Iterator[ThreadedMongoSim]:
+    """mongosim on its own thread, so the test's loop only runs the code under test."""
+    with ThreadedMongoSim() as server:
+        yield server
+
+
+@pytest.fixture
+async def mongo(sim: ThreadedMongoSim) -> AsyncIterator[AsyncMongoClient[dict[str, Any]]]:
+    """The test's own client: the "backend" that writes documents."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        sim.uri, serverSelectionTimeoutMS=10_000
+    )
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+@pytest.fixture(scope="session")
+def minilm() -> Iterator[SentenceTransformerEmbedder]:
+    """The bundled all-MiniLM-L6-v2 in fp32, loaded once for the whole session;
+    tests count its work by deltas of its counter."""
+    embedder = SentenceTransformerEmbedder()
+    try:
+        yield embedder
+    finally:
+        asyncio.run(embedder.stop())

@@ -3,37 +3,17 @@ pipeline's Redis objects (queue, checkpoint store, stats, fence) in the shared r
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
 from capture_support import PipelineParts
-from pymongo import AsyncMongoClient
 
 from checkpoints.keys import Keys
 from checkpoints.lease import Lease
 from checkpoints.queue import EventQueue
 from checkpoints.stats import Stats
 from checkpoints.tokens import ResumeTokenStore
-from mongosim import ThreadedMongoSim
-
-
-@pytest.fixture
-def sim() -> Iterator[ThreadedMongoSim]:
-    with ThreadedMongoSim(oplog_size=100_000) as server:
-        yield server
-
-
-@pytest.fixture
-async def mongo(sim: ThreadedMongoSim) -> AsyncIterator[AsyncMongoClient[dict[str, Any]]]:
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-        sim.uri, serverSelectionTimeoutMS=5000
-    )
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 @pytest.fixture

@@ -4,8 +4,7 @@ the service runner they use live in e2e_harness.py."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,32 +23,10 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-@pytest.fixture(scope="session")
-def embedder() -> Iterator[SentenceTransformerEmbedder]:
-    """The bundled all-MiniLM-L6-v2 in fp32, loaded once; tests count its work by deltas."""
-    model = SentenceTransformerEmbedder()
-    try:
-        yield model
-    finally:
-        asyncio.run(model.stop())
-
-
 @pytest.fixture
-def sim() -> Iterator[ThreadedMongoSim]:
-    with ThreadedMongoSim() as server:
-        yield server
-
-
-@pytest.fixture
-async def mongo(sim: ThreadedMongoSim) -> AsyncIterator[AsyncMongoClient[dict[str, Any]]]:
-    """The test's own client: the "backend" that writes documents."""
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-        sim.uri, serverSelectionTimeoutMS=10_000
-    )
-    try:
-        yield client
-    finally:
-        await client.close()
+def embedder(minilm: SentenceTransformerEmbedder) -> SentenceTransformerEmbedder:
+    """The session's model, under the name these tests give the sidecar's embedder."""
+    return minilm
 
 
 @pytest.fixture

@@ -1,24 +1,11 @@
-"""Fixtures for the indexer's building blocks: the real model, a private Milvus Lite database."""
+"""Fixtures for the indexer's building blocks: a private Milvus Lite database (the model is
+the session-wide `minilm` of tests/conftest.py)."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from indexer.embedding import SentenceTransformerEmbedder
-
-
-@pytest.fixture(scope="session")
-def minilm() -> Iterator[SentenceTransformerEmbedder]:
-    """The bundled all-MiniLM-L6-v2 in fp32, loaded once for the whole session."""
-    embedder = SentenceTransformerEmbedder()
-    try:
-        yield embedder
-    finally:
-        asyncio.run(embedder.stop())
 
 
 @pytest.fixture
