@@ -23,7 +23,7 @@ from rich.table import Table
 from checkpoints.tokens import pack_timestamp
 from demo.corpus import NEW_DOCUMENTS, documents
 from mongosim import ThreadedMongoSim
-from sidecar.app import Sidecar, build_embedder
+from sidecar.app import Sidecar, build_embedder, redis_for
 from sidecar.redis_server import PrivateRedis
 from sidecar.settings import Settings, load_settings
 from sidecar.status import applied_through, pipeline_status
@@ -73,13 +73,13 @@ async def _demo(settings: Settings, limit: int) -> None:
 
     embedder = build_embedder(settings)
     await embedder.start()
-    import redis.asyncio as aioredis
-
-    redis = aioredis.Redis.from_url(settings.redis_url or "", socket_timeout=30)
     stop = asyncio.Event()
     started = time.monotonic()
     try:
-        async with Sidecar(settings, redis=redis, embedder=embedder) as sidecar:
+        async with (
+            redis_for(settings, start_private=False) as redis,
+            Sidecar(settings, redis=redis, embedder=embedder) as sidecar,
+        ):
             service = asyncio.create_task(sidecar.run(stop))
             await _follow("first start: indexing existing documents", sidecar, service)
             first_pass = time.monotonic() - started
@@ -93,7 +93,6 @@ async def _demo(settings: Settings, limit: int) -> None:
             await service
             report = await pipeline_status(redis, sidecar.keys)
     finally:
-        await redis.aclose()
         await embedder.stop()
         await mongo.close()
     _summary(report, first_pass, embedded_first, embedder.counter.texts - embedded_first)
