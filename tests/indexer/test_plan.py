@@ -119,6 +119,13 @@ def test_older_change_never_overwrites_newer() -> None:
     assert older.decision == "stale"
 
 
+def test_a_change_at_exactly_the_indexed_version_is_not_stale() -> None:
+    indexed = plan(updated("a\n\nb", 10), None)
+    again = plan(updated("a\n\nc", 10), applied(indexed))
+    assert again.decision == "reindex"
+    assert [c.action for c in again.chunks] == ["keep", "embed"]
+
+
 def test_created_after_delete_embeds_again() -> None:
     first = plan(updated("a", 1), None)
     gone = plan(
