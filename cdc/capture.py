@@ -40,6 +40,10 @@ Fence = int | Callable[[], int]
 # 4.4 raise when the resume point has left the oplog.
 HISTORY_LOST_CODES = frozenset({286, 280})
 
+CHECKPOINT_INTERVAL = 1.0
+"""Seconds between saves of a quiet stream's position: often enough that a restart
+rereads little, rarely enough that an idle pipeline barely writes to Redis."""
+
 
 def is_transient(exc: BaseException) -> bool:
     """Whether reopening the stream from the last checkpoint may get past *exc*."""
@@ -98,7 +102,7 @@ class Capture:
         full_document: FullDocumentMode = "updateLookup",
         pre_images: bool = False,
         max_await: float = 0.5,
-        checkpoint_interval: float = 1.0,
+        checkpoint_interval: float = CHECKPOINT_INTERVAL,
         max_retry_wait: float = 10.0,
     ) -> None:
         if max_batch < 1:

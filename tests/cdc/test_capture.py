@@ -13,10 +13,11 @@ import structlog.testing
 from capture_support import DATABASE, PipelineParts, article_mapper, eventually
 from pymongo import AsyncMongoClient
 
-from cdc.capture import Capture
+from cdc.capture import CHECKPOINT_INTERVAL, Capture
 from cdc.events import DocumentCreatedEvent, DocumentDeletedEvent, DocumentUpdatedEvent
 from cdc.fields import document_id
 from cdc.mapping import ChangeMapper
+from checkpoints.tokens import pack_timestamp
 from mongosim import ThreadedMongoSim
 from sidecar.errors import HistoryLost, LeaseLost
 
@@ -141,32 +142,63 @@ async def test_stop_and_restart_resume_without_gap_or_duplicate(
     assert ids == [document_id(n) for n in range(90)]
 
 
-async def test_a_filtered_or_quiet_stream_still_moves_the_checkpoint(
+async def unwatched_write(mongo: Client) -> int:
+    """Write to a collection no capture watches; return the write's packed operationTime."""
+    async with mongo.start_session() as session:
+        await mongo[DATABASE]["other"].insert_one({"x": 1}, session=session)
+        assert session.operation_time is not None
+        return pack_timestamp(session.operation_time)
+
+
+async def checkpoint_reaches(parts: PipelineParts, cluster_time: int, what: str) -> None:
+    async def reached() -> bool:
+        checkpoint = await parts.tokens.load()
+        return (
+            checkpoint is not None
+            and checkpoint.cluster_time is not None
+            and checkpoint.cluster_time >= cluster_time
+        )
+
+    # A save is due within CHECKPOINT_INTERVAL plus a read: ten seconds is ample.
+    await eventually(reached, within=10.0, what=what)
+
+
+async def test_a_quiet_stream_keeps_saving_its_position_past_unwatched_writes(
     mongo: Client, parts: PipelineParts
 ) -> None:
-    capture = make_capture(mongo, parts, mapper=article_mapper({"status": "published"}))
+    capture = make_capture(mongo, parts, checkpoint_interval=CHECKPOINT_INTERVAL)
     async with running(capture, parts):
-        first = await parts.tokens.load()
-        assert first is not None and first.cluster_time is not None
-        for n in range(20):
-            await mongo[DATABASE]["articles"].insert_one({"_id": n, "status": "draft"})
-            await mongo[DATABASE]["articles"].update_one({"_id": n}, {"$set": {"views": 1}})
-        # Writes to a collection nobody watches: the stream stays quiet.
-        await mongo[DATABASE]["other"].insert_one({"x": 1})
-        last = await mongo[DATABASE]["other"].find_one({"x": 1})
-        assert last is not None
+        for round_ in range(3):
+            written = await unwatched_write(mongo)
+            await checkpoint_reaches(parts, written, f"the checkpoint to pass write {round_}")
+    assert await parts.queue.backlog() == 0
 
-        async def moved_past_writes() -> bool:
-            checkpoint = await parts.tokens.load()
-            stats = await parts.stats.read()
-            return (
-                checkpoint is not None
-                and checkpoint.cluster_time is not None
-                and checkpoint.cluster_time > first.cluster_time  # type: ignore[operator]
-                and stats["events_filtered"] == 40
-            )
 
-        await eventually(moved_past_writes, what="the checkpoint to pass the filtered writes")
+async def test_a_batch_of_filtered_changes_saves_its_position_and_counts_them_at_once(
+    mongo: Client, parts: PipelineParts
+) -> None:
+    # With the production interval a quiet read just after a save saves nothing; a
+    # read whose changes were all filtered out must not be taken for a quiet one.
+    capture = make_capture(
+        mongo,
+        parts,
+        mapper=article_mapper({"status": "published"}),
+        checkpoint_interval=CHECKPOINT_INTERVAL,
+    )
+    articles = mongo[DATABASE]["articles"]
+    async with running(capture, parts):
+        async with mongo.start_session() as session:
+            drafts = [{"_id": n, "status": "draft"} for n in range(20)]
+            await articles.insert_many(drafts, session=session)
+            await articles.update_many({}, {"$set": {"views": 1}}, session=session)
+            assert session.operation_time is not None
+            written = pack_timestamp(session.operation_time)
+        await checkpoint_reaches(parts, written, "the checkpoint to pass the filtered writes")
+
+        async def all_counted() -> bool:
+            return (await parts.stats.read())["events_filtered"] == 40
+
+        await eventually(all_counted, within=10.0, what="the 40 filtered changes to be counted")
     assert await parts.queue.backlog() == 0
 
 
