@@ -5,11 +5,8 @@ SIGTERM, then started again. The index must converge (invariants 1 and 2)."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +23,7 @@ from e2e_harness import (
     written_so_far,
 )
 from pymongo import AsyncMongoClient
+from service_process import ServiceProcess, service_process
 
 from checkpoints.keys import Keys
 from checkpoints.stats import Stats
@@ -37,92 +35,6 @@ from sidecar.status import applied_through, pipeline_status
 pytestmark = [pytest.mark.model, pytest.mark.slow]
 
 Mongo = AsyncMongoClient[dict[str, Any]]
-PROJECT = Path(__file__).resolve().parents[2]
-EXIT_SECONDS = 10.0
-
-
-def service_environment(settings: Settings) -> dict[str, str]:
-    """The process environment that configures `main.py run` as *settings* say."""
-    env = {name: value for name, value in os.environ.items() if not name.startswith("CDC_")}
-    env |= {
-        "HF_HUB_OFFLINE": "1",
-        "CDC_LOG_LEVEL": "warning",
-        "CDC_MONGO_URI": settings.mongo_uri,
-        "CDC_REDIS_URL": settings.redis_url or "",
-        "CDC_PIPELINE": settings.pipeline,
-        "CDC_MILVUS_URI": settings.milvus_uri,
-        "CDC_DATABASE": settings.database,
-        "CDC_COLLECTIONS": ",".join(settings.collections),
-        "CDC_TEXT_FIELDS": ",".join(settings.text_fields),
-        "CDC_METADATA_FIELDS": ",".join(settings.metadata_fields),
-        "CDC_CHUNK_SIZE": str(settings.chunk_size),
-        "CDC_CHUNK_OVERLAP": str(settings.chunk_overlap),
-        "CDC_MILVUS_FLUSH_INTERVAL": str(settings.milvus_flush_interval),
-        "CDC_INDEX_BATCH_SIZE": str(settings.index_batch_size),
-        "CDC_INDEX_BATCH_INTERVAL": str(settings.index_batch_interval),
-        "CDC_INDEX_RETRY_TIMES": str(settings.index_retry_times),
-        "CDC_INDEX_RETRY_DELAY": str(settings.index_retry_delay),
-    }
-    return env
-
-
-class ServiceProcess:
-    """One `main.py run` process; its stderr (the JSON log) goes to *log*."""
-
-    def __init__(self, settings: Settings, log: Path) -> None:
-        self._settings = settings
-        self._log = log
-        self._process: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        with self._log.open("ab") as sink:
-            self._process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "main.py",
-                "run",
-                cwd=PROJECT,
-                env=service_environment(self._settings),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=sink,
-                stderr=sink,
-            )
-
-    @property
-    def process(self) -> asyncio.subprocess.Process:
-        if self._process is None:
-            raise RuntimeError("the service process was not started")
-        return self._process
-
-    def require_alive(self) -> None:
-        if self.process.returncode is not None:
-            pytest.fail(f"the service exited with {self.process.returncode}:\n{self.log_tail()}")
-
-    def log_tail(self) -> str:
-        return "\n".join(self._log.read_text(errors="replace").splitlines()[-30:])
-
-    async def signal_and_wait(self, signum: int) -> int:
-        """Send *signum* and return the exit status; fail if it takes over EXIT_SECONDS."""
-        self.process.send_signal(signum)
-        try:
-            return await asyncio.wait_for(self.process.wait(), timeout=EXIT_SECONDS)
-        except TimeoutError:
-            pytest.fail(f"the service did not exit within {EXIT_SECONDS} s of {signum}")
-
-    async def kill(self) -> None:
-        """SIGKILL unless already gone; reaps the process either way."""
-        if self._process is not None and self._process.returncode is None:
-            self._process.kill()
-            await self._process.wait()
-
-
-@asynccontextmanager
-async def service_process(settings: Settings, log: Path) -> AsyncIterator[ServiceProcess]:
-    service = ServiceProcess(settings, log)
-    await service.start()
-    try:
-        yield service
-    finally:
-        await service.kill()
 
 
 async def wait_applied_by(

@@ -1,0 +1,90 @@
+"""The supervisor in-process, with a deterministic embedder: when one of its tasks meets
+an error that no retry can fix, Sidecar.run ends with that error itself (not wrapped in
+the task group's ExceptionGroup), so the command line can map it to its exit code."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from pymongo import AsyncMongoClient
+
+from checkpoints.keys import Keys
+from checkpoints.lease import Lease
+from indexer.embedding import HashEmbedder
+from mongosim import ThreadedMongoSim
+from sidecar.app import Sidecar
+from sidecar.errors import HistoryLost, LeaseLost
+from sidecar.settings import Settings, load_settings
+from tests.conftest import REDIS_URL
+
+DATABASE = "app"
+COLLECTION = "articles"
+WITHIN = 30.0
+
+
+@pytest.fixture
+def settings(sim: ThreadedMongoSim, pipeline_name: str, tmp_path: Path) -> Settings:
+    return load_settings(
+        mongo_uri=sim.uri,
+        redis_url=REDIS_URL,
+        pipeline=pipeline_name,
+        milvus_uri=str(tmp_path / "milvus.db"),
+        database=DATABASE,
+        collections=[COLLECTION],
+        text_fields=["title"],
+        index_batch_interval=0.1,
+    )
+
+
+@pytest.fixture
+async def sidecar(settings: Settings, redis_client: aioredis.Redis) -> AsyncIterator[Sidecar]:
+    async with Sidecar(settings, redis=redis_client, embedder=HashEmbedder()) as service:
+        yield service
+
+
+async def streaming(sidecar: Sidecar, stop: asyncio.Event) -> asyncio.Task[None]:
+    """Start *sidecar*; return once it has saved a position (its first scan is done)."""
+    task = asyncio.create_task(sidecar.run(stop))
+    async with asyncio.timeout(WITHIN):
+        while await sidecar.tokens.load() is None:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.05)
+    return task
+
+
+async def test_history_lost_ends_the_run_as_history_lost(
+    sidecar: Sidecar, mongo: AsyncMongoClient[dict[str, Any]], sim: ThreadedMongoSim
+) -> None:
+    stop = asyncio.Event()
+    task = await streaming(sidecar, stop)
+    stop.set()
+    await asyncio.wait_for(task, WITHIN)
+    await mongo[DATABASE][COLLECTION].insert_one({"title": "written while stopped"})
+    sim.truncate_oplog()
+
+    with pytest.raises(HistoryLost, match="no longer holds checkpoint"):
+        await asyncio.wait_for(sidecar.run(asyncio.Event()), WITHIN)
+
+
+async def test_a_lease_taken_over_ends_the_run_as_lease_lost(
+    sidecar: Sidecar,
+    redis_client: aioredis.Redis,
+    pipeline_name: str,
+    mongo: AsyncMongoClient[dict[str, Any]],
+) -> None:
+    task = await streaming(sidecar, asyncio.Event())
+    keys = Keys(pipeline_name)
+    # The holder was paused past its lease's expiry and another replica took over.
+    await redis_client.delete(keys.lease)
+    await Lease(redis_client, keys, owner="another-replica").acquire(wait=False)
+    # The stale holder's next queue write is refused by the fence.
+    await mongo[DATABASE][COLLECTION].insert_one({"title": "after the take-over"})
+
+    with pytest.raises(LeaseLost):
+        await asyncio.wait_for(task, WITHIN)
