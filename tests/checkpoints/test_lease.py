@@ -87,17 +87,21 @@ async def test_release_frees_the_lease_once(redis_client: aioredis.Redis, keys: 
 
 
 async def test_hold_renews_until_stopped(redis_client: aioredis.Redis, keys: Keys) -> None:
-    lease = Lease(redis_client, keys, owner="a", ttl=0.3)
+    lease = Lease(redis_client, keys, owner="a", ttl=1.5)
     await lease.acquire(wait=False)
     stop = asyncio.Event()
     holding = asyncio.create_task(lease.hold(stop))
 
-    # Outlive several ttls: the lease stays ours only because hold renews it.
-    loop = asyncio.get_running_loop()
-    until = loop.time() + 1.0
-    while loop.time() < until:
-        assert await redis_client.get(keys.lease) == b"a"
-        await asyncio.sleep(0.05)
+    # The lease's time to live goes back up three times: hold renews it.
+    renewals = 0
+    remaining = await redis_client.pttl(keys.lease)
+    async with asyncio.timeout(30):
+        while renewals < 3:
+            await asyncio.sleep(0.02)
+            now = await redis_client.pttl(keys.lease)
+            renewals += now > remaining
+            remaining = now
+    assert await redis_client.get(keys.lease) == b"a"
     stop.set()
     async with asyncio.timeout(2):
         await holding

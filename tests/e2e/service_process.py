@@ -39,6 +39,7 @@ def service_environment(settings: Settings) -> dict[str, str]:
         "CDC_INDEX_BATCH_INTERVAL": str(settings.index_batch_interval),
         "CDC_INDEX_RETRY_TIMES": str(settings.index_retry_times),
         "CDC_INDEX_RETRY_DELAY": str(settings.index_retry_delay),
+        "CDC_INDEX_DRAIN_SECONDS": str(settings.index_drain_seconds),
     }
     return env
 

@@ -5,7 +5,9 @@ SIGTERM, then started again. The index must converge (invariants 1 and 2)."""
 from __future__ import annotations
 
 import asyncio
+import math
 import signal
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -153,16 +155,21 @@ async def test_sigterm_with_batches_in_flight_exits_within_the_deadline_and_conv
     embedder: SentenceTransformerEmbedder,
     tmp_path: Path,
 ) -> None:
-    """Three batches in flight hold 600 full-size chunks, over 10 s of embedding
-    even on an idle machine: the service must give up what it cannot finish in
-    time, leaving it queued for the next start."""
-    settings = make_settings(index_batch_size=20, chunk_size=500, chunk_overlap=50)
+    """Three batches in flight hold ten times the embedding work the drain deadline
+    allows, measured on this machine with this model: the service must give up what
+    it cannot finish in time, leaving it queued for the next start."""
+    settings = make_settings(
+        index_batch_size=20, chunk_size=500, chunk_overlap=50, index_drain_seconds=1.0
+    )
     keys = Keys(settings.pipeline)
     stats = Stats(redis_client, keys)
     total = settings.index_batch_size * settings.index_max_workers
+    per_document = await paragraphs_for(
+        embedder, 10 * settings.index_drain_seconds, documents=total
+    )
     await articles.insert_many(
         [
-            {"_id": n, "title": f"Doc {n}", "body": paragraphs(f"b{n}", 10, words=60)}
+            {"_id": n, "title": f"Doc {n}", "body": paragraphs(f"b{n}", per_document, words=60)}
             for n in range(total)
         ]
     )
@@ -184,6 +191,18 @@ async def test_sigterm_with_batches_in_flight_exits_within_the_deadline_and_conv
             settings, restarted.sidecar.store, redis_client, mongo, embedder
         )
     assert len(expected) == total
+
+
+async def paragraphs_for(
+    embedder: SentenceTransformerEmbedder, seconds: float, *, documents: int
+) -> int:
+    """Paragraphs of 60 words (one chunk each) per document so that *documents* take
+    at least *seconds* to embed with *embedder* on this machine (at least 10)."""
+    sample = paragraphs("sample", 16, words=60).split("\n\n")
+    started = time.monotonic()
+    await embedder.embed(sample)
+    per_second = len(sample) / (time.monotonic() - started)
+    return max(10, math.ceil(seconds * per_second / documents))
 
 
 async def pipeline_pending(redis: aioredis.Redis, keys: Keys) -> int:

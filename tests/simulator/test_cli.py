@@ -7,7 +7,6 @@ import select
 import signal
 import subprocess
 import sys
-import time
 from typing import Any
 
 import pytest
@@ -49,10 +48,8 @@ def test_cli_prints_uri_serves_and_exits_cleanly(signum: signal.Signals) -> None
             assert client.cli.c.find_one() == {"_id": 1}
         finally:
             client.close()
-        started = time.monotonic()
         process.send_signal(signum)
         assert process.wait(timeout=10) == 0
-        assert time.monotonic() - started < 10
     finally:
         if process.poll() is None:
             process.kill()

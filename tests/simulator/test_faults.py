@@ -151,11 +151,12 @@ async def test_pause_stops_answering_then_recovers(sim: MongoSim) -> None:
     )
     try:
         await client.admin.command("ping")
-        sim.pause(1.0)
+        # Ten times the socket timeout: the read can only fail by timing out while
+        # the server is silent, never succeed by outlasting the pause.
+        sim.pause(3.0)
         started = time.monotonic()
-        with pytest.raises(AutoReconnect):
+        with pytest.raises(AutoReconnect, match="timed out"):
             await client.faults.p.find_one()
-        assert time.monotonic() - started < 1.0
 
         async def answers() -> bool:
             try:
@@ -165,7 +166,7 @@ async def test_pause_stops_answering_then_recovers(sim: MongoSim) -> None:
             return True
 
         await eventually(answers, what="mongosim to answer after the pause")
-        assert time.monotonic() - started >= 0.9
+        assert time.monotonic() - started >= 2.9  # it answered again only once the pause ended
     finally:
         await client.close()
 
@@ -181,11 +182,9 @@ async def test_slow_reader_does_not_block_writers(sim: MongoSim, client: Client)
         writer.write(struct.pack("<iiii", 16 + len(payload), 1, 0, 2013) + payload)
         await writer.drain()
         # That ~15 MB reply is never read; everyone else must carry on.
-        async with await client.faults.other.watch() as stream:
-            started = time.monotonic()
+        async with await client.faults.other.watch() as stream, asyncio.timeout(30):
             await client.faults.other.insert_many([{"_id": i} for i in range(200)])
             events = [await stream.next() for _ in range(200)]
-            assert time.monotonic() - started < 10
         assert [e["documentKey"]["_id"] for e in events] == list(range(200))
     finally:
         writer.close()
@@ -233,6 +232,7 @@ async def test_stream_scanning_long_history_does_not_stall_others() -> None:
 
             pinger = asyncio.create_task(ping_until_done())
             await answering.wait()
+            scan_started = time.monotonic()
             async with await client.faults.history.watch(
                 # $project runs through mongomock for every event: a slow scan.
                 [{"$project": {"key": "$fullDocument._id"}}, {"$match": {"key": -1}}],
@@ -240,9 +240,12 @@ async def test_stream_scanning_long_history_does_not_stall_others() -> None:
                 max_await_time_ms=3_000,
             ) as stream:
                 await stream.try_next()
+            scan_seconds = time.monotonic() - scan_started
             done.set()
             await pinger
         finally:
             await client.close()
-    slowest = max(latencies)
-    assert slowest < 0.5
+    # Pings kept being answered all through the scan, each in a small part of it: a
+    # scan that held the server would have made one ping wait for all of it.
+    assert len(latencies) >= 10
+    assert max(latencies) < scan_seconds / 4
