@@ -21,6 +21,7 @@ from sidecar.app import Sidecar
 from sidecar.errors import HistoryLost, LeaseLost
 from sidecar.settings import Settings, load_settings
 from tests.conftest import REDIS_URL
+from tests.waiting import eventually
 
 DATABASE = "app"
 COLLECTION = "articles"
@@ -50,11 +51,13 @@ async def sidecar(settings: Settings, redis_client: aioredis.Redis) -> AsyncIter
 async def streaming(sidecar: Sidecar, stop: asyncio.Event) -> asyncio.Task[None]:
     """Start *sidecar*; return once it has saved a position (its first scan is done)."""
     task = asyncio.create_task(sidecar.run(stop))
-    async with asyncio.timeout(WITHIN):
-        while await sidecar.tokens.load() is None:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.05)
+
+    async def positioned() -> bool:
+        if task.done():
+            task.result()
+        return await sidecar.tokens.load() is not None
+
+    await eventually(positioned, within=WITHIN, what="the sidecar to stream")
     return task
 
 

@@ -1,10 +1,7 @@
-"""Helpers shared by the capture tests: the pipeline's Redis objects, a mapper, waiting."""
+"""Helpers shared by the capture tests: the pipeline's Redis objects and a mapper."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -56,14 +53,3 @@ def article_mapper(query: dict[str, Any] | None = None) -> ChangeMapper:
         UserField("owner"),
         query,
     )
-
-
-async def eventually(
-    condition: Callable[[], Awaitable[bool]], *, within: float = 30.0, what: str = "condition"
-) -> None:
-    """Wait until *condition* holds, polling; fail the test after *within* seconds."""
-    deadline = time.monotonic() + within
-    while not await condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(0.05)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import structlog.testing
-from capture_support import DATABASE, PipelineParts, article_mapper, eventually
+from capture_support import DATABASE, PipelineParts, article_mapper
 from pymongo import AsyncMongoClient
 
 from cdc.capture import CHECKPOINT_INTERVAL, Capture
@@ -20,6 +20,7 @@ from cdc.mapping import ChangeMapper
 from checkpoints.tokens import pack_timestamp
 from mongosim import ThreadedMongoSim
 from sidecar.errors import HistoryLost, LeaseLost
+from tests.waiting import eventually
 
 Client = AsyncMongoClient[dict[str, Any]]
 

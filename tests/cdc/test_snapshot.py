@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from capture_support import DATABASE, PipelineParts, article_mapper, eventually
+from capture_support import DATABASE, PipelineParts, article_mapper
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.client_session import AsyncClientSession
 
@@ -14,6 +14,7 @@ from cdc.events import DocumentCreatedEvent, DocumentEvent, DocumentUpdatedEvent
 from cdc.fields import IndexedText, document_id
 from cdc.positions import StreamPosition
 from cdc.snapshot import Snapshot
+from tests.waiting import eventually
 
 Client = AsyncMongoClient[dict[str, Any]]
 PUBLISHED = {"status": "published"}

@@ -7,8 +7,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +28,7 @@ from sidecar.app import Sidecar
 from sidecar.errors import DocumentRejected
 from sidecar.settings import Settings
 from sidecar.status import applied_through
+from tests.waiting import eventually
 
 DATABASE = "e2e"
 COLLECTION = "articles"
@@ -49,17 +49,6 @@ def chunker_for(settings: Settings, embedder: Embedder) -> Chunker:
 
 def doc_key(settings: Settings, collection: str, raw_id: Any) -> str:
     return f"{settings.database}.{collection}/{document_id(raw_id)}"
-
-
-async def until(
-    check: Callable[[], Awaitable[bool]], *, seconds: float, what: str, every: float = 0.05
-) -> None:
-    """Poll *check* until it holds; fail the test after *seconds*."""
-    deadline = time.monotonic() + seconds
-    while not await check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {seconds:.0f} s waiting until {what}")
-        await asyncio.sleep(every)
 
 
 async def written_so_far(mongo: AsyncMongoClient[dict[str, Any]]) -> int:
@@ -86,7 +75,7 @@ async def wait_applied(
             pytest.fail("the sidecar stopped before applying every change")
         return await applied_through(redis, keys, target)
 
-    await until(applied, seconds=seconds, what="every change so far is applied")
+    await eventually(applied, within=seconds, what="every change so far is applied")
 
 
 async def stream_entries(redis: aioredis.Redis, stream: str) -> list[dict[bytes, bytes]]:
@@ -139,7 +128,7 @@ async def running(
                     pytest.fail("the sidecar stopped while starting")
                 return await sidecar.tokens.load() is not None
 
-            await until(streaming, seconds=CONVERGE_SECONDS, what="the sidecar streams")
+            await eventually(streaming, within=CONVERGE_SECONDS, what="the sidecar streams")
             yield service
         finally:
             stop.set()

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from e2e_harness import CONVERGE_SECONDS, until
+from e2e_harness import CONVERGE_SECONDS
 from service_process import PROJECT, service_environment
 
 from checkpoints.keys import Keys
@@ -21,6 +21,7 @@ from indexer.embedding import SentenceTransformerEmbedder
 from indexer.store import VectorStore
 from mongosim import ThreadedMongoSim
 from sidecar.settings import Settings
+from tests.waiting import eventually
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
 
@@ -113,7 +114,7 @@ async def test_a_lease_taken_over_exits_2_with_one_error_line(
         assert service.process is not None and service.process.returncode is None
         return await ResumeTokenStore(redis_client, keys).load() is not None
 
-    await until(streaming, seconds=CONVERGE_SECONDS, what="the service streams")
+    await eventually(streaming, within=CONVERGE_SECONDS, what="the service streams")
     await redis_client.delete(keys.lease)
     await Lease(redis_client, keys, owner="another-replica").acquire(wait=False)
     await articles.insert_one({"title": "after the take-over"})

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from e2e_harness import paragraphs, running, until
+from e2e_harness import paragraphs, running
 from pymongo import AsyncMongoClient
 
 from checkpoints.keys import Keys
@@ -18,6 +18,7 @@ from checkpoints.stats import Stats
 from indexer.embedding import SentenceTransformerEmbedder
 from mongosim import ThreadedMongoSim
 from sidecar.settings import Settings
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.model
 
@@ -51,7 +52,7 @@ class Writer:
                 self._task.result()
             return self.written >= target
 
-        await until(written, seconds=30, what=f"{target} documents are written")
+        await eventually(written, within=30, what=f"{target} documents are written")
 
     async def finish(self) -> None:
         self._enough.set()
@@ -97,7 +98,9 @@ async def test_stop_mid_stream_then_restart_misses_nothing(
     writer = Writer(articles)
     async with running(settings, redis_client, embedder) as service:
         writer.start()
-        await until(indexed_at_least(stats, 5), seconds=30, what="some documents are indexed")
+        await eventually(
+            indexed_at_least(stats, 5), within=30, what="some documents are indexed"
+        )
         service.stop.set()
         await asyncio.wait_for(service.task, timeout=10)
     assert writer.writing
@@ -124,8 +127,8 @@ async def test_connections_dropped_mid_stream_are_resumed(
     async with running(settings, redis_client, embedder) as service:
         writer.start()
         for documents in (3, 10):
-            await until(
-                indexed_at_least(stats, documents), seconds=30, what="documents are indexed"
+            await eventually(
+                indexed_at_least(stats, documents), within=30, what="documents are indexed"
             )
             assert writer.writing
             sim.drop_connections()

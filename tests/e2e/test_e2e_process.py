@@ -21,7 +21,6 @@ from e2e_harness import (
     opened_store,
     paragraphs,
     running,
-    until,
     written_so_far,
 )
 from pymongo import AsyncMongoClient
@@ -33,6 +32,7 @@ from checkpoints.tokens import ResumeTokenStore
 from indexer.embedding import SentenceTransformerEmbedder
 from sidecar.settings import Settings
 from sidecar.status import applied_through, pipeline_status
+from tests.waiting import eventually
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
 
@@ -48,7 +48,7 @@ async def wait_applied_by(
         service.require_alive()
         return await applied_through(redis, keys, target)
 
-    await until(applied, seconds=CONVERGE_SECONDS, what="the service applied every change")
+    await eventually(applied, within=CONVERGE_SECONDS, what="the service applied every change")
 
 
 async def test_sigkill_during_a_batch_then_restart_converges(
@@ -74,7 +74,9 @@ async def test_sigkill_during_a_batch_then_restart_converges(
             first.require_alive()
             return (await stats.read())["documents_indexed"] > 0
 
-        await until(mid_indexing, seconds=CONVERGE_SECONDS, what="indexing has begun", every=0.01)
+        await eventually(
+            mid_indexing, within=CONVERGE_SECONDS, what="indexing has begun", every=0.01
+        )
         assert await first.signal_and_wait(signal.SIGKILL) == -signal.SIGKILL
     indexed_at_kill = (await stats.read())["documents_indexed"]
     assert 0 < indexed_at_kill < total, "the kill did not land in the middle of indexing"
@@ -122,14 +124,14 @@ async def test_sigterm_mid_stream_exits_cleanly_and_saves_the_checkpoint(
             service.require_alive()
             return await tokens.load() is not None
 
-        await until(streaming, seconds=CONVERGE_SECONDS, what="the service streams")
+        await eventually(streaming, within=CONVERGE_SECONDS, what="the service streams")
         writer = asyncio.create_task(write())
 
         async def indexing() -> bool:
             service.require_alive()
             return (await stats.read())["documents_indexed"] >= 3
 
-        await until(indexing, seconds=CONVERGE_SECONDS, what="some documents are indexed")
+        await eventually(indexing, within=CONVERGE_SECONDS, what="some documents are indexed")
         signalled_at = datetime.now(UTC)
         assert await service.signal_and_wait(signal.SIGTERM) == 0, service.log_tail()
         assert not writer.done()
@@ -180,7 +182,7 @@ async def test_sigterm_with_batches_in_flight_exits_within_the_deadline_and_conv
             service.require_alive()
             return await pipeline_pending(redis_client, keys) == total
 
-        await until(all_in_flight, seconds=CONVERGE_SECONDS, what="every batch is in flight")
+        await eventually(all_in_flight, within=CONVERGE_SECONDS, what="every batch is in flight")
         assert (await stats.read())["documents_indexed"] < total
         assert await service.signal_and_wait(signal.SIGTERM) == 0, service.log_tail()
     assert (await stats.read())["documents_indexed"] < total

@@ -15,7 +15,6 @@ from e2e_harness import (
     paragraphs,
     running,
     stream_entries,
-    until,
     written_so_far,
 )
 from pymongo import AsyncMongoClient
@@ -26,6 +25,7 @@ from checkpoints.stats import Stats
 from checkpoints.tokens import ResumeTokenStore
 from indexer.embedding import SentenceTransformerEmbedder
 from sidecar.settings import Settings
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.model
 
@@ -60,7 +60,7 @@ async def test_replayed_and_reordered_deliveries_do_not_change_the_index(
             checkpoint = await ResumeTokenStore(redis_client, keys).load()
             return checkpoint is not None and (checkpoint.cluster_time or 0) >= target
 
-        await until(all_queued, seconds=30, what="capture queued every change")
+        await eventually(all_queued, within=30, what="capture queued every change")
     captured = await stream_entries(redis_client, keys.events)
     assert len(captured) == 7
 
@@ -105,7 +105,7 @@ async def queued_events(redis: aioredis.Redis, keys: Keys, mongo: Mongo) -> list
         checkpoint = await ResumeTokenStore(redis, keys).load()
         return checkpoint is not None and (checkpoint.cluster_time or 0) >= target
 
-    await until(all_queued, seconds=30, what="capture queued every change")
+    await eventually(all_queued, within=30, what="capture queued every change")
     return [
         event_from_json(fields[b"event"]) for fields in await stream_entries(redis, keys.events)
     ]

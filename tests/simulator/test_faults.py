@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import struct
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import bson
@@ -15,19 +14,9 @@ from pymongo import AsyncMongoClient
 from pymongo.errors import AutoReconnect, NotPrimaryError, OperationFailure
 
 from mongosim import MongoSim
+from tests.waiting import eventually
 
 Client = AsyncMongoClient[dict[str, Any]]
-
-
-async def eventually(
-    condition: Callable[[], Awaitable[bool]], *, deadline: float = 10.0, what: str
-) -> None:
-    """Poll *condition* until it holds; fail the test after *deadline* seconds."""
-    end = time.monotonic() + deadline
-    while not await condition():
-        if time.monotonic() > end:
-            pytest.fail(f"timed out after {deadline}s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def test_stream_survives_killed_connections_exactly_once(
