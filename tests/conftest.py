@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,8 +16,11 @@ from pymongo import AsyncMongoClient
 
 from indexer.embedding import SentenceTransformerEmbedder
 from mongosim import ThreadedMongoSim
+from sidecar.settings import Settings, load_settings
 
 REDIS_URL = os.environ.get("CDC_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+DATABASE = "app"
+COLLECTION = "articles"
 
 
 @pytest.fixture
@@ -65,3 +69,38 @@ def minilm() -> Iterator[SentenceTransformerEmbedder]:
         yield embedder
     finally:
         asyncio.run(embedder.stop())
+
+
+@pytest.fixture
+def make_settings(
+    sim: ThreadedMongoSim, pipeline_name: str, tmp_path: Path
+) -> Callable[..., Settings]:
+    """Settings of this test's pipeline; keyword arguments override the defaults.
+
+    It watches COLLECTION of DATABASE on the test's mongosim. Small chunks keep
+    the model's work (and the suite) short; short intervals make the service
+    react within a fraction of a second."""
+
+    def build(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "mongo_uri": sim.uri,
+            "redis_url": REDIS_URL,
+            "pipeline": pipeline_name,
+            "milvus_uri": str(tmp_path / "milvus.db"),
+            "database": DATABASE,
+            "collections": [COLLECTION],
+            "text_fields": ["title", "body"],
+            "metadata_fields": ["lang", "tag"],
+            "filter": {},
+            "chunk_size": 200,
+            "chunk_overlap": 20,
+            "milvus_flush_interval": 0.2,
+            "index_batch_size": 10,
+            "index_batch_interval": 0.1,
+            "index_retry_times": 1,
+            "index_retry_delay": 0.1,
+        }
+        values.update(overrides)
+        return load_settings(**values)
+
+    return build

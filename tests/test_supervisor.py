@@ -5,8 +5,7 @@ the task group's ExceptionGroup), so the command line can map it to its exit cod
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -19,31 +18,18 @@ from indexer.embedding import HashEmbedder
 from mongosim import ThreadedMongoSim
 from sidecar.app import Sidecar
 from sidecar.errors import HistoryLost, LeaseLost
-from sidecar.settings import Settings, load_settings
-from tests.conftest import REDIS_URL
+from sidecar.settings import Settings
+from tests.conftest import COLLECTION, DATABASE
 from tests.waiting import eventually
 
-DATABASE = "app"
-COLLECTION = "articles"
 WITHIN = 30.0
 
 
 @pytest.fixture
-def settings(sim: ThreadedMongoSim, pipeline_name: str, tmp_path: Path) -> Settings:
-    return load_settings(
-        mongo_uri=sim.uri,
-        redis_url=REDIS_URL,
-        pipeline=pipeline_name,
-        milvus_uri=str(tmp_path / "milvus.db"),
-        database=DATABASE,
-        collections=[COLLECTION],
-        text_fields=["title"],
-        index_batch_interval=0.1,
-    )
-
-
-@pytest.fixture
-async def sidecar(settings: Settings, redis_client: aioredis.Redis) -> AsyncIterator[Sidecar]:
+async def sidecar(
+    make_settings: Callable[..., Settings], redis_client: aioredis.Redis
+) -> AsyncIterator[Sidecar]:
+    settings = make_settings()
     async with Sidecar(settings, redis=redis_client, embedder=HashEmbedder()) as service:
         yield service
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -28,13 +27,11 @@ from sidecar.app import Sidecar
 from sidecar.errors import DocumentRejected
 from sidecar.settings import Settings
 from sidecar.status import applied_through
+from tests.conftest import DATABASE
 from tests.waiting import eventually
 
-DATABASE = "e2e"
-COLLECTION = "articles"
 CONVERGE_SECONDS = 60.0
 VECTOR_SAMPLE = 64
-REDIS_URL = os.environ.get("CDC_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 def chunker_for(settings: Settings, embedder: Embedder) -> Chunker:

@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 from e2e_harness import (
-    COLLECTION,
     assert_index_equals_source,
     chunker_for,
     doc_key,
@@ -23,6 +22,7 @@ from checkpoints.keys import Keys
 from checkpoints.versions import VersionStore
 from indexer.embedding import SentenceTransformerEmbedder
 from sidecar.settings import Settings
+from tests.conftest import COLLECTION
 
 pytestmark = pytest.mark.model
 

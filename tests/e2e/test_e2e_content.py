@@ -11,7 +11,6 @@ import pytest
 import redis.asyncio as aioredis
 from bson.binary import Binary
 from e2e_harness import (
-    COLLECTION,
     assert_index_equals_source,
     doc_key,
     paragraphs,
@@ -25,6 +24,7 @@ from checkpoints.stats import Stats
 from checkpoints.versions import VersionStore
 from indexer.embedding import SentenceTransformerEmbedder
 from sidecar.settings import Settings
+from tests.conftest import COLLECTION
 
 pytestmark = pytest.mark.model
 

@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 from e2e_harness import (
-    COLLECTION,
     assert_index_equals_source,
     doc_key,
     paragraphs,
@@ -25,6 +24,7 @@ from checkpoints.stats import Stats
 from checkpoints.tokens import ResumeTokenStore
 from indexer.embedding import SentenceTransformerEmbedder
 from sidecar.settings import Settings
+from tests.conftest import COLLECTION
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.model
