@@ -14,7 +14,6 @@ from typing import Any
 
 from bson import json_util
 from bson.timestamp import Timestamp
-from mongomock.filtering import filter_applies
 
 from cdc.events import (
     DocumentCreatedEvent,
@@ -24,6 +23,7 @@ from cdc.events import (
 )
 from cdc.fields import IndexedText, MetadataFields, UserField, document_id
 from cdc.paths import FieldSet, changed_paths, filter_paths
+from cdc.query import Query
 from checkpoints.tokens import pack_timestamp
 from sidecar.errors import DocumentRejected
 
@@ -65,7 +65,8 @@ class ChangeMapper:
     caller counts those as filtered), or a CollectionChange for operations on
     whole collections. Raises DocumentRejected when the document's text or
     user field has the wrong type; :meth:`rejected` then gives the event that
-    takes the document out of the index."""
+    takes the document out of the index. Raises UnsupportedQuery when *filter*
+    is not a query the sidecar can evaluate as the server would."""
 
     def __init__(
         self,
@@ -78,11 +79,9 @@ class ChangeMapper:
         self._metadata = metadata
         self._user = user
         self._filter = dict(filter or {})
+        self._matches = Query(self._filter)
         watched = [*text.paths, *metadata.paths, *([user.path] if user.path else [])]
-        read_by_filter = filter_paths(self._filter)
-        self._document_fields = FieldSet(watched + sorted(read_by_filter or ()))
-        # A filter reading unnamed fields ($expr, $where) makes every update relevant.
-        self._relevant = None if read_by_filter is None else self._document_fields
+        self._document_fields = FieldSet(watched + sorted(filter_paths(self._filter)))
 
     @property
     def filter(self) -> dict[str, Any]:
@@ -91,14 +90,12 @@ class ChangeMapper:
 
     def projection(self) -> list[str] | None:
         """The document fields mapping needs (plus ``_id``), as projection keys,
-        or None when it needs the whole document (a filter on unnamed fields)."""
-        if self._relevant is None:
-            return None
+        or None when it needs the whole document (a path starting with an index)."""
         return self._document_fields.projection()
 
     def matches(self, document: Mapping[str, Any]) -> bool:
         """Whether *document* passes the pipeline's filter."""
-        return not self._filter or bool(filter_applies(self._filter, document))  # type: ignore[no-untyped-call]
+        return self._matches(document)
 
     def __call__(self, change: Mapping[str, Any]) -> DocumentEvent | CollectionChange | None:
         operation = change["operationType"]
@@ -150,9 +147,9 @@ class ChangeMapper:
         """False only for an update whose updateDescription touches none of the
         fields the pipeline reads (text, metadata, user, filter)."""
         description = change.get("updateDescription")
-        if change["operationType"] != "update" or self._relevant is None or description is None:
+        if change["operationType"] != "update" or description is None:
             return True
-        return any(self._relevant.touched_by(path) for path in changed_paths(description))
+        return any(self._document_fields.touched_by(path) for path in changed_paths(description))
 
     def _old_content(self, before: Mapping[str, Any] | None) -> str | None:
         if before is None:

@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-# Query operators whose field paths cannot be read off the filter's keys.
-_OPAQUE_OPERATORS = frozenset({"$expr", "$where", "$text", "$jsonSchema", "$function"})
 _LOGICAL_OPERATORS = frozenset({"$and", "$or", "$nor"})
 
 
@@ -20,22 +18,15 @@ def _normalized(components: Iterable[str]) -> tuple[str, ...]:
     return tuple(part for part in components if not part.isdigit())
 
 
-def filter_paths(query: Mapping[str, Any]) -> set[str] | None:
-    """The field paths *query* reads, or None when it reads fields it does not name
-    ($expr, $where, $text, $jsonSchema): then every field must count as relevant."""
+def filter_paths(query: Mapping[str, Any]) -> set[str]:
+    """The field paths *query* reads. *query* must be one cdc.query.Query accepts:
+    every field it reads is then named by a key (no $expr, $where or $text)."""
     paths: set[str] = set()
     for key, value in query.items():
         if key in _LOGICAL_OPERATORS:
             for clause in value:
-                nested = filter_paths(clause)
-                if nested is None:
-                    return None
-                paths |= nested
-        elif key == "$comment":
-            continue
-        elif key in _OPAQUE_OPERATORS or key.startswith("$"):
-            return None
-        else:
+                paths |= filter_paths(clause)
+        elif not key.startswith("$"):
             paths.add(key)
     return paths
 

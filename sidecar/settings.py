@@ -6,14 +6,20 @@ else reads the environment."""
 from __future__ import annotations
 
 import json
+from datetime import UTC
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+from bson import json_util
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from cdc.query import Query
 from indexer.embedding import DEFAULT_MODEL
 from sidecar.errors import ConfigurationError
+
+# Extended JSON, so a filter can name ObjectIds and dates ({"$oid": ...}, {"$date": ...}).
+_QUERY_JSON = json_util.RELAXED_JSON_OPTIONS.with_options(tz_aware=True, tzinfo=UTC)
 
 
 def _split_list(value: Any) -> Any:
@@ -93,13 +99,15 @@ class Settings(BaseSettings):
             if not value.strip():
                 return {}
             try:
-                value = json.loads(value)
+                value = json_util.loads(value, json_options=_QUERY_JSON)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"not valid JSON ({exc.msg} at column {exc.colno})") from exc
         if not isinstance(value, dict):
             raise ValueError(
                 'must be a JSON object, a MongoDB query such as {"status": "published"}'
             )
+        # Refused here, at start-up, rather than on the first document.
+        Query(value)
         return value
 
     @model_validator(mode="after")

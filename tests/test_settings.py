@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
+from bson import ObjectId
 
 from sidecar.errors import ConfigurationError
 from sidecar.settings import load_settings
@@ -16,6 +19,18 @@ def test_lists_and_filter_parse_from_environment(monkeypatch: pytest.MonkeyPatch
     assert settings.collections == ["articles", "notes"]
     assert settings.text_fields == ["title", "body.text"]
     assert settings.filter == {"status": "published"}
+
+
+def test_the_filter_reads_extended_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "CDC_FILTER",
+        '{"owner": {"$oid": "64b7f0c2a1b2c3d4e5f60718"},'
+        ' "updated": {"$gte": {"$date": "2026-01-01T00:00:00Z"}}}',
+    )
+    assert load_settings().filter == {
+        "owner": ObjectId("64b7f0c2a1b2c3d4e5f60718"),
+        "updated": {"$gte": datetime(2026, 1, 1, tzinfo=UTC)},
+    }
 
 
 def test_planned_defaults_are_kept_where_they_do_not_hurt(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -43,6 +58,8 @@ def test_batch_size_default_is_the_measured_one(monkeypatch: pytest.MonkeyPatch)
         ("CDC_INDEX_BATCH_SIZE", "0", "CDC_INDEX_BATCH_SIZE"),
         ("CDC_FILTER", "{not json", "CDC_FILTER"),
         ("CDC_FILTER", "[1, 2]", "CDC_FILTER"),
+        ("CDC_FILTER", '{"$where": "this.a > 1"}', "$where is not supported"),
+        ("CDC_FILTER", '{"a": {"$regex": "("}}', "not a valid pattern"),
         ("CDC_PIPELINE", "a b*", "CDC_PIPELINE"),
         ("CDC_EMBEDDING_PRECISION", "fp8", "CDC_EMBEDDING_PRECISION"),
         ("CDC_TEXT_FIELDS", " , ", "CDC_TEXT_FIELDS"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +20,7 @@ from cdc.events import (
 )
 from cdc.fields import IndexedText, MetadataFields, UserField
 from cdc.mapping import ChangeMapper, CollectionChange
+from cdc.query import UnsupportedQuery
 
 OID = ObjectId("65a1b2c3d4e5f60718293a4b")
 CLUSTER_TIME = Timestamp(1_700_000_000, 7)
@@ -181,14 +183,25 @@ def test_disambiguated_paths_are_used_for_dotted_field_names() -> None:
     assert mapper()(change("update", fullDocument=DOC, updateDescription=description)) is None
 
 
-def test_a_filter_on_unnamed_fields_makes_every_update_relevant() -> None:
-    by_expr = mapper({"$expr": {"$gt": ["$views", 1]}})
-    description = {"updatedFields": {"views": 5}, "removedFields": []}
-    event = by_expr(
-        change("update", fullDocument={**DOC, "views": 5}, updateDescription=description)
-    )
-    assert isinstance(event, DocumentUpdatedEvent)
-    assert by_expr.projection() is None
+@pytest.mark.parametrize(
+    ("query", "named"),
+    [
+        ({"$expr": {"$gt": ["$views", 1]}}, "$expr"),
+        ({"$where": "this.views > 1"}, "$where"),
+        ({"$or": [{"a": 1}, {"$text": {"$search": "x"}}]}, "$text"),
+        ({"loc": {"$near": [0, 0]}}, "$near"),
+        ({"a": {"$gt": 1, "b": 2}}, "mixes operators and fields"),
+        ({"a": {"$regex": "(", "$options": "i"}}, "not a valid pattern"),
+        ({"a": {"$options": "i"}}, "$options needs $regex"),
+        ({"a": {"$in": 3}}, "$in needs an array"),
+        ({"$and": []}, "$and needs a non-empty array"),
+    ],
+)
+def test_a_filter_the_sidecar_cannot_evaluate_is_refused_up_front(
+    query: dict[str, Any], named: str
+) -> None:
+    with pytest.raises(UnsupportedQuery, match=re.escape(named)):
+        mapper(query)
 
 
 def test_projection_covers_every_read_field_without_collisions() -> None:
