@@ -143,8 +143,19 @@ def _binary(value: bytes | uuid.UUID) -> bytes:
     return value.bytes if isinstance(value, uuid.UUID) else bytes(value)
 
 
+REGEX_OPTIONS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL, "x": re.VERBOSE}
+"""The server's regular expression options, as Python's re flags."""
+
+
+def option_letters(flags: int | str) -> str:
+    """The server's option letters in *flags* (letters, or re flags); others are dropped."""
+    if isinstance(flags, str):
+        return "".join(letter for letter in REGEX_OPTIONS if letter in flags)
+    return "".join(letter for letter, bit in REGEX_OPTIONS.items() if flags & bit)
+
+
 def _regex_parts(value: Regex[Any] | re.Pattern[Any]) -> tuple[str, str]:
-    return (str(value.pattern), str(value.flags))
+    return (str(value.pattern), option_letters(value.flags))
 
 
 def equal(a: Any, b: Any) -> bool:

@@ -23,7 +23,14 @@ from typing import Any
 from bson.decimal128 import Decimal128
 from bson.regex import Regex
 
-from cdc.bson_order import compare, equal, is_number, type_names_of
+from cdc.bson_order import (
+    REGEX_OPTIONS,
+    compare,
+    equal,
+    is_number,
+    option_letters,
+    type_names_of,
+)
 
 
 class UnsupportedQuery(ValueError):
@@ -44,8 +51,6 @@ Test = Callable[[Any], bool]
 
 Predicate = Callable[[Mapping[str, Any]], bool]
 """A condition on a whole document."""
-
-_REGEX_FLAGS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL, "x": re.VERBOSE}
 
 
 class Query:
@@ -292,23 +297,17 @@ def _regex(pattern: Any, options: Any) -> re.Pattern[str]:
     if isinstance(pattern, re.Pattern):
         return pattern
     if isinstance(pattern, Regex):
-        options, pattern = (options or "") + _flag_letters(pattern.flags), pattern.pattern
+        options, pattern = (options or "") + option_letters(pattern.flags), pattern.pattern
     if not isinstance(pattern, str):
         raise UnsupportedQuery(f"$regex needs a string, got {pattern!r}")
     for letter in str(options or ""):
-        if letter not in _REGEX_FLAGS and letter != "u":
+        if letter not in REGEX_OPTIONS and letter != "u":
             raise UnsupportedQuery(f"$options does not know the option {letter!r}")
-        flags |= _REGEX_FLAGS.get(letter, 0)
+        flags |= REGEX_OPTIONS.get(letter, 0)
     try:
         return re.compile(pattern, flags)
     except re.error as exc:
         raise UnsupportedQuery(f"$regex {pattern!r} is not a valid pattern: {exc}") from exc
-
-
-def _flag_letters(flags: int | str) -> str:
-    if isinstance(flags, str):
-        return flags
-    return "".join(letter for letter, flag in _REGEX_FLAGS.items() if flags & flag)
 
 
 def _regex_test(pattern: re.Pattern[str]) -> Test:
