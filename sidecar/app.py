@@ -38,7 +38,7 @@ from indexer.store import VectorStore
 from indexer.updater import IndexUpdater
 from sidecar.errors import ConfigurationError, RedisUnavailable
 from sidecar.redis_server import PrivateRedis
-from sidecar.settings import Settings
+from sidecar.settings import Settings, redact
 from sidecar.status import pipeline_status
 
 log = structlog.get_logger(__name__)
@@ -251,5 +251,5 @@ async def read_status(settings: Settings) -> dict[str, Any]:
         try:
             return await pipeline_status(redis, Keys(settings.pipeline))
         except RedisError as error:
-            where = settings.redis_url or "the private Redis"
+            where = redact(settings.redis_url) if settings.redis_url else "the private Redis"
             raise RedisUnavailable(f"cannot read {where}: {error} (check CDC_REDIS_URL)") from None

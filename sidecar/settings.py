@@ -5,12 +5,17 @@ else reads the environment."""
 
 from __future__ import annotations
 
+import difflib
 import json
+import os
+import re
+from collections.abc import Mapping
 from datetime import UTC
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from bson import json_util
+from dotenv import dotenv_values
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -22,10 +27,31 @@ from sidecar.errors import ConfigurationError
 _QUERY_JSON = json_util.RELAXED_JSON_OPTIONS.with_options(tz_aware=True, tzinfo=UTC)
 
 
+SECRETS = ("mongo_uri", "redis_url")
+"""Settings that may hold a password: each can also be read from a file named by
+CDC_<NAME>_FILE (Kubernetes mounts Secrets as files), and is redacted in messages."""
+
+_CREDENTIALS = re.compile(r"(?<=://)([^/@:]*):([^/@]*)@")
+
+
+def redact(url: str) -> str:
+    """*url* with the password of its user info replaced by ****."""
+    return _CREDENTIALS.sub(lambda m: f"{m.group(1)}:****@", url)
+
+
 def _split_list(value: Any) -> Any:
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
-    return value
+    """A list setting from "a,b" or from a JSON array '["a","b"]'."""
+    if not isinstance(value, str):
+        return value
+    if value.strip().startswith("["):
+        try:
+            items = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not a valid JSON array ({exc.msg} at column {exc.colno})") from exc
+        if not all(isinstance(item, str) for item in items):
+            raise ValueError("a JSON array here must hold only strings")
+        return [item.strip() for item in items if item.strip()]
+    return [part.strip() for part in value.split(",") if part.strip()]
 
 
 class Settings(BaseSettings):
@@ -35,7 +61,9 @@ class Settings(BaseSettings):
         env_prefix="CDC_", env_file=".env", extra="ignore", validate_default=True
     )
 
-    mongo_uri: str = "mongodb://127.0.0.1:27017/?replicaSet=rs0"
+    mongo_uri: str = Field(
+        default="mongodb://127.0.0.1:27017/?replicaSet=rs0", pattern=r"^mongodb(\+srv)?://"
+    )
     database: str = "app"
     collections: Annotated[list[str], NoDecode] = Field(default_factory=list)
     pipeline: str = Field(default="default", pattern=r"^[A-Za-z0-9_.-]+$")
@@ -48,7 +76,7 @@ class Settings(BaseSettings):
     full_document: Literal["updateLookup", "whenAvailable", "required"] = "updateLookup"
     pre_images: bool = False
 
-    redis_url: str | None = None
+    redis_url: str | None = Field(default=None, pattern=r"^(rediss?|unix)://")
     redis_data_dir: Path = Path("data/redis")
 
     milvus_uri: str = "data/milvus.db"
@@ -92,6 +120,11 @@ class Settings(BaseSettings):
             raise ValueError("name at least one field whose text is indexed")
         return value
 
+    @field_validator("redis_url", "user_field", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("filter", mode="before")
     @classmethod
     def _json_query(cls, value: Any) -> Any:
@@ -120,17 +153,80 @@ class Settings(BaseSettings):
         return self
 
 
-def load_settings(**overrides: Any) -> Settings:
-    """Read the configuration; *overrides* win over the environment.
+def known_variables() -> set[str]:
+    """Every CDC_* variable that names a setting."""
+    names = {f"CDC_{field.upper()}" for field in Settings.model_fields}
+    return names | {f"CDC_{field.upper()}_FILE" for field in SECRETS}
 
-    Raises ConfigurationError naming each bad variable and what it allows."""
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the configuration from the environment and .env; *overrides* win over both.
+
+    Raises ConfigurationError naming each bad variable and what it allows: an
+    unknown CDC_* variable (with the closest known name), a secret given both
+    directly and as a file, or a value the setting does not allow. No message
+    holds a password."""
+    environ = _environment()
+    _refuse_unknown(environ)
+    overrides = {**_secret_files(environ), **overrides}
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            field = "_".join(str(part) for part in error["loc"] if isinstance(part, str))
-            name = f"CDC_{field.upper()}" if field else "configuration"
-            message = error["msg"].removeprefix("Value error, ")
-            problems.append(f"{name}: {message} (got {error.get('input')!r})")
-        raise ConfigurationError("invalid configuration:\n  " + "\n  ".join(problems)) from None
+        raise ConfigurationError(
+            "invalid configuration:\n  " + "\n  ".join(_problem(e) for e in exc.errors())
+        ) from None
+
+
+def _environment() -> dict[str, str]:
+    """The variables Settings reads: .env's, overridden by the process's."""
+    dotenv = Path(".env")
+    from_file = dotenv_values(dotenv) if dotenv.is_file() else {}
+    merged = {name: value for name, value in from_file.items() if value is not None}
+    return merged | dict(os.environ)
+
+
+def _refuse_unknown(environ: Mapping[str, str]) -> None:
+    known = known_variables()
+    unknown = sorted(name for name in environ if name.startswith("CDC_") and name not in known)
+    if not unknown:
+        return
+    problems = []
+    for name in unknown:
+        closest = difflib.get_close_matches(name, known, n=1)
+        hint = f" (did you mean {closest[0]}?)" if closest else ""
+        problems.append(f"{name} is not a setting{hint}")
+    raise ConfigurationError(
+        "unknown configuration:\n  " + "\n  ".join(problems) + "\n  (see the configuration "
+        "table in README.md; a misspelt setting would otherwise be silently ignored)"
+    )
+
+
+def _secret_files(environ: Mapping[str, str]) -> dict[str, str]:
+    values = {}
+    for field in SECRETS:
+        direct, file_variable = f"CDC_{field.upper()}", f"CDC_{field.upper()}_FILE"
+        path = environ.get(file_variable)
+        if path is None:
+            continue
+        if direct in environ:
+            raise ConfigurationError(f"{direct} and {file_variable} are both set: keep one")
+        try:
+            values[field] = Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigurationError(
+                f"{file_variable}: cannot read {path} ({exc.strerror}); mount the secret there "
+                f"or unset {file_variable}"
+            ) from None
+    return values
+
+
+def _problem(error: Any) -> str:
+    field = "_".join(str(part) for part in error["loc"] if isinstance(part, str))
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if not field:
+        # A check across fields: its input is every setting, passwords included.
+        return message
+    value = error.get("input")
+    if field in SECRETS and isinstance(value, str):
+        value = redact(value)
+    return f"CDC_{field.upper()}: {message} (got {value!r})"

@@ -18,7 +18,7 @@ from indexer.embedding import SentenceTransformerEmbedder
 from mongosim import ThreadedMongoSim
 from sidecar.settings import Settings, load_settings
 
-REDIS_URL = os.environ.get("CDC_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 DATABASE = "app"
 COLLECTION = "articles"
 

@@ -87,7 +87,15 @@ def test_demo_rejects_unknown_precision(tmp_path: Path) -> None:
 
 
 def test_status_with_unreachable_redis_says_so(tmp_path: Path) -> None:
-    done = cli("status", cwd=tmp_path, CDC_REDIS_URL="redis://127.0.0.1:1/0")
+    done = cli("status", cwd=tmp_path, CDC_REDIS_URL="redis://ops:hunter2@127.0.0.1:1/0")
     assert done.returncode == 1
-    assert "cannot read redis://127.0.0.1:1/0" in done.stderr
+    assert "cannot read redis://ops:****@127.0.0.1:1/0" in done.stderr
+    assert "hunter2" not in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_misspelt_setting_stops_the_command_with_the_closest_name(tmp_path: Path) -> None:
+    done = cli("status", cwd=tmp_path, CDC_PIPLINE="articles")
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: unknown configuration")
+    assert "CDC_PIPLINE is not a setting (did you mean CDC_PIPELINE?)" in done.stderr

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from bson import ObjectId
 
 from sidecar.errors import ConfigurationError
-from sidecar.settings import load_settings
+from sidecar.settings import load_settings, redact
 
 
 def test_lists_and_filter_parse_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -64,6 +65,8 @@ def test_batch_size_default_is_the_measured_one(monkeypatch: pytest.MonkeyPatch)
         ("CDC_EMBEDDING_PRECISION", "fp8", "CDC_EMBEDDING_PRECISION"),
         ("CDC_TEXT_FIELDS", " , ", "CDC_TEXT_FIELDS"),
         ("CDC_MILVUS_COLLECTION", "has-dash", "CDC_MILVUS_COLLECTION"),
+        ("CDC_MONGO_URI", "mongo:27017", "CDC_MONGO_URI"),
+        ("CDC_REDIS_URL", "localhost:6379", "CDC_REDIS_URL"),
     ],
 )
 def test_bad_value_names_the_variable(
@@ -81,3 +84,87 @@ def test_overlap_must_be_below_chunk_size(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("CDC_CHUNK_OVERLAP", "100")
     with pytest.raises(ConfigurationError, match="CDC_CHUNK_OVERLAP"):
         load_settings()
+
+
+def test_a_misspelt_variable_stops_start_up_with_the_closest_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CDC_COLECTIONS", "articles")
+    with pytest.raises(
+        ConfigurationError,
+        match=r"CDC_COLECTIONS is not a setting \(did you mean CDC_COLLECTIONS\?\)",
+    ):
+        load_settings()
+
+
+def test_a_misspelt_variable_in_the_env_file_is_refused_too(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / ".env").write_text("CDC_TEXT_FEILDS=title\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigurationError, match="did you mean CDC_TEXT_FIELDS"):
+        load_settings()
+
+
+@pytest.mark.parametrize("value", ['["docs", "other"]', "docs, other", '[" docs ", "other"]'])
+def test_list_settings_accept_commas_and_json_arrays(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("CDC_COLLECTIONS", value)
+    assert load_settings().collections == ["docs", "other"]
+
+
+@pytest.mark.parametrize("value", ['["docs", 3]', '["docs"'])
+def test_a_bad_json_list_names_the_variable(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("CDC_COLLECTIONS", value)
+    with pytest.raises(ConfigurationError, match="CDC_COLLECTIONS"):
+        load_settings()
+
+
+def test_secrets_can_be_read_from_files(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    secret = tmp_path / "redis-url"
+    secret.write_text("redis://:s3cret@redis:6379/0\n")
+    monkeypatch.setenv("CDC_REDIS_URL_FILE", str(secret))
+    assert load_settings().redis_url == "redis://:s3cret@redis:6379/0"
+
+
+def test_a_secret_set_twice_or_unreadable_is_refused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("CDC_MONGO_URI_FILE", str(tmp_path / "missing"))
+    with pytest.raises(ConfigurationError, match="CDC_MONGO_URI_FILE: cannot read"):
+        load_settings()
+    monkeypatch.setenv("CDC_MONGO_URI", "mongodb://a:b@host/")
+    with pytest.raises(ConfigurationError, match="CDC_MONGO_URI and CDC_MONGO_URI_FILE"):
+        load_settings()
+
+
+def test_no_error_shows_a_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CDC_REDIS_URL", "redis://user:hunter2@redis:6379/0")
+    monkeypatch.setenv("CDC_MONGO_URI", "mongodb://app:hunter2@mongo:27017/?replicaSet=rs0")
+    monkeypatch.setenv("CDC_CHUNK_SIZE", "100")
+    monkeypatch.setenv("CDC_CHUNK_OVERLAP", "100")  # an error across fields
+    with pytest.raises(ConfigurationError) as across:
+        load_settings()
+    assert "hunter2" not in str(across.value)
+    assert "CDC_CHUNK_OVERLAP" in str(across.value)
+
+    monkeypatch.setenv("CDC_CHUNK_OVERLAP", "10")
+    monkeypatch.setenv("CDC_REDIS_URL", "http://user:hunter2@redis:6379/0")
+    with pytest.raises(ConfigurationError) as field:
+        load_settings()
+    assert "hunter2" not in str(field.value)
+    assert "CDC_REDIS_URL" in str(field.value) and "user:****@redis" in str(field.value)
+
+
+def test_redact_hides_only_the_password() -> None:
+    assert redact("mongodb://app:hunter2@mongo:27017/?replicaSet=rs0") == (
+        "mongodb://app:****@mongo:27017/?replicaSet=rs0"
+    )
+    assert redact("redis://:hunter2@redis:6379/0") == "redis://:****@redis:6379/0"
+    assert redact("redis://redis:6379/0") == "redis://redis:6379/0"
+
+
+def test_an_empty_redis_url_means_the_private_redis(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CDC_REDIS_URL", "")
+    assert load_settings().redis_url is None
