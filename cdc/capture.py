@@ -168,13 +168,23 @@ class Capture:
                         return batch.invalidated_by
         except OperationFailure as exc:
             if exc.code in HISTORY_LOST_CODES:
-                log.error("history_lost", error=str(exc), **self._position.describe())
-                raise HistoryLost(
-                    f"the change stream no longer holds checkpoint {self._position.describe()}: "
-                    f"{exc}"
-                ) from exc
+                reason = (exc.details or {}).get("errmsg", str(exc))
+                log.error("history_lost", code=exc.code, error=reason, **self._position.describe())
+                raise HistoryLost(self._history_lost()) from exc
             raise
         return None
+
+    def _history_lost(self) -> str:
+        return (
+            f"the change stream no longer holds the saved position, "
+            f"{self._position.explain()}: the oplog rolled past it while nothing read "
+            f"the stream, so the changes made since cannot be replayed ("
+            f"to resynchronise, stop every replica, delete the position with "
+            f"`redis-cli -u \"$CDC_REDIS_URL\" DEL {self._tokens.key}` and start again: "
+            f"the first start rescans every watched collection and re-embeds only "
+            f"documents whose text changed; vectors of documents deleted meanwhile "
+            f"stay until removed by hand)"
+        )
 
     async def _open(self) -> AsyncChangeStream[Document]:
         options: dict[str, Any] = {

@@ -69,6 +69,21 @@ class StreamPosition:
             return {"start_at_operation_time": self.start_at_operation_time}
         return {"position": "now"}
 
+    def explain(self) -> str:
+        """The position in words, for a person: its time first, then its token."""
+        token = self.token
+        packed = self.cluster_time if token is not None else self.start_at_operation_time
+        when = (
+            datetime.fromtimestamp(packed >> 32, UTC).isoformat().replace("+00:00", "Z")
+            if packed is not None
+            else "an unknown time"
+        )
+        if token is not None:
+            return f"after the change at {when} (resume token {token.get('_data', token)})"
+        if packed is not None:
+            return f"at {when}"
+        return "at the current end of the stream"
+
     def checkpoint(self) -> Checkpoint:
         """This position as a checkpoint to save."""
         token = self.token

@@ -109,6 +109,11 @@ class ResumeTokenStore:
         self._redis = redis
         self._keys = keys
 
+    @property
+    def key(self) -> str:
+        """The Redis key the position is saved under."""
+        return self._keys.checkpoint
+
     async def load(self) -> Checkpoint | None:
         """The saved position, or None when capture should start at the current one."""
         raw = await self._redis.get(self._keys.checkpoint)

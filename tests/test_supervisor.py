@@ -57,7 +57,7 @@ async def test_history_lost_ends_the_run_as_history_lost(
     await mongo[DATABASE][COLLECTION].insert_one({"title": "written while stopped"})
     sim.truncate_oplog()
 
-    with pytest.raises(HistoryLost, match="no longer holds checkpoint"):
+    with pytest.raises(HistoryLost, match="no longer holds the saved position"):
         await asyncio.wait_for(sidecar.run(asyncio.Event()), WITHIN)
 
 

@@ -99,7 +99,12 @@ async def test_history_lost_exits_2_with_one_error_line(
 
     ended = await run_until_it_ends(settings)
 
-    ended.assert_fatal("no longer holds checkpoint")
+    ended.assert_fatal(
+        "no longer holds the saved position",
+        token["_data"],
+        f'redis-cli -u "$CDC_REDIS_URL" DEL cdc:{settings.pipeline}:checkpoint',
+    )
+    assert "signature" not in ended.stderr  # the raw server reply stays in the log
 
 
 async def test_a_lease_taken_over_exits_2_with_one_error_line(
