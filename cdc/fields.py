@@ -14,8 +14,9 @@ import math
 import re
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from decimal import Context, Decimal
-from typing import Any
+from typing import Any, Literal
 
 from bson import json_util
 from bson.binary import UuidRepresentation
@@ -110,6 +111,34 @@ class IndexedText:
                 yield from self._texts(path, element)
         else:
             raise DocumentRejected(f"text field {path!r} holds a {_type_name(value)}, not text")
+
+
+TRUNCATED = "$truncated"
+"""Metadata key marking the rows of a document whose text was cut at the limit (its
+value: the text's full length). No configured path can start with "$", so it never
+collides with one."""
+
+
+@dataclass(frozen=True)
+class TextLimit:
+    """The most characters of indexed text one document may have, and what happens to
+    a longer one: "truncate" indexes the first *max_chars*, "reject" refuses it."""
+
+    max_chars: int
+    policy: Literal["truncate", "reject"] = "truncate"
+
+    def apply(self, text: str) -> tuple[str, int | None]:
+        """*text* within the limit, and its full length when it was cut (else None).
+
+        Raises DocumentRejected for a longer text under the "reject" policy."""
+        if len(text) <= self.max_chars:
+            return text, None
+        if self.policy == "reject":
+            raise DocumentRejected(
+                f"the indexed text has {len(text)} characters, over the limit of "
+                f"{self.max_chars} (CDC_MAX_TEXT_CHARS)"
+            )
+        return text[: self.max_chars], len(text)
 
 
 def json_safe(value: Any) -> Any:

@@ -21,7 +21,7 @@ from cdc.events import (
     DocumentEvent,
     DocumentUpdatedEvent,
 )
-from cdc.fields import IndexedText, MetadataFields, UserField, document_id
+from cdc.fields import TRUNCATED, IndexedText, MetadataFields, TextLimit, UserField, document_id
 from cdc.paths import FieldSet, changed_paths, filter_paths
 from cdc.query import Query
 from checkpoints.tokens import pack_timestamp
@@ -65,8 +65,9 @@ class ChangeMapper:
     caller counts those as filtered), or a CollectionChange for operations on
     whole collections. Raises DocumentRejected when the document's text or
     user field has the wrong type; :meth:`rejected` then gives the event that
-    takes the document out of the index. Raises UnsupportedQuery when *filter*
-    is not a query the sidecar can evaluate as the server would."""
+    takes the document out of the index. *limit* caps the indexed text of one
+    document (cut and marked, or rejected). Raises UnsupportedQuery when
+    *filter* is not a query the sidecar can evaluate as the server would."""
 
     def __init__(
         self,
@@ -74,8 +75,10 @@ class ChangeMapper:
         metadata: MetadataFields,
         user: UserField,
         filter: Mapping[str, Any] | None = None,
+        limit: TextLimit | None = None,
     ) -> None:
         self._text = text
+        self._limit = limit
         self._metadata = metadata
         self._user = user
         self._filter = dict(filter or {})
@@ -117,25 +120,38 @@ class ChangeMapper:
             return DocumentDeletedEvent(**_fields(origin), metadata={"reason": "filtered_out"})
         if operation == "insert":
             return self.created(document, origin)
+        content, metadata = self._content(document)
         return DocumentUpdatedEvent(
             **_fields(origin),
-            content=self._text(document),
+            content=content,
             old_content=self._old_content(change.get("fullDocumentBeforeChange")),
             user_id=self._user(document),
-            metadata=self._metadata(document),
+            metadata=metadata,
         )
 
     def created(self, document: Mapping[str, Any], origin: ChangeOrigin) -> DocumentCreatedEvent:
         """The event that indexes *document* as it is now (an insert or a snapshot scan).
 
         Raises DocumentRejected as the mapper does."""
+        content, metadata = self._content(document)
         return DocumentCreatedEvent(
             **_fields(origin),
-            content=self._text(document),
+            content=content,
             source=origin.namespace,
             user_id=self._user(document),
-            metadata=self._metadata(document),
+            metadata=metadata,
         )
+
+    def _content(self, document: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+        """The document's indexed text within the limit, and its metadata (marked
+        with the full length when the text was cut)."""
+        text, metadata = self._text(document), self._metadata(document)
+        if self._limit is None:
+            return text, metadata
+        text, full_length = self._limit.apply(text)
+        if full_length is not None:
+            metadata[TRUNCATED] = full_length
+        return text, metadata
 
     def rejected(self, origin: ChangeOrigin, error: DocumentRejected) -> DocumentDeletedEvent:
         """The event that takes a document that cannot be indexed out of the index."""
@@ -155,7 +171,8 @@ class ChangeMapper:
         if before is None:
             return None
         try:
-            return self._text(before)
+            text = self._text(before)
+            return text if self._limit is None else text[: self._limit.max_chars]
         except DocumentRejected:
             # The old text is only a hint for diffing; a pre-image that was
             # never indexable has no old text.

@@ -63,7 +63,9 @@ def to_entity(row: ChunkRow, *, dimension: int, metadata_paths: Sequence[str]) -
     metadata path that is not configured, metadata that is not JSON-able.
     """
     problems = []
-    unknown = row.metadata.keys() - set(metadata_paths)
+    # Keys starting with "$" are the pipeline's own marks (such as "$truncated"):
+    # no configured path can start with "$".
+    unknown = {key for key in row.metadata if not key.startswith("$")} - set(metadata_paths)
     if unknown:
         problems.append(f"metadata paths {sorted(unknown)} are not configured")
     if len(row.vector) != dimension:

@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from cdc.capture import Capture
-from cdc.fields import IndexedText, MetadataFields, UserField
+from cdc.fields import IndexedText, MetadataFields, TextLimit, UserField
 from cdc.handlers import Dispatcher, EventHandler
 from cdc.mapping import ChangeMapper
 from cdc.snapshot import Snapshot
@@ -100,6 +100,7 @@ class Sidecar:
             MetadataFields(settings.metadata_fields),
             UserField(settings.user_field),
             settings.filter or None,
+            TextLimit(settings.max_text_chars, settings.oversize_text),
         )
         chunker = Chunker(
             settings.chunk_size,

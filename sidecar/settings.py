@@ -73,6 +73,8 @@ class Settings(BaseSettings):
     metadata_fields: Annotated[list[str], NoDecode] = Field(default_factory=list)
     user_field: str | None = None
     filter: Annotated[dict[str, Any], NoDecode] = Field(default_factory=dict)
+    max_text_chars: int = Field(default=100_000, ge=100)
+    oversize_text: Literal["truncate", "reject"] = "truncate"
     full_document: Literal["updateLookup", "whenAvailable", "required"] = "updateLookup"
     pre_images: bool = False
 

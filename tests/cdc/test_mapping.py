@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from bson import ObjectId, Timestamp
@@ -18,9 +18,10 @@ from cdc.events import (
     DocumentUpdatedEvent,
     event_from_json,
 )
-from cdc.fields import IndexedText, MetadataFields, UserField
+from cdc.fields import TRUNCATED, IndexedText, MetadataFields, TextLimit, UserField
 from cdc.mapping import ChangeMapper, CollectionChange
 from cdc.query import UnsupportedQuery
+from sidecar.errors import DocumentRejected
 
 OID = ObjectId("65a1b2c3d4e5f60718293a4b")
 CLUSTER_TIME = Timestamp(1_700_000_000, 7)
@@ -282,3 +283,39 @@ def _set(value: Any, parts: list[str], new: Any) -> Any:
         items[int(head)] = inner
         return items
     return None
+
+
+def limited(policy: Literal["truncate", "reject"]) -> ChangeMapper:
+    return ChangeMapper(
+        IndexedText(["title"]),
+        MetadataFields(["lang"]),
+        UserField(None),
+        limit=TextLimit(100, policy),
+    )
+
+
+def test_text_over_the_limit_is_cut_and_its_rows_marked_with_the_full_length() -> None:
+    long = {**DOC, "title": "x" * 250}
+    for operation in ("insert", "update"):
+        event = limited("truncate")(change(operation, fullDocument=long))
+        assert isinstance(event, DocumentCreatedEvent | DocumentUpdatedEvent)
+        assert event.content == "x" * 100
+        assert event.metadata == {"lang": "en", TRUNCATED: 250}
+
+
+def test_text_at_the_limit_is_indexed_whole_and_unmarked() -> None:
+    event = limited("truncate")(change("insert", fullDocument={**DOC, "title": "y" * 100}))
+    assert isinstance(event, DocumentCreatedEvent)
+    assert event.content == "y" * 100 and event.metadata == {"lang": "en"}
+
+
+def test_text_over_the_limit_is_rejected_under_the_reject_policy() -> None:
+    with pytest.raises(DocumentRejected, match="250 characters, over the limit of 100"):
+        limited("reject")(change("insert", fullDocument={**DOC, "title": "x" * 250}))
+
+
+def test_an_old_text_over_the_limit_is_cut_too() -> None:
+    before = {**DOC, "title": "o" * 250}
+    event = limited("reject")(change("update", fullDocument=DOC, fullDocumentBeforeChange=before))
+    assert isinstance(event, DocumentUpdatedEvent)
+    assert event.old_content == "o" * 100

@@ -12,7 +12,9 @@ metadata Milvus must hold are written here by hand, from the documented rules:
 - metadata maps each path to its value, or to the list of values where the path
   crosses an array; a missing path is left out, and so is a null one (the rows'
   JSON field stores no nulls);
-- only documents matching CDC_FILTER are indexed.
+- only documents matching CDC_FILTER are indexed;
+- a text over CDC_MAX_TEXT_CHARS is cut to that many characters and its rows carry
+  ``$truncated``: the full length (a text of exactly the limit is whole and unmarked).
 
 The harness's own exhaustive check computes its expectation with the production
 chunker and field extraction, so a bug there would cancel out; this test would not.
@@ -113,6 +115,14 @@ SENTENCES_ROWS: list[tuple[str, Mapping[str, Any]]] = [
 ]
 
 
+# 150 characters, cut at 100 (twenty words), then packed twelve words to a chunk.
+LONG = {"_id": "long", "status": "published", "title": "Long " * 30}
+LONG_ROWS: list[tuple[str, Mapping[str, Any]]] = [
+    (" ".join(["Long"] * 12), {"$truncated": 150}),
+    (" ".join(["Long"] * 8), {"$truncated": 150}),
+]
+
+
 async def indexed(store: VectorStore) -> Rows:
     """Every document's rows in Milvus, as (text, metadata) by chunk index."""
     keys = await store.chunk_ids_by_document()
@@ -133,6 +143,7 @@ async def test_the_index_holds_exactly_the_hand_written_chunks_and_metadata(
         filter={"status": "published"},
         chunk_size=60,
         chunk_overlap=0,
+        max_text_chars=100,  # TIDES's text is exactly 100 characters
     )
     articles = mongo[DATABASE][COLLECTION]
     await articles.insert_many([TIDES, CHANGJIANG])  # found by the first start's scan
@@ -145,7 +156,7 @@ async def test_the_index_holds_exactly_the_hand_written_chunks_and_metadata(
         }
 
         await articles.insert_many(
-            [INVENTORY, SENTENCES, {"_id": "draft", "status": "draft", "title": "Not yet"}]
+            [INVENTORY, SENTENCES, LONG, {"_id": "draft", "status": "draft", "title": "Not yet"}]
         )
         await service.applied(mongo)
         assert await indexed(service.sidecar.store) == {
@@ -153,6 +164,7 @@ async def test_the_index_holds_exactly_the_hand_written_chunks_and_metadata(
             f"{NS}/changjiang": CHANGJIANG_ROWS,
             f"{NS}/$num:7": [("42\n\nBolts\n\nNuts\n\nWashers", {"sections.heading": ["Spare"]})],
             f"{NS}/$num:8": SENTENCES_ROWS,
+            f"{NS}/long": LONG_ROWS,
         }
 
         await articles.update_one({"_id": "tides"}, {"$set": {"status": "archived"}})
@@ -164,5 +176,6 @@ async def test_the_index_holds_exactly_the_hand_written_chunks_and_metadata(
             f"{NS}/changjiang": [("长江", {"lang": "zh", "author.name": "李白"})],
             f"{NS}/$num:7": [("42\n\nBolts\n\nNuts\n\nWashers", {"sections.heading": ["Extra"]})],
             f"{NS}/$num:8": SENTENCES_ROWS,
+            f"{NS}/long": LONG_ROWS,
             f"{NS}/draft": [("Not yet", {})],
         }
