@@ -29,6 +29,7 @@ class Keys:
         self.checkpoint = prefix + "checkpoint"
         self.fence = prefix + "fence"
         self.lease = prefix + "lease"
+        self.lease_since = prefix + "lease_since"
         self.stats = prefix + "stats"
         self.last_applied = prefix + "last_applied"
         self.version_prefix = prefix + "version:"

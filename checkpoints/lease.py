@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
+import structlog
 from redis.asyncio import Redis
 
 from checkpoints.keys import Keys
 from checkpoints.lua import LuaScript
 from sidecar.errors import ConfigurationError, LeaseLost
 
-# KEYS: lease, fence. ARGV: owner, ttl in ms. Returns the new fence, or 0 when held by another.
-# The owner's own unexpired lease counts as free: a restarted process with a
-# stable owner name takes over at once, and the INCR fences out its previous life.
+# KEYS: lease, fence, since. ARGV: owner, ttl in ms, now (ISO 8601). Returns the new
+# fence, or 0 when held by another. The owner's own unexpired lease counts as free: a
+# restarted process with a stable owner name takes over at once, and the INCR fences
+# out its previous life. "since" records when the holder took the lease, for standbys.
 _ACQUIRE = LuaScript(
     """
 local holder = redis.call('GET', KEYS[1])
@@ -20,6 +23,7 @@ if holder and holder ~= ARGV[1] then
   return 0
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('SET', KEYS[3], ARGV[3])
 return redis.call('INCR', KEYS[2])
 """
 )
@@ -46,6 +50,13 @@ end
 return 1
 """
 )
+
+
+log = structlog.get_logger(__name__)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 class Lease:
@@ -87,21 +98,55 @@ class Lease:
             raise LeaseLost(f"{self._owner} does not hold the lease of {self._keys.pipeline}")
         return self._fence
 
-    async def acquire(self, *, wait: bool = True) -> int:
+    async def acquire(self, *, wait: bool = True, report_every: float = 60.0) -> int:
         """Take the lease and return the new fence.
 
-        With *wait*, polls until the current holder's lease expires or is
-        released (cancel the call to give up); without, raises LeaseLost at
-        once when another owner holds it."""
-        keys = [self._keys.lease, self._keys.fence]
+        With *wait*, stands by until the current holder's lease expires or is
+        released (cancel the call to give up), trying again as the lease's time
+        runs out, so a dead holder is replaced at most ttl after its last renewal;
+        logs who holds it on the first try and every *report_every* seconds.
+        Without *wait*, raises LeaseLost at once when another owner holds it."""
+        keys = [self._keys.lease, self._keys.fence, self._keys.lease_since]
+        reported_at: float | None = None
+        loop = asyncio.get_running_loop()
         while True:
-            fence = int(await _ACQUIRE(self._redis, keys, [self._owner, self._ttl_ms]))
+            now = datetime.now(UTC).isoformat()
+            fence = int(await _ACQUIRE(self._redis, keys, [self._owner, self._ttl_ms, now]))
             if fence:
                 self._fence = fence
+                if reported_at is not None:
+                    log.info("lease_taken_over", pipeline=self._keys.pipeline, owner=self._owner)
                 return fence
             if not wait:
                 raise LeaseLost(f"the lease of {self._keys.pipeline} is held by another owner")
-            await asyncio.sleep(self.renew_interval)
+            if reported_at is None or loop.time() - reported_at >= report_every:
+                reported_at = loop.time()
+                await self._report_standby()
+            await asyncio.sleep(await self._until_expiry())
+
+    async def holder(self) -> tuple[str, str | None] | None:
+        """Who holds the lease and since when (ISO 8601, None if unknown), or None."""
+        owner, since = await self._redis.mget([self._keys.lease, self._keys.lease_since])
+        if owner is None:
+            return None
+        return _text(owner), None if since is None else _text(since)
+
+    async def _report_standby(self) -> None:
+        held = await self.holder()
+        owner, since = held if held is not None else ("nobody (just released)", None)
+        log.info(
+            "standing_by",
+            pipeline=self._keys.pipeline,
+            holder=owner,
+            since=since,
+            note=f"taking over at most {self._ttl_ms / 1000:g} s after the holder stops renewing",
+        )
+
+    async def _until_expiry(self) -> float:
+        """Seconds to wait before trying again: until the lease would expire (a
+        renewal pushes it back), at least 10 ms and at most renew_interval."""
+        remaining_ms = int(await self._redis.pttl(self._keys.lease))
+        return min(self.renew_interval, max(0.01, remaining_ms / 1000 + 0.01))
 
     async def renew(self) -> None:
         """Extend the lease by its ttl.

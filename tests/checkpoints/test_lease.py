@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 import pytest
 import redis.asyncio as aioredis
+import structlog.testing
 
 from checkpoints.keys import Keys
 from checkpoints.lease import Lease
@@ -126,3 +128,62 @@ def test_rejects_a_nameless_owner_or_a_non_positive_ttl(
 ) -> None:
     with pytest.raises(ConfigurationError):
         Lease(redis_client, keys, owner=owner, ttl=ttl)
+
+
+async def test_a_standby_says_who_holds_the_lease_and_takes_over_when_it_expires(
+    redis_client: aioredis.Redis, keys: Keys
+) -> None:
+    holder = Lease(redis_client, keys, owner="pod-a", ttl=1.0)
+    await holder.acquire(wait=False)
+    held = await holder.holder()
+    assert held is not None and held[0] == "pod-a"
+    since = datetime.fromisoformat(held[1] or "")
+    assert abs((datetime.now(UTC) - since).total_seconds()) < 60
+
+    standby = Lease(redis_client, keys, owner="pod-b", ttl=1.0)
+    with structlog.testing.capture_logs() as logs:
+        # pod-a never renews again: it died.
+        fence = await asyncio.wait_for(standby.acquire(report_every=0.2), timeout=30)
+
+    assert fence == holder.fence + 1
+    standing = [e for e in logs if e["event"] == "standing_by"]
+    assert standing and standing[0]["holder"] == "pod-a" and standing[0]["since"] == held[1]
+    assert any(e["event"] == "lease_taken_over" and e["owner"] == "pod-b" for e in logs)
+    assert await redis_client.get(keys.lease) == b"pod-b"
+    assert (await standby.holder() or ("", None))[0] == "pod-b"
+
+
+async def test_a_standby_does_not_take_a_lease_that_is_renewed(
+    redis_client: aioredis.Redis, keys: Keys
+) -> None:
+    holder = Lease(redis_client, keys, owner="pod-a", ttl=1.5)
+    await holder.acquire(wait=False)
+    stop = asyncio.Event()
+    holding = asyncio.create_task(holder.hold(stop))
+    standby = asyncio.create_task(Lease(redis_client, keys, owner="pod-b").acquire())
+
+    # Several of the holder's ttls pass: the standby keeps waiting.
+    renewals = 0
+    remaining = await redis_client.pttl(keys.lease)
+    async with asyncio.timeout(30):
+        while renewals < 3:
+            await asyncio.sleep(0.02)
+            now = await redis_client.pttl(keys.lease)
+            renewals += now > remaining
+            remaining = now
+    assert not standby.done()
+    assert await redis_client.get(keys.lease) == b"pod-a"
+
+    stop.set()
+    await holding
+    await holder.release()
+    await asyncio.wait_for(standby, timeout=30)
+    assert await redis_client.get(keys.lease) == b"pod-b"
+
+
+async def test_nobody_holds_a_released_lease(redis_client: aioredis.Redis, keys: Keys) -> None:
+    lease = Lease(redis_client, keys, owner="pod-a")
+    assert await lease.holder() is None
+    await lease.acquire(wait=False)
+    await lease.release()
+    assert await lease.holder() is None
