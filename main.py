@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from sidecar.errors import SidecarError
+from core.errors import SidecarError
 from sidecar.logs import configure_logging
 from sidecar.settings import Settings, load_settings
 

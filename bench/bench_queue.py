@@ -24,12 +24,12 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from cdc.events import DocumentCreatedEvent, DocumentEvent, event_from_json
 from checkpoints.keys import Keys
 from checkpoints.lease import Lease
 from checkpoints.queue import EventQueue
 from checkpoints.tokens import Checkpoint
 from checkpoints.versions import VersionRecord, VersionStore
+from core.events import DocumentCreatedEvent, DocumentEvent, event_from_json
 from indexer.queue import EventReader
 
 BATCH = 100

@@ -22,14 +22,14 @@ from pymongo.errors import ConnectionFailure, CursorNotFound, OperationFailure, 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from cdc.backpressure import Backpressure, sleep_unless
-from cdc.events import DocumentEvent
 from cdc.mapping import ChangeMapper, CollectionChange, origin_of
 from cdc.namespaces import Document, WatchScope
 from cdc.positions import StreamPosition, token_cluster_time
 from checkpoints.queue import EventQueue
 from checkpoints.stats import Stats
 from checkpoints.tokens import ResumeTokenStore, pack_timestamp
-from sidecar.errors import DocumentRejected, HistoryLost
+from core.errors import DocumentRejected, HistoryLost
+from core.events import DocumentEvent
 
 log = structlog.get_logger("cdc.capture")
 

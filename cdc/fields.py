@@ -26,7 +26,7 @@ from bson.objectid import ObjectId
 from bson.regex import Regex
 from bson.timestamp import Timestamp
 
-from sidecar.errors import DocumentRejected
+from core.errors import DocumentRejected
 
 _OBJECT_ID_HEX = re.compile(r"[0-9a-f]{24}")
 # A UUID _id renders the same whether the driver decoded it as uuid.UUID or as Binary subtype 4.

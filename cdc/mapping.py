@@ -15,17 +15,17 @@ from typing import Any
 from bson import json_util
 from bson.timestamp import Timestamp
 
-from cdc.events import (
+from cdc.fields import TRUNCATED, IndexedText, MetadataFields, TextLimit, UserField, document_id
+from cdc.paths import FieldSet, changed_paths, filter_paths
+from cdc.query import Query
+from checkpoints.tokens import pack_timestamp
+from core.errors import DocumentRejected
+from core.events import (
     DocumentCreatedEvent,
     DocumentDeletedEvent,
     DocumentEvent,
     DocumentUpdatedEvent,
 )
-from cdc.fields import TRUNCATED, IndexedText, MetadataFields, TextLimit, UserField, document_id
-from cdc.paths import FieldSet, changed_paths, filter_paths
-from cdc.query import Query
-from checkpoints.tokens import pack_timestamp
-from sidecar.errors import DocumentRejected
 
 DOCUMENT_OPERATIONS = frozenset({"insert", "update", "replace", "delete"})
 

@@ -13,7 +13,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.asynchronous.mongo_client import AsyncMongoClient
 
-from sidecar.errors import ConfigurationError
+from core.errors import ConfigurationError
 
 # What a client created without a document_class returns (AsyncMongoClient is invariant in it).
 Document = dict[str, Any]

@@ -30,14 +30,14 @@ from pymongo.asynchronous.mongo_client import AsyncMongoClient
 
 from cdc.backpressure import Backpressure
 from cdc.capture import Fence
-from cdc.events import DocumentEvent
 from cdc.fields import document_id
 from cdc.mapping import ChangeMapper, ChangeOrigin
 from cdc.namespaces import Document, WatchScope
 from cdc.positions import StreamPosition, token_cluster_time
 from checkpoints.queue import EventQueue
 from checkpoints.tokens import Checkpoint, pack_timestamp
-from sidecar.errors import ConfigurationError, DocumentRejected
+from core.errors import ConfigurationError, DocumentRejected
+from core.events import DocumentEvent
 
 log = structlog.get_logger("cdc.snapshot")
 

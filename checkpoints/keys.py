@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from sidecar.errors import ConfigurationError
+from core.errors import ConfigurationError
 
 _PIPELINE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 

@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 
 from checkpoints.keys import Keys
 from checkpoints.lua import LuaScript
-from sidecar.errors import ConfigurationError, LeaseLost
+from core.errors import ConfigurationError, LeaseLost
 
 # KEYS: lease, fence, since. ARGV: owner, ttl in ms, now (ISO 8601). Returns the new
 # fence, or 0 when held by another. The owner's own unexpired lease counts as free: a

@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 from redis.typing import EncodableT
 
-from sidecar.errors import LeaseLost
+from core.errors import LeaseLost
 
 # Shared by every fenced script: KEYS[1] is the fence key, ARGV[1] the caller's fence.
 # Compared as strings because INCR stores the canonical decimal form.

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from redis.asyncio import Redis
 from redis.typing import EncodableT
 
-from cdc.events import DocumentEvent
 from checkpoints.keys import Keys
 from checkpoints.lua import FENCE_CHECK, LuaScript, raise_unless_fenced
 from checkpoints.tokens import Checkpoint
+from core.events import DocumentEvent
 
 # KEYS: fence, events, checkpoint, stats.
 # ARGV: fence, checkpoint JSON ("" to keep the saved one), then event JSON and key per event.

@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 
 from checkpoints.keys import Keys
 from checkpoints.lua import FENCE_CHECK, LuaScript, raise_unless_fenced
-from sidecar.errors import ConfigurationError
+from core.errors import ConfigurationError
 
 # Canonical extended JSON keeps every BSON type of a token (binary, Int64, ...) exact.
 _TOKEN_JSON = json_util.CANONICAL_JSON_OPTIONS.with_options(tz_aware=True, tzinfo=UTC)

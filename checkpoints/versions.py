@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from checkpoints.keys import Keys
-from sidecar.errors import ConfigurationError
+from core.errors import ConfigurationError
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 
-from sidecar.errors import ConfigurationError
+from core.errors import ConfigurationError
 
 # Coarsest boundary first. Chinese has no spaces between words, so its sentence
 # and clause punctuation (full-width forms, plus the half-width ones Chinese

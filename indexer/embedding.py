@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from sidecar.errors import ConfigurationError, EmbedderUnavailable
+from core.errors import ConfigurationError, EmbedderUnavailable
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -14,8 +14,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from cdc.events import DocumentDeletedEvent, DocumentEvent
 from checkpoints.versions import VersionRecord
+from core.events import DocumentDeletedEvent, DocumentEvent
 
 Decision = Literal["stale", "unchanged", "metadata", "reindex", "delete"]
 

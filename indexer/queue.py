@@ -13,10 +13,10 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 from redis.typing import EncodableT, FieldT
 
-from cdc.events import DocumentEvent, MalformedEvent, event_from_json
 from checkpoints.keys import Keys
 from checkpoints.stats import Stats
 from checkpoints.versions import VersionRecord, VersionStore
+from core.events import DocumentEvent, MalformedEvent, event_from_json
 
 _StreamEntry = tuple[bytes, Mapping[bytes, bytes] | None]
 

@@ -7,8 +7,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from core.errors import DocumentRejected
 from indexer.schema import ID_MAX_BYTES, KEY_MAX_BYTES, TEXT_MAX_BYTES
-from sidecar.errors import DocumentRejected
 
 FIELDS = [
     "id",

@@ -18,11 +18,11 @@ from typing import Any, Protocol
 
 import structlog
 
-from cdc.events import DocumentEvent
-from cdc.handlers import Dispatcher, Outcome
 from checkpoints.versions import VersionRecord
+from core.errors import SidecarError
+from core.events import DocumentEvent
+from indexer.handlers import Dispatcher, Outcome
 from indexer.queue import QueueEntry
-from sidecar.errors import SidecarError
 
 log = structlog.get_logger(__name__)
 

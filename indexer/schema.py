@@ -19,7 +19,7 @@ from typing import Any
 
 from pymilvus import CollectionSchema, DataType, MilvusClient
 
-from sidecar.errors import ConfigurationError
+from core.errors import ConfigurationError
 
 FINGERPRINT_PROPERTY = "cdc_sidecar.embedder_fingerprint"
 """Collection property holding the embedder fingerprint the vectors were made with."""

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from pymilvus import MilvusClient, MilvusException
 
+from core.errors import ConfigurationError, VectorStoreUnavailable
 from indexer.lite import LITE_SERVERS, is_lite
 from indexer.rows import FIELDS, ChunkRow, Hit, from_entity, to_entity
 from indexer.schema import (
@@ -20,7 +21,6 @@ from indexer.schema import (
     expected_fields,
     schema_differences,
 )
-from sidecar.errors import ConfigurationError, VectorStoreUnavailable
 
 __all__ = ["ChunkRow", "Hit", "VectorStore"]
 

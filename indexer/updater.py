@@ -18,10 +18,10 @@ from typing import Protocol
 
 import structlog
 
-from cdc.events import DocumentEvent
-from cdc.handlers import Outcome
 from checkpoints.versions import VersionRecord
+from core.events import DocumentEvent
 from indexer.embedding import Embedder
+from indexer.handlers import Outcome
 from indexer.plan import (
     DocumentPlan,
     PlannedChunk,

@@ -21,7 +21,6 @@ from redis.exceptions import RedisError
 
 from cdc.capture import Capture
 from cdc.fields import IndexedText, MetadataFields, TextLimit, UserField
-from cdc.handlers import Dispatcher, EventHandler
 from cdc.mapping import ChangeMapper
 from cdc.snapshot import Snapshot
 from checkpoints.keys import Keys
@@ -30,13 +29,14 @@ from checkpoints.queue import EventQueue
 from checkpoints.stats import Stats
 from checkpoints.tokens import ResumeTokenStore
 from checkpoints.versions import VersionStore
+from core.errors import ConfigurationError, RedisUnavailable
 from indexer.chunking import Chunker
 from indexer.embedding import Embedder, SentenceTransformerEmbedder
+from indexer.handlers import Dispatcher, EventHandler
 from indexer.queue import EventReader
 from indexer.scheduler import IndexScheduler
 from indexer.store import VectorStore
 from indexer.updater import IndexUpdater
-from sidecar.errors import ConfigurationError, RedisUnavailable
 from sidecar.redis_server import PrivateRedis
 from sidecar.settings import Settings, redact
 from sidecar.status import pipeline_status

@@ -13,7 +13,7 @@ from types import TracebackType
 
 import redis
 
-from sidecar.errors import SidecarError
+from core.errors import SidecarError
 
 _START_DEADLINE_S = 10.0
 _STOP_DEADLINE_S = 10.0

@@ -20,8 +20,8 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from cdc.query import Query
+from core.errors import ConfigurationError
 from indexer.embedding import DEFAULT_MODEL
-from sidecar.errors import ConfigurationError
 
 # Extended JSON, so a filter can name ObjectIds and dates ({"$oid": ...}, {"$date": ...}).
 _QUERY_JSON = json_util.RELAXED_JSON_OPTIONS.with_options(tz_aware=True, tzinfo=UTC)

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
-from cdc.events import DocumentCreatedEvent
 from checkpoints.keys import Keys
 from checkpoints.lease import Lease
 from checkpoints.queue import EventQueue
 from checkpoints.tokens import Checkpoint
+from core.events import DocumentCreatedEvent
 from tests.conftest import REDIS_URL
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from bson import ObjectId
 
-from sidecar.errors import ConfigurationError
+from core.errors import ConfigurationError
 from sidecar.settings import load_settings, redact
 
 

@@ -14,10 +14,10 @@ from pymongo import AsyncMongoClient
 
 from checkpoints.keys import Keys
 from checkpoints.lease import Lease
+from core.errors import HistoryLost, LeaseLost
 from indexer.embedding import HashEmbedder
 from mongosim import ThreadedMongoSim
 from sidecar.app import Sidecar
-from sidecar.errors import HistoryLost, LeaseLost
 from sidecar.settings import Settings
 from tests.conftest import COLLECTION, DATABASE
 from tests.waiting import eventually

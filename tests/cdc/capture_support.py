@@ -7,7 +7,6 @@ from typing import Any, cast
 
 import redis.asyncio as aioredis
 
-from cdc.events import DocumentEvent, event_from_json
 from cdc.fields import IndexedText, MetadataFields, UserField
 from cdc.mapping import ChangeMapper
 from checkpoints.keys import Keys
@@ -15,6 +14,7 @@ from checkpoints.lease import Lease
 from checkpoints.queue import EventQueue
 from checkpoints.stats import Stats
 from checkpoints.tokens import ResumeTokenStore
+from core.events import DocumentEvent, event_from_json
 
 DATABASE = "app"
 

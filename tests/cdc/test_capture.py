@@ -14,12 +14,12 @@ from capture_support import DATABASE, PipelineParts, article_mapper
 from pymongo import AsyncMongoClient
 
 from cdc.capture import CHECKPOINT_INTERVAL, Capture
-from cdc.events import DocumentCreatedEvent, DocumentDeletedEvent, DocumentUpdatedEvent
 from cdc.fields import document_id
 from cdc.mapping import ChangeMapper
 from checkpoints.tokens import pack_timestamp
+from core.errors import HistoryLost, LeaseLost
+from core.events import DocumentCreatedEvent, DocumentDeletedEvent, DocumentUpdatedEvent
 from mongosim import ThreadedMongoSim
-from sidecar.errors import HistoryLost, LeaseLost
 from tests.waiting import eventually
 
 Client = AsyncMongoClient[dict[str, Any]]

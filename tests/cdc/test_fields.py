@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cdc.fields import IndexedText, MetadataFields, UserField, document_id, values_at
-from sidecar.errors import DocumentRejected
+from core.errors import DocumentRejected
 
 
 def test_text_joins_paths_in_order_with_a_blank_line() -> None:

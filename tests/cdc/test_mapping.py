@@ -12,16 +12,16 @@ from bson import ObjectId, Timestamp
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cdc.events import (
+from cdc.fields import TRUNCATED, IndexedText, MetadataFields, TextLimit, UserField
+from cdc.mapping import ChangeMapper, CollectionChange
+from cdc.query import UnsupportedQuery
+from core.errors import DocumentRejected
+from core.events import (
     DocumentCreatedEvent,
     DocumentDeletedEvent,
     DocumentUpdatedEvent,
     event_from_json,
 )
-from cdc.fields import TRUNCATED, IndexedText, MetadataFields, TextLimit, UserField
-from cdc.mapping import ChangeMapper, CollectionChange
-from cdc.query import UnsupportedQuery
-from sidecar.errors import DocumentRejected
 
 OID = ObjectId("65a1b2c3d4e5f60718293a4b")
 CLUSTER_TIME = Timestamp(1_700_000_000, 7)

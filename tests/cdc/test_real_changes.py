@@ -7,10 +7,10 @@ from typing import Any
 from capture_support import DATABASE, article_mapper
 from pymongo import AsyncMongoClient
 
-from cdc.events import DocumentCreatedEvent, DocumentDeletedEvent, DocumentUpdatedEvent
 from cdc.fields import document_id
 from cdc.mapping import CollectionChange
 from cdc.namespaces import WatchScope
+from core.events import DocumentCreatedEvent, DocumentDeletedEvent, DocumentUpdatedEvent
 
 Client = AsyncMongoClient[dict[str, Any]]
 

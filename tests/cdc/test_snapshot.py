@@ -10,10 +10,10 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from cdc.capture import Capture
-from cdc.events import DocumentCreatedEvent, DocumentEvent, DocumentUpdatedEvent
 from cdc.fields import IndexedText, document_id
 from cdc.positions import StreamPosition
 from cdc.snapshot import Snapshot
+from core.events import DocumentCreatedEvent, DocumentEvent, DocumentUpdatedEvent
 from tests.waiting import eventually
 
 Client = AsyncMongoClient[dict[str, Any]]

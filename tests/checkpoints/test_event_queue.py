@@ -6,14 +6,14 @@ from datetime import UTC, datetime
 import pytest
 import redis.asyncio as aioredis
 
-from cdc.events import DocumentCreatedEvent, DocumentDeletedEvent, DocumentEvent, event_from_json
 from checkpoints.keys import Keys
 from checkpoints.lease import Lease
 from checkpoints.lua import LuaScript
 from checkpoints.queue import EventQueue
 from checkpoints.stats import Stats
 from checkpoints.tokens import Checkpoint, ResumeTokenStore
-from sidecar.errors import LeaseLost
+from core.errors import LeaseLost
+from core.events import DocumentCreatedEvent, DocumentDeletedEvent, DocumentEvent, event_from_json
 
 
 def created(n: int) -> DocumentEvent:

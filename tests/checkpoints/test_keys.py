@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from checkpoints.keys import Keys
-from sidecar.errors import ConfigurationError
+from core.errors import ConfigurationError
 
 
 def test_every_key_lives_under_the_pipeline_prefix() -> None:

@@ -10,7 +10,7 @@ import structlog.testing
 from checkpoints.keys import Keys
 from checkpoints.lease import Lease
 from checkpoints.queue import EventQueue
-from sidecar.errors import ConfigurationError, LeaseLost
+from core.errors import ConfigurationError, LeaseLost
 
 
 async def test_each_acquisition_increments_the_fence(

@@ -10,7 +10,7 @@ from bson import Binary, Int64, Timestamp
 from checkpoints.keys import Keys
 from checkpoints.lease import Lease
 from checkpoints.tokens import Checkpoint, ResumeTokenStore, pack_timestamp, unpack_timestamp
-from sidecar.errors import ConfigurationError, LeaseLost
+from core.errors import ConfigurationError, LeaseLost
 
 SAVED_AT = datetime(2026, 3, 4, 5, 6, 7, 891011, tzinfo=UTC)
 

@@ -7,7 +7,7 @@ import redis.asyncio as aioredis
 
 from checkpoints.keys import Keys
 from checkpoints.versions import VersionRecord, VersionStore
-from sidecar.errors import ConfigurationError
+from core.errors import ConfigurationError
 
 NOW = datetime(2026, 6, 1, 8, 30, 0, 123456, tzinfo=UTC)
 

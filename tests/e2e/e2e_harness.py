@@ -19,11 +19,11 @@ from cdc.fields import IndexedText, MetadataFields, document_id
 from checkpoints.keys import Keys
 from checkpoints.tokens import pack_timestamp
 from checkpoints.versions import VersionStore
+from core.errors import DocumentRejected
 from indexer.chunking import Chunker
 from indexer.embedding import Embedder
 from indexer.store import VectorStore
 from sidecar.app import Sidecar
-from sidecar.errors import DocumentRejected
 from sidecar.settings import Settings
 from sidecar.status import applied_through
 from tests.conftest import DATABASE

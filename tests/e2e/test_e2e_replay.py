@@ -18,10 +18,10 @@ from e2e_harness import (
 )
 from pymongo import AsyncMongoClient
 
-from cdc.events import DocumentEvent, event_from_json
 from checkpoints.keys import Keys
 from checkpoints.stats import Stats
 from checkpoints.tokens import ResumeTokenStore
+from core.events import DocumentEvent, event_from_json
 from indexer.embedding import SentenceTransformerEmbedder
 from sidecar.settings import Settings
 from tests.conftest import COLLECTION

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from core.errors import ConfigurationError
 from indexer.chunking import Chunker
 from indexer.embedding import SentenceTransformerEmbedder
-from sidecar.errors import ConfigurationError
 
 ENGLISH = (
     "The change stream is the source of truth. Every write to the collection appears in it! "

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from core.errors import ConfigurationError
 from indexer.embedding import (
     Embedder,
     HashEmbedder,
     SentenceTransformerEmbedder,
 )
-from sidecar.errors import ConfigurationError
 
 
 def _dot(a: list[float], b: list[float]) -> float:

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cdc.events import DocumentCreatedEvent, DocumentDeletedEvent, DocumentUpdatedEvent
 from checkpoints.versions import VersionRecord
+from core.events import DocumentCreatedEvent, DocumentDeletedEvent, DocumentUpdatedEvent
 from indexer.plan import DocumentPlan, chunk_id, plan_document
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

@@ -12,15 +12,15 @@ from datetime import UTC, datetime
 
 import redis.asyncio as aioredis
 
-from cdc.events import DocumentEvent, DocumentUpdatedEvent
-from cdc.handlers import Dispatcher, Outcome
 from checkpoints.keys import Keys
 from checkpoints.lease import Lease
 from checkpoints.queue import EventQueue
 from checkpoints.stats import Stats
+from core.errors import DocumentRejected, VectorStoreUnavailable
+from core.events import DocumentEvent, DocumentUpdatedEvent
+from indexer.handlers import Dispatcher, Outcome
 from indexer.queue import EventReader
 from indexer.scheduler import IndexScheduler
-from sidecar.errors import DocumentRejected, VectorStoreUnavailable
 
 
 def event(doc: str, version: int, content: str = "text") -> DocumentEvent:

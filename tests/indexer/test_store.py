@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
+from core.errors import ConfigurationError, DocumentRejected, VectorStoreUnavailable
 from indexer.store import ChunkRow, VectorStore
-from sidecar.errors import ConfigurationError, DocumentRejected, VectorStoreUnavailable
 
 DIM = 8
 FINGERPRINT = "test-model:0123456789abcdef:fp32"
@@ -364,7 +364,7 @@ async def test_impossible_settings_are_configuration_errors(milvus_uri: str) -> 
 OTHER_PROCESS = """
 import asyncio, sys
 from indexer.store import VectorStore
-from sidecar.errors import VectorStoreUnavailable
+from core.errors import VectorStoreUnavailable
 
 async def main() -> str:
     store = VectorStore(sys.argv[1], "chunks", dimension=8, fingerprint=sys.argv[2],

@@ -12,16 +12,16 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from cdc.events import (
+from checkpoints.keys import Keys
+from checkpoints.versions import VersionRecord, VersionStore
+from core.events import (
     DocumentCreatedEvent,
     DocumentDeletedEvent,
     DocumentEvent,
     DocumentUpdatedEvent,
 )
-from cdc.handlers import Outcome
-from checkpoints.keys import Keys
-from checkpoints.versions import VersionRecord, VersionStore
 from indexer.embedding import HashEmbedder
+from indexer.handlers import Outcome
 from indexer.plan import chunk_id
 from indexer.store import ChunkRow, VectorStore
 from indexer.updater import IndexUpdater

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from cdc.events import DocumentEvent
 from checkpoints.versions import VersionRecord
+from core.events import DocumentEvent
 
 
 @dataclass

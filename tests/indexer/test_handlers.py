@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from cdc.events import DocumentDeletedEvent, DocumentEvent, DocumentUpdatedEvent
-from cdc.handlers import Dispatcher, Outcome
+from core.events import DocumentDeletedEvent, DocumentEvent, DocumentUpdatedEvent
+from indexer.handlers import Dispatcher, Outcome
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
