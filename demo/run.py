@@ -83,7 +83,7 @@ async def _demo(settings: Settings, limit: int) -> None:
             service = asyncio.create_task(sidecar.run(stop))
             await _follow("first start: indexing existing documents", sidecar, service)
             first_pass = time.monotonic() - started
-            embedded_first = embedder.counter.texts
+            embedded_first = (await sidecar.stats.read())["chunks_embedded"]
 
             await _changes(articles, corpus)
             await _follow("following live changes", sidecar, service)
@@ -95,7 +95,8 @@ async def _demo(settings: Settings, limit: int) -> None:
     finally:
         await embedder.stop()
         await mongo.close()
-    _summary(report, first_pass, embedded_first, embedder.counter.texts - embedded_first)
+    embedded_since = report["counters"]["chunks_embedded"] - embedded_first
+    _summary(report, first_pass, embedded_first, embedded_since)
 
 
 async def _changes(articles: Any, corpus: list[dict[str, Any]]) -> None:

@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import copy
 import hashlib
-import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
@@ -35,14 +33,6 @@ DEFAULT_BATCH_SIZE = 8
 SLICE_BATCHES = 2
 
 Precision = Literal["fp32", "bf16"]
-
-
-@dataclass
-class EmbeddingCounter:
-    """Embedding work done so far: ``calls`` to embed() that encoded, ``texts`` encoded."""
-
-    calls: int = 0
-    texts: int = 0
 
 
 @runtime_checkable
@@ -75,10 +65,6 @@ class Embedder(Protocol):
         """
         ...
 
-    @property
-    def counter(self) -> EmbeddingCounter:
-        """Calls and texts embedded so far; tests assert on it instead of timing."""
-        ...
 
 
 class SentenceTransformerEmbedder:
@@ -112,7 +98,6 @@ class SentenceTransformerEmbedder:
         self._device = device
         self._batch_size = batch_size
         self._precision: Precision = precision
-        self._counter = EmbeddingCounter()
         self._load_lock = threading.Lock()
         self._model: SentenceTransformer | None = None
         self._tokenizer: Any = None
@@ -146,10 +131,6 @@ class SentenceTransformerEmbedder:
         self._loaded()
         return self._max_tokens
 
-    @property
-    def counter(self) -> EmbeddingCounter:
-        return self._counter
-
     def count_tokens(self, text: str) -> int:
         self._loaded()
         ids = self._tokenizer(text, add_special_tokens=True, truncation=False, verbose=False)
@@ -171,8 +152,6 @@ class SentenceTransformerEmbedder:
         except asyncio.CancelledError:
             abandoned.set()
             raise
-        self._counter.calls += 1
-        self._counter.texts += len(batch)
         return vectors
 
     def _worker(self) -> ThreadPoolExecutor:
@@ -250,59 +229,6 @@ class SentenceTransformerEmbedder:
         # encode on the worker thread fails with "Already borrowed".
         self._tokenizer = copy.deepcopy(model.tokenizer)
         self._model = model
-
-
-class HashEmbedder:
-    """Deterministic pseudo-embeddings from a hash of the text: no model, no thread.
-
-    Equal texts get equal vectors and different texts unrelated ones; there is
-    no notion of meaning. For tests about everything except the model.
-    One token per whitespace-separated word plus two, at most 256.
-    """
-
-    def __init__(self, dimension: int = 64) -> None:
-        if dimension < 1:
-            raise ConfigurationError(f"dimension must be at least 1, got {dimension}")
-        self._dimension = dimension
-        self._counter = EmbeddingCounter()
-
-    @property
-    def dimension(self) -> int:
-        return self._dimension
-
-    @property
-    def fingerprint(self) -> str:
-        return f"hash-embedder-v1:{self._dimension}:fp32"
-
-    @property
-    def max_tokens(self) -> int:
-        return 256
-
-    @property
-    def counter(self) -> EmbeddingCounter:
-        return self._counter
-
-    def count_tokens(self, text: str) -> int:
-        return len(text.split()) + 2
-
-    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        if not texts:
-            return []
-        vectors = [self._vector(text) for text in texts]
-        self._counter.calls += 1
-        self._counter.texts += len(vectors)
-        return vectors
-
-    def _vector(self, text: str) -> list[float]:
-        digest = b""
-        block = 0
-        while len(digest) < 4 * self._dimension:
-            digest += hashlib.sha256(f"{block}:{text}".encode()).digest()
-            block += 1
-        raw = np.frombuffer(digest[: 4 * self._dimension], dtype=np.uint32).astype(np.float64)
-        centred = raw / float(2**32) - 0.5
-        norm = math.sqrt(float(np.dot(centred, centred))) or 1.0
-        return [float(x) for x in centred / norm]
 
 
 def _resolve(model: str) -> tuple[Path, str]:

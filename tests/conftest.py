@@ -14,9 +14,9 @@ import pytest
 import redis.asyncio as aioredis
 from pymongo import AsyncMongoClient
 
-from indexer.embedding import SentenceTransformerEmbedder
 from mongosim import ThreadedMongoSim
 from sidecar.settings import Settings, load_settings
+from tests.embedders import CountingEmbedder
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 DATABASE = "app"
@@ -61,10 +61,10 @@ async def mongo(sim: ThreadedMongoSim) -> AsyncIterator[AsyncMongoClient[dict[st
 
 
 @pytest.fixture(scope="session")
-def minilm() -> Iterator[SentenceTransformerEmbedder]:
+def minilm() -> Iterator[CountingEmbedder]:
     """The bundled all-MiniLM-L6-v2 in fp32, loaded once for the whole session;
     tests count its work by deltas of its counter."""
-    embedder = SentenceTransformerEmbedder()
+    embedder = CountingEmbedder()
     try:
         yield embedder
     finally:

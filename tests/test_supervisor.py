@@ -15,11 +15,11 @@ from pymongo import AsyncMongoClient
 from checkpoints.keys import Keys
 from checkpoints.lease import Lease
 from core.errors import HistoryLost, LeaseLost
-from indexer.embedding import HashEmbedder
 from mongosim import ThreadedMongoSim
 from sidecar.app import Sidecar
 from sidecar.settings import Settings
 from tests.conftest import COLLECTION, DATABASE
+from tests.embedders import HashEmbedder
 from tests.waiting import eventually
 
 WITHIN = 30.0

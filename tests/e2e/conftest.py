@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from pymongo import AsyncMongoClient
 
-from indexer.embedding import SentenceTransformerEmbedder
 from tests.conftest import COLLECTION, DATABASE
+from tests.embedders import CountingEmbedder
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -20,7 +20,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture
-def embedder(minilm: SentenceTransformerEmbedder) -> SentenceTransformerEmbedder:
+def embedder(minilm: CountingEmbedder) -> CountingEmbedder:
     """The session's model, under the name these tests give the sidecar's embedder."""
     return minilm
 

@@ -20,9 +20,9 @@ from pymongo import AsyncMongoClient
 
 from checkpoints.keys import Keys
 from checkpoints.versions import VersionStore
-from indexer.embedding import SentenceTransformerEmbedder
 from sidecar.settings import Settings
 from tests.conftest import COLLECTION
+from tests.embedders import CountingEmbedder
 
 pytestmark = pytest.mark.model
 
@@ -34,7 +34,7 @@ async def test_created_updated_deleted_flow_through_the_service(
     redis_client: aioredis.Redis,
     mongo: Mongo,
     articles: Any,
-    embedder: SentenceTransformerEmbedder,
+    embedder: CountingEmbedder,
 ) -> None:
     settings = make_settings()
     await articles.insert_one(
@@ -76,7 +76,7 @@ async def test_a_document_that_shrinks_leaves_no_stale_chunk(
     redis_client: aioredis.Redis,
     mongo: Mongo,
     articles: Any,
-    embedder: SentenceTransformerEmbedder,
+    embedder: CountingEmbedder,
 ) -> None:
     settings = make_settings()
     async with running(settings, redis_client, embedder) as service:
@@ -98,7 +98,7 @@ async def test_changes_that_keep_the_text_compute_no_embedding(
     redis_client: aioredis.Redis,
     mongo: Mongo,
     articles: Any,
-    embedder: SentenceTransformerEmbedder,
+    embedder: CountingEmbedder,
 ) -> None:
     settings = make_settings()
     doc = {"_id": "d", "title": "Steady", "body": paragraphs("s", 3), "lang": "en", "views": 1}
@@ -132,7 +132,7 @@ async def test_a_one_paragraph_edit_reembeds_only_the_changed_chunk(
     redis_client: aioredis.Redis,
     mongo: Mongo,
     articles: Any,
-    embedder: SentenceTransformerEmbedder,
+    embedder: CountingEmbedder,
 ) -> None:
     settings = make_settings()
     chunker = chunker_for(settings, embedder)
@@ -162,7 +162,7 @@ async def test_fifty_rapid_updates_end_equal_to_the_final_text(
     redis_client: aioredis.Redis,
     mongo: Mongo,
     articles: Any,
-    embedder: SentenceTransformerEmbedder,
+    embedder: CountingEmbedder,
 ) -> None:
     settings = make_settings()
     async with running(settings, redis_client, embedder) as service:
@@ -183,7 +183,7 @@ async def test_a_filter_transition_removes_and_restores_vectors(
     redis_client: aioredis.Redis,
     mongo: Mongo,
     articles: Any,
-    embedder: SentenceTransformerEmbedder,
+    embedder: CountingEmbedder,
 ) -> None:
     settings = make_settings(filter={"status": "published"})
     async with running(settings, redis_client, embedder) as service:

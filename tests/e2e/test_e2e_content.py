@@ -22,9 +22,9 @@ from pymongo import AsyncMongoClient
 from checkpoints.keys import Keys
 from checkpoints.stats import Stats
 from checkpoints.versions import VersionStore
-from indexer.embedding import SentenceTransformerEmbedder
 from sidecar.settings import Settings
 from tests.conftest import COLLECTION
+from tests.embedders import CountingEmbedder
 
 pytestmark = pytest.mark.model
 
@@ -55,7 +55,7 @@ async def test_chinese_text_chunks_at_sentence_boundaries_and_round_trips(
     redis_client: aioredis.Redis,
     mongo: Mongo,
     articles: Any,
-    embedder: SentenceTransformerEmbedder,
+    embedder: CountingEmbedder,
 ) -> None:
     settings = make_settings(text_fields=["body"], chunk_size=60, chunk_overlap=0)
     texts = {"wall": GREAT_WALL, "chunking": CHUNKING, "cooking": COOKING}
@@ -90,7 +90,7 @@ async def test_a_wrong_typed_text_field_is_dead_lettered_and_the_rest_flows(
     redis_client: aioredis.Redis,
     mongo: Mongo,
     articles: Any,
-    embedder: SentenceTransformerEmbedder,
+    embedder: CountingEmbedder,
 ) -> None:
     settings = make_settings()
     keys = Keys(settings.pipeline)

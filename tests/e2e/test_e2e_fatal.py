@@ -17,10 +17,10 @@ from service_process import PROJECT, service_environment
 from checkpoints.keys import Keys
 from checkpoints.lease import Lease
 from checkpoints.tokens import ResumeTokenStore
-from indexer.embedding import SentenceTransformerEmbedder
 from indexer.store import VectorStore
 from mongosim import ThreadedMongoSim
 from sidecar.settings import Settings
+from tests.embedders import CountingEmbedder
 from tests.waiting import eventually
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
@@ -128,7 +128,7 @@ async def test_a_lease_taken_over_exits_2_with_one_error_line(
 
 
 async def test_a_milvus_collection_of_another_model_exits_2_with_one_error_line(
-    make_settings: Callable[..., Settings], embedder: SentenceTransformerEmbedder
+    make_settings: Callable[..., Settings], embedder: CountingEmbedder
 ) -> None:
     settings = make_settings()
     other = VectorStore(

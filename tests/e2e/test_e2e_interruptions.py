@@ -15,9 +15,9 @@ from pymongo import AsyncMongoClient
 
 from checkpoints.keys import Keys
 from checkpoints.stats import Stats
-from indexer.embedding import SentenceTransformerEmbedder
 from mongosim import ThreadedMongoSim
 from sidecar.settings import Settings
+from tests.embedders import CountingEmbedder
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.model
@@ -91,7 +91,7 @@ async def test_stop_mid_stream_then_restart_misses_nothing(
     redis_client: aioredis.Redis,
     mongo: Mongo,
     articles: Any,
-    embedder: SentenceTransformerEmbedder,
+    embedder: CountingEmbedder,
 ) -> None:
     settings = make_settings()
     stats = Stats(redis_client, Keys(settings.pipeline))
@@ -119,7 +119,7 @@ async def test_connections_dropped_mid_stream_are_resumed(
     sim: ThreadedMongoSim,
     mongo: Mongo,
     articles: Any,
-    embedder: SentenceTransformerEmbedder,
+    embedder: CountingEmbedder,
 ) -> None:
     settings = make_settings()
     stats = Stats(redis_client, Keys(settings.pipeline))

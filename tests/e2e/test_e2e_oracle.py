@@ -28,10 +28,10 @@ from typing import Any
 import redis.asyncio as aioredis
 from e2e_harness import running
 
-from indexer.embedding import HashEmbedder
 from indexer.store import VectorStore
 from sidecar.settings import Settings
 from tests.conftest import COLLECTION, DATABASE
+from tests.embedders import HashEmbedder
 
 NS = f"{DATABASE}.{COLLECTION}"
 

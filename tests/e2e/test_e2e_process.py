@@ -29,9 +29,9 @@ from service_process import ServiceProcess, service_process
 from checkpoints.keys import Keys
 from checkpoints.stats import Stats
 from checkpoints.tokens import ResumeTokenStore
-from indexer.embedding import SentenceTransformerEmbedder
 from sidecar.settings import Settings
 from sidecar.status import applied_through, pipeline_status
+from tests.embedders import CountingEmbedder
 from tests.waiting import eventually
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
@@ -56,7 +56,7 @@ async def test_sigkill_during_a_batch_then_restart_converges(
     redis_client: aioredis.Redis,
     mongo: Mongo,
     articles: Any,
-    embedder: SentenceTransformerEmbedder,
+    embedder: CountingEmbedder,
     tmp_path: Path,
 ) -> None:
     settings = make_settings()
@@ -98,7 +98,7 @@ async def test_sigterm_mid_stream_exits_cleanly_and_saves_the_checkpoint(
     redis_client: aioredis.Redis,
     mongo: Mongo,
     articles: Any,
-    embedder: SentenceTransformerEmbedder,
+    embedder: CountingEmbedder,
     tmp_path: Path,
 ) -> None:
     settings = make_settings()
@@ -154,7 +154,7 @@ async def test_sigterm_with_batches_in_flight_exits_within_the_deadline_and_conv
     redis_client: aioredis.Redis,
     mongo: Mongo,
     articles: Any,
-    embedder: SentenceTransformerEmbedder,
+    embedder: CountingEmbedder,
     tmp_path: Path,
 ) -> None:
     """Three batches in flight hold ten times the embedding work the drain deadline
@@ -196,7 +196,7 @@ async def test_sigterm_with_batches_in_flight_exits_within_the_deadline_and_conv
 
 
 async def paragraphs_for(
-    embedder: SentenceTransformerEmbedder, seconds: float, *, documents: int
+    embedder: CountingEmbedder, seconds: float, *, documents: int
 ) -> int:
     """Paragraphs of 60 words (one chunk each) per document so that *documents* take
     at least *seconds* to embed with *embedder* on this machine (at least 10)."""

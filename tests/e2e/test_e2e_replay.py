@@ -22,9 +22,9 @@ from checkpoints.keys import Keys
 from checkpoints.stats import Stats
 from checkpoints.tokens import ResumeTokenStore
 from core.events import DocumentEvent, event_from_json
-from indexer.embedding import SentenceTransformerEmbedder
 from sidecar.settings import Settings
 from tests.conftest import COLLECTION
+from tests.embedders import CountingEmbedder
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.model
@@ -38,7 +38,7 @@ async def test_replayed_and_reordered_deliveries_do_not_change_the_index(
     redis_client: aioredis.Redis,
     mongo: Mongo,
     articles: Any,
-    embedder: SentenceTransformerEmbedder,
+    embedder: CountingEmbedder,
 ) -> None:
     keys = Keys(make_settings().pipeline)
     async with running(make_settings(index_auto_update=False), redis_client, embedder) as service:
@@ -124,7 +124,7 @@ async def test_an_interrupted_apply_replayed_after_a_newer_change_leaves_no_orph
     redis_client: aioredis.Redis,
     mongo: Mongo,
     articles: Any,
-    embedder: SentenceTransformerEmbedder,
+    embedder: CountingEmbedder,
     batch_size: int,
 ) -> None:
     """A batch that wrote its chunks to Milvus and died before committing is
@@ -155,7 +155,7 @@ async def test_an_interrupted_metadata_change_undone_by_the_next_change_is_undon
     redis_client: aioredis.Redis,
     mongo: Mongo,
     articles: Any,
-    embedder: SentenceTransformerEmbedder,
+    embedder: CountingEmbedder,
 ) -> None:
     """The interrupted attempt rewrote the rows with new metadata; the next change
     puts the metadata back to what the record says is indexed."""
@@ -185,7 +185,7 @@ async def test_a_batch_redelivered_after_a_crash_is_not_overtaken_on_its_documen
     redis_client: aioredis.Redis,
     mongo: Mongo,
     articles: Any,
-    embedder: SentenceTransformerEmbedder,
+    embedder: CountingEmbedder,
 ) -> None:
     """The redelivered batch that holds the interrupted metadata change waits for
     an earlier batch on another document; the batch after it, with the change

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from core.errors import ConfigurationError
 from indexer.chunking import Chunker
-from indexer.embedding import SentenceTransformerEmbedder
+from tests.embedders import CountingEmbedder
 
 ENGLISH = (
     "The change stream is the source of truth. Every write to the collection appears in it! "
@@ -35,7 +35,7 @@ def _content(text: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def chunker(minilm: SentenceTransformerEmbedder) -> Chunker:
+def chunker(minilm: CountingEmbedder) -> Chunker:
     return Chunker(500, 50, count_tokens=minilm.count_tokens, max_tokens=minilm.max_tokens)
 
 
@@ -57,7 +57,7 @@ def test_chinese_chunks_end_at_punctuation_that_closes_them(chunker: Chunker) ->
         assert re.search(r"[。！？；，]$", chunk), chunk[-10:]
 
 
-def test_chinese_round_trips_without_overlap(minilm: SentenceTransformerEmbedder) -> None:
+def test_chinese_round_trips_without_overlap(minilm: CountingEmbedder) -> None:
     chunker = Chunker(500, 0, count_tokens=minilm.count_tokens, max_tokens=minilm.max_tokens)
 
     chunks = chunker(CHINESE)
@@ -66,7 +66,7 @@ def test_chinese_round_trips_without_overlap(minilm: SentenceTransformerEmbedder
 
 
 def test_no_chunk_exceeds_the_model_window(
-    chunker: Chunker, minilm: SentenceTransformerEmbedder
+    chunker: Chunker, minilm: CountingEmbedder
 ) -> None:
     # 500 Chinese characters are ~500 tokens: the character limit alone would
     # let the model truncate half of every chunk.
@@ -131,7 +131,7 @@ def _is_subsequence(needle: str, haystack: str) -> bool:
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(text=TEXT, size=st.integers(5, 120), overlap_share=st.floats(0, 0.5))
 def test_properties_with_the_real_tokenizer(
-    minilm: SentenceTransformerEmbedder, text: str, size: int, overlap_share: float
+    minilm: CountingEmbedder, text: str, size: int, overlap_share: float
 ) -> None:
     overlap = int(size * overlap_share)
     max_tokens = 24

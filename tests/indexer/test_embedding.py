@@ -12,9 +12,9 @@ import pytest
 from core.errors import ConfigurationError
 from indexer.embedding import (
     Embedder,
-    HashEmbedder,
     SentenceTransformerEmbedder,
 )
+from tests.embedders import CountingEmbedder, HashEmbedder
 
 
 def _dot(a: list[float], b: list[float]) -> float:
@@ -26,8 +26,8 @@ def _norm(a: list[float]) -> float:
 
 
 @pytest.fixture(scope="module")
-def bf16() -> Iterator[SentenceTransformerEmbedder]:
-    embedder = SentenceTransformerEmbedder(precision="bf16")
+def bf16() -> Iterator[CountingEmbedder]:
+    embedder = CountingEmbedder(precision="bf16")
     try:
         yield embedder
     finally:
@@ -35,7 +35,7 @@ def bf16() -> Iterator[SentenceTransformerEmbedder]:
 
 
 @pytest.mark.model
-async def test_minilm_shape_and_window(minilm: SentenceTransformerEmbedder) -> None:
+async def test_minilm_shape_and_window(minilm: CountingEmbedder) -> None:
     await minilm.start()
 
     assert isinstance(minilm, Embedder)
@@ -48,7 +48,7 @@ async def test_minilm_shape_and_window(minilm: SentenceTransformerEmbedder) -> N
 
 @pytest.mark.model
 async def test_vectors_are_unit_length(
-    minilm: SentenceTransformerEmbedder, bf16: SentenceTransformerEmbedder
+    minilm: CountingEmbedder, bf16: CountingEmbedder
 ) -> None:
     texts = ["A short sentence.", "索引跟随数据库的变更流。", "x " * 400]
 
@@ -70,7 +70,7 @@ async def test_vectors_are_unit_length(
     ],
 )
 async def test_similar_sentences_score_higher_than_unrelated(
-    minilm: SentenceTransformerEmbedder, anchor: str, similar: str, unrelated: str
+    minilm: CountingEmbedder, anchor: str, similar: str, unrelated: str
 ) -> None:
     a, s, u = await minilm.embed([anchor, similar, unrelated])
 
@@ -78,7 +78,7 @@ async def test_similar_sentences_score_higher_than_unrelated(
 
 
 @pytest.mark.model
-async def test_counter_counts_calls_and_texts(minilm: SentenceTransformerEmbedder) -> None:
+async def test_counter_counts_calls_and_texts(minilm: CountingEmbedder) -> None:
     before_calls, before_texts = minilm.counter.calls, minilm.counter.texts
 
     await minilm.embed(["alpha", "beta", "gamma"])
@@ -91,7 +91,7 @@ async def test_counter_counts_calls_and_texts(minilm: SentenceTransformerEmbedde
 
 @pytest.mark.model
 async def test_bf16_is_close_to_fp32(
-    minilm: SentenceTransformerEmbedder, bf16: SentenceTransformerEmbedder
+    minilm: CountingEmbedder, bf16: CountingEmbedder
 ) -> None:
     texts = [
         "Milvus keeps one vector per chunk.",
@@ -110,7 +110,7 @@ async def test_bf16_is_close_to_fp32(
 
 
 @pytest.mark.model
-async def test_encoding_leaves_the_event_loop_free(minilm: SentenceTransformerEmbedder) -> None:
+async def test_encoding_leaves_the_event_loop_free(minilm: CountingEmbedder) -> None:
     encoding = asyncio.create_task(
         minilm.embed(["The loop keeps running while the model encodes. " * 8] * 48)
     )
@@ -126,7 +126,7 @@ async def test_encoding_leaves_the_event_loop_free(minilm: SentenceTransformerEm
 
 @pytest.mark.model
 async def test_concurrent_embeds_match_sequential_ones(
-    minilm: SentenceTransformerEmbedder,
+    minilm: CountingEmbedder,
 ) -> None:
     batches = [[f"sentence number {i} of batch {b}" for i in range(5)] for b in range(4)]
 
@@ -169,7 +169,7 @@ async def test_hash_embedder_is_deterministic_and_normalised() -> None:
 
 @pytest.mark.model
 async def test_a_call_returns_each_texts_vector_in_its_place(
-    minilm: SentenceTransformerEmbedder,
+    minilm: CountingEmbedder,
 ) -> None:
     """Texts are encoded sorted by length and in slices; the vectors must still
     come back in the caller's order, each equal to the text encoded alone."""

@@ -20,11 +20,11 @@ from core.events import (
     DocumentEvent,
     DocumentUpdatedEvent,
 )
-from indexer.embedding import HashEmbedder
 from indexer.handlers import Outcome
 from indexer.plan import chunk_id
 from indexer.store import ChunkRow, VectorStore
 from indexer.updater import IndexUpdater
+from tests.embedders import HashEmbedder
 
 NAMESPACE = "app.docs"
 KEY = f"{NAMESPACE}/d1"
