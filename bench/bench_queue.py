@@ -24,13 +24,13 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from checkpoints.consumer import EventReader
 from checkpoints.keys import Keys
 from checkpoints.lease import Lease
 from checkpoints.queue import EventQueue
 from checkpoints.tokens import Checkpoint
 from checkpoints.versions import VersionRecord, VersionStore
 from core.events import DocumentCreatedEvent, DocumentEvent, event_from_json
-from indexer.queue import EventReader
 
 BATCH = 100
 BACKLOG = 20_000

@@ -7,6 +7,7 @@ import asyncio
 import structlog
 
 from checkpoints.queue import EventQueue
+from core.retry import sleep_unless
 
 log = structlog.get_logger("cdc.backpressure")
 
@@ -36,11 +37,3 @@ class Backpressure:
             if backlog <= self._max_backlog:
                 break
         log.info("backpressure_off", backlog=backlog, max_backlog=self._max_backlog)
-
-
-async def sleep_unless(stop: asyncio.Event, seconds: float) -> None:
-    """Sleep *seconds*, or less when *stop* is set meanwhile."""
-    try:
-        await asyncio.wait_for(stop.wait(), seconds)
-    except TimeoutError:
-        return

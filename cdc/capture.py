@@ -14,48 +14,31 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import redis.exceptions
 import structlog
 from pymongo.asynchronous.change_stream import AsyncChangeStream
 from pymongo.asynchronous.mongo_client import AsyncMongoClient
-from pymongo.errors import ConnectionFailure, CursorNotFound, OperationFailure, PyMongoError
+from pymongo.errors import OperationFailure
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
-from cdc.backpressure import Backpressure, sleep_unless
+from cdc.backpressure import Backpressure
 from cdc.mapping import ChangeMapper, CollectionChange, origin_of
 from cdc.namespaces import Document, WatchScope
 from cdc.positions import StreamPosition, token_cluster_time
 from checkpoints.queue import EventQueue
 from checkpoints.stats import Stats
 from checkpoints.tokens import ResumeTokenStore, pack_timestamp
-from core.errors import DocumentRejected, HistoryLost
+from core.errors import HISTORY_LOST_CODES, DocumentRejected, HistoryLost, is_outage
 from core.events import DocumentEvent
+from core.retry import sleep_unless
 
 log = structlog.get_logger("cdc.capture")
 
 FullDocumentMode = Literal["updateLookup", "whenAvailable", "required"]
 Fence = int | Callable[[], int]
 
-# ChangeStreamHistoryLost, and ChangeStreamFatalError, which servers before
-# 4.4 raise when the resume point has left the oplog.
-HISTORY_LOST_CODES = frozenset({286, 280})
-
 CHECKPOINT_INTERVAL = 1.0
 """Seconds between saves of a quiet stream's position: often enough that a restart
 rereads little, rarely enough that an idle pipeline barely writes to Redis."""
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Whether reopening the stream from the last checkpoint may get past *exc*."""
-    if isinstance(exc, OperationFailure) and exc.code in HISTORY_LOST_CODES:
-        return False
-    if isinstance(exc, ConnectionFailure | CursorNotFound):
-        return True
-    if isinstance(exc, OperationFailure):
-        return exc.has_error_label("ResumableChangeStreamError")
-    if isinstance(exc, PyMongoError):
-        return exc.timeout
-    return isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError)
 
 
 @dataclass
@@ -136,7 +119,7 @@ class Capture:
         self._position = StreamPosition.from_checkpoint(await self._tokens.load())
         log.info("capture_started", scope=self._scope.describe(), **self._position.describe())
         retrying = AsyncRetrying(
-            retry=retry_if_exception(is_transient),
+            retry=retry_if_exception(is_outage),
             wait=self._backoff,
             sleep=lambda seconds: sleep_unless(stop, seconds),
             before_sleep=self._log_retry,

@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 from checkpoints.keys import Keys
 from checkpoints.lua import LuaScript
 from core.errors import ConfigurationError, LeaseLost
+from core.retry import Stopped, outlast, sleep_unless
 
 # KEYS: lease, fence, since. ARGV: owner, ttl in ms, now (ISO 8601). Returns the new
 # fence, or 0 when held by another. The owner's own unexpired lease counts as free: a
@@ -162,13 +163,15 @@ class Lease:
             raise LeaseLost(f"{self._owner} lost the lease of {self._keys.pipeline}")
 
     async def hold(self, stop: asyncio.Event) -> None:
-        """Renew every ``renew_interval`` until *stop* is set. Raises LeaseLost as renew does."""
+        """Renew every ``renew_interval`` until *stop* is set, waiting out Redis
+        outages (an expired lease nobody took meanwhile is renewed when Redis is
+        back). Raises LeaseLost as renew does."""
         while not stop.is_set():
-            await self.renew()
             try:
-                await asyncio.wait_for(stop.wait(), self.renew_interval)
-            except TimeoutError:
-                continue
+                await outlast(self.renew, what="lease renewal (Redis)", stop=stop)
+            except Stopped:
+                return
+            await sleep_unless(stop, self.renew_interval)
 
     async def release(self) -> None:
         """Give the lease up so a standby need not wait for it to expire.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 from redis.typing import EncodableT
 
 from checkpoints.keys import Keys
@@ -59,6 +60,18 @@ class EventQueue:
             self._redis, [keys.fence, keys.events, keys.checkpoint, keys.stats], args
         )
         raise_unless_fenced(done, fence)
+
+    async def pending(self) -> int:
+        """Entries delivered to the indexer and not acknowledged; 0 before it ever started."""
+        try:
+            summary = await self._redis.xpending(self._keys.events, self._keys.group)
+        except ResponseError:
+            return 0
+        return int(summary["pending"])
+
+    async def dead_letters(self) -> int:
+        """Entries moved to the dead-letter stream."""
+        return int(await self._redis.xlen(self._keys.dead))
 
     async def backlog(self) -> int:
         """Entries queued and not yet acknowledged (the indexer deletes what it

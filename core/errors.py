@@ -1,4 +1,28 @@
-"""One error base for the whole sidecar; retriable is decided where an error is born."""
+"""The error model: one base for the sidecar's own errors, and one classifier for
+every library's.
+
+A failure is one of three kinds. An **outage** (Redis, MongoDB, Milvus or the
+embedder unreachable or busy) is waited out with capped backoff, forever, and is
+never a decision about data. A **document's own fault** (DocumentRejected) is
+retried a few times, then dead-lettered. Anything else is **fatal**: the service
+stops with one line saying what to change (exit 2 for configuration, permission
+and history loss; 1 only where a restart may help)."""
+
+from __future__ import annotations
+
+import redis.exceptions
+from pymongo.errors import ConnectionFailure, CursorNotFound, OperationFailure, PyMongoError
+
+# ChangeStreamHistoryLost, and ChangeStreamFatalError, which servers before
+# 4.4 raise when the resume point has left the oplog.
+HISTORY_LOST_CODES = frozenset({286, 280})
+
+# Server errors of a replica set in transition (no primary, stepping down,
+# shutting down): the same command succeeds against the next primary.
+_MONGO_TRANSITION_CODES = frozenset({91, 189, 10107, 11600, 11602, 13435, 13436})
+
+# Replies of a Redis that is starting, failing over or read-only for a moment.
+_REDIS_TRANSIENT_REPLIES = ("LOADING", "MASTERDOWN", "TRYAGAIN", "READONLY", "CLUSTERDOWN")
 
 
 class SidecarError(Exception):
@@ -42,3 +66,42 @@ class EmbedderUnavailable(SidecarError):
 
 class DocumentRejected(SidecarError):
     """One document cannot be indexed (wrong types, oversize, undecodable)."""
+
+
+def is_outage(error: BaseException) -> bool:
+    """Whether *error* means a dependency is unreachable or busy for a while, so the
+    same call may succeed later: the caller waits it out, and never dead-letters a
+    document or stops the service for it."""
+    if isinstance(error, SidecarError):
+        return error.retriable
+    if isinstance(error, redis.exceptions.RedisError):
+        return _redis_outage(error)
+    if isinstance(error, PyMongoError):
+        return _mongo_outage(error)
+    return isinstance(error, ConnectionError | TimeoutError)
+
+
+def _redis_outage(error: redis.exceptions.RedisError) -> bool:
+    # A wrong password or a missing permission is configuration, though redis-py
+    # raises some of them as connection errors.
+    if isinstance(error, redis.exceptions.AuthenticationError | redis.exceptions.NoPermissionError):
+        return False
+    if isinstance(error, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
+        return True
+    return isinstance(error, redis.exceptions.ResponseError) and str(error).startswith(
+        _REDIS_TRANSIENT_REPLIES
+    )
+
+
+def _mongo_outage(error: PyMongoError) -> bool:
+    if isinstance(error, OperationFailure) and error.code in HISTORY_LOST_CODES:
+        return False
+    if isinstance(error, ConnectionFailure | CursorNotFound):
+        return True
+    if isinstance(error, OperationFailure):
+        return (
+            error.code in _MONGO_TRANSITION_CODES
+            or error.has_error_label("ResumableChangeStreamError")
+            or error.has_error_label("RetryableWriteError")
+        )
+    return error.timeout

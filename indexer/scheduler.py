@@ -18,15 +18,14 @@ from typing import Any, Protocol
 
 import structlog
 
+from checkpoints.consumer import QueueEntry
 from checkpoints.versions import VersionRecord
-from core.errors import SidecarError
 from core.events import DocumentEvent
+from core.retry import Stopped, outlast, sleep_unless
 from indexer.handlers import Dispatcher, Outcome
-from indexer.queue import QueueEntry
 
 log = structlog.get_logger(__name__)
 
-MAX_BACKOFF_SECONDS = 30.0
 # How long a stop waits for the batches in flight before cancelling them: well
 # inside the grace period between SIGTERM and SIGKILL (10 s is the strictest
 # we expect; Kubernetes gives 30).
@@ -48,13 +47,6 @@ class EntrySource(Protocol):
     ) -> None: ...
 
     async def dead_letter(self, entry: QueueEntry, error: str) -> None: ...
-
-
-def is_retriable(error: BaseException) -> bool:
-    """Infrastructure trouble is retried forever; only a bad document is dead-lettered."""
-    if isinstance(error, SidecarError):
-        return error.retriable
-    return isinstance(error, ConnectionError | TimeoutError | OSError)
 
 
 class DocumentLocks:
@@ -130,7 +122,10 @@ class IndexScheduler:
         Raises whatever a batch raised that is not a document's fault and not
         retriable (a bug): the supervisor then stops the process, unacknowledged
         entries stay queued."""
-        await self._source.start()
+        try:
+            await outlast(self._source.start, what="the queue (Redis)", stop=stop)
+        except Stopped:
+            return
         in_flight: set[asyncio.Task[None]] = set()
         async with asyncio.TaskGroup() as batches:
             stopping = batches.create_task(stop.wait())
@@ -139,10 +134,11 @@ class IndexScheduler:
                     # Waiting for a free worker must not outlast a stop.
                     await asyncio.wait({*in_flight, stopping}, return_when=asyncio.FIRST_COMPLETED)
                     continue
-                entries = await self._source.read(self._batch_size, self._block_ms)
+                try:
+                    entries = await self._read(stop)
+                except Stopped:
+                    break
                 if not entries:
-                    if self._on_idle is not None:
-                        await self._on_idle()
                     continue
                 task = batches.create_task(self._process(entries, stop))
                 in_flight.add(task)
@@ -154,7 +150,25 @@ class IndexScheduler:
                 if unfinished:
                     log.warning("batches_cancelled_on_stop", batches=len(unfinished))
 
+    async def _read(self, stop: asyncio.Event) -> list[QueueEntry]:
+        """The next batch, waiting out Redis outages; lets the idle hook run when
+        there is none. Raises Stopped when *stop* is set during an outage."""
+        entries = await outlast(
+            lambda: self._source.read(self._batch_size, self._block_ms),
+            what="the queue (Redis)",
+            stop=stop,
+        )
+        if not entries and self._on_idle is not None:
+            await outlast(self._on_idle, what="the idle flush", stop=stop)
+        return entries
+
     async def _process(self, entries: list[QueueEntry], stop: asyncio.Event) -> None:
+        try:
+            await self._process_in_turn(entries, stop)
+        except Stopped:
+            log.info("batch_left_for_next_run", entries=len(entries))
+
+    async def _process_in_turn(self, entries: list[QueueEntry], stop: asyncio.Event) -> None:
         good = [entry for entry in entries if entry.event is not None]
         # Enter the turns before anything else awaits, so batches queue on their
         # documents in the order they were read.
@@ -162,14 +176,14 @@ class IndexScheduler:
             for entry in entries:
                 if entry.event is None:
                     log.error("entry_malformed", entry_id=entry.entry_id, error=entry.error)
-                    await self._source.dead_letter(entry, entry.error or "malformed entry")
+                    await self._dead_letter(entry, entry.error or "malformed entry", stop)
             if good:
                 await self._apply(good, stop)
 
     async def _apply(self, entries: list[QueueEntry], stop: asyncio.Event) -> None:
         result = await self._retry_while_retriable(entries, stop)
         if isinstance(result, Outcome):
-            await self._commit(entries, result)
+            await self._commit(entries, result, stop)
             return
         if len(_by_document(entries)) == 1 or stop.is_set():
             await self._apply_alone(entries, stop, first_error=result)
@@ -193,7 +207,7 @@ class IndexScheduler:
             if result is None:
                 result = await self._retry_while_retriable(entries, stop)
             if isinstance(result, Outcome):
-                await self._commit(entries, result)
+                await self._commit(entries, result, stop)
                 return
             attempt += 1
             if stop.is_set():
@@ -202,10 +216,12 @@ class IndexScheduler:
             if attempt > self._retry_times:
                 await self._give_up(entries, result, stop)
                 return
-            await _sleep_unless(stop, self._retry_delay)
+            await sleep_unless(stop, self._retry_delay)
             result = None
 
-    async def _commit(self, entries: list[QueueEntry], outcome: Outcome) -> None:
+    async def _commit(
+        self, entries: list[QueueEntry], outcome: Outcome, stop: asyncio.Event
+    ) -> None:
         """Acknowledge *entries* with what they applied; entries of documents the
         handlers rejected go to the dead-letter stream (their vectors are gone,
         their tombstone is committed), without retries: rejection is decided
@@ -215,15 +231,26 @@ class IndexScheduler:
             for entry in entries
             if entry.event is not None and entry.event.key in outcome.rejected
         }
-        await self._source.commit(
-            [e.entry_id for e in entries if e.entry_id not in errors],
-            versions=outcome.versions,
-            counts=outcome.counts,
-            last_applied=outcome.last_applied,
+        await outlast(
+            lambda: self._source.commit(
+                [e.entry_id for e in entries if e.entry_id not in errors],
+                versions=outcome.versions,
+                counts=outcome.counts,
+                last_applied=outcome.last_applied,
+            ),
+            what="the queue (Redis)",
+            stop=stop,
         )
         for entry in entries:
             if entry.entry_id in errors:
-                await self._source.dead_letter(entry, errors[entry.entry_id])
+                await self._dead_letter(entry, errors[entry.entry_id], stop)
+
+    async def _dead_letter(self, entry: QueueEntry, error: str, stop: asyncio.Event) -> None:
+        await outlast(
+            lambda: self._source.dead_letter(entry, error),
+            what="the dead-letter stream (Redis)",
+            stop=stop,
+        )
 
     async def _give_up(
         self, entries: list[QueueEntry], error: BaseException, stop: asyncio.Event
@@ -231,7 +258,7 @@ class IndexScheduler:
         if stop.is_set():
             return
         for entry in entries:
-            await self._source.dead_letter(entry, f"{type(error).__name__}: {error}")
+            await self._dead_letter(entry, f"{type(error).__name__}: {error}", stop)
         log.error("dead_lettered", key=_key(entries), entries=len(entries), error=repr(error))
 
     async def _retry_while_retriable(
@@ -242,16 +269,15 @@ class IndexScheduler:
         Gives up retrying when *stop* is set, returning the last error; the
         entries then stay unacknowledged for the next run."""
         events: list[DocumentEvent] = [e.event for e in entries if e.event is not None]
-        delay = self._retry_delay
-        while True:
-            try:
-                return await self._dispatcher.dispatch(events)
-            except Exception as error:  # noqa: BLE001 - classified right below
-                if not is_retriable(error) or stop.is_set():
-                    return error
-                log.warning("batch_retrying", entries=len(entries), delay=delay, error=repr(error))
-                await _sleep_unless(stop, delay)
-                delay = min(delay * 2, MAX_BACKOFF_SECONDS)
+        try:
+            return await outlast(
+                lambda: self._dispatcher.dispatch(events),
+                what="indexing (Milvus, the embedder or Redis)",
+                stop=stop,
+                initial=self._retry_delay,
+            )
+        except Exception as error:  # noqa: BLE001 - the caller decides: retry, dead-letter, stop
+            return error
 
 
 def _by_document(entries: list[QueueEntry]) -> dict[str, list[QueueEntry]]:
@@ -264,10 +290,3 @@ def _by_document(entries: list[QueueEntry]) -> dict[str, list[QueueEntry]]:
 
 def _key(entries: list[QueueEntry]) -> str:
     return entries[0].event.key if entries and entries[0].event else "?"
-
-
-async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except TimeoutError:
-        return

@@ -23,17 +23,18 @@ from cdc.capture import Capture
 from cdc.fields import IndexedText, MetadataFields, TextLimit, UserField
 from cdc.mapping import ChangeMapper
 from cdc.snapshot import Snapshot
+from checkpoints.consumer import EventReader
 from checkpoints.keys import Keys
 from checkpoints.lease import Lease
 from checkpoints.queue import EventQueue
 from checkpoints.stats import Stats
 from checkpoints.tokens import ResumeTokenStore
 from checkpoints.versions import VersionStore
-from core.errors import ConfigurationError, RedisUnavailable
+from core.errors import ConfigurationError, RedisUnavailable, is_outage
+from core.retry import Stopped, outlast
 from indexer.chunking import Chunker
 from indexer.embedding import Embedder, SentenceTransformerEmbedder
 from indexer.handlers import Dispatcher, EventHandler
-from indexer.queue import EventReader
 from indexer.scheduler import IndexScheduler
 from indexer.store import VectorStore
 from indexer.updater import IndexUpdater
@@ -132,7 +133,10 @@ class Sidecar:
         """Hold the lease and run until *stop* is set; then finish the batches in
         hand, save the position and return. Raises LeaseLost when another replica
         took over, HistoryLost when the change stream lost our position."""
-        fence = await self.lease.acquire()
+        try:
+            fence = await outlast(self.lease.acquire, what="the lease (Redis)", stop=stop)
+        except Stopped:
+            return
         log.info("lease_acquired", pipeline=self.keys.pipeline, fence=fence)
         try:
             async with asyncio.TaskGroup() as tasks:
@@ -146,11 +150,24 @@ class Sidecar:
             log.error("service_failed", errors=[repr(e) for e in group.exceptions])
             raise group.exceptions[0] from group
         finally:
+            await self._release()
+
+    async def _release(self) -> None:
+        """Give the lease up for a standby; when Redis is down, it expires on its own."""
+        try:
             await self.lease.release()
+        except Exception as error:
+            if not is_outage(error):
+                raise
+            log.warning("lease_not_released", error=repr(error))
 
     async def _capture(self, stop: asyncio.Event, fence: int) -> None:
         settings = self.settings
-        if await self.tokens.load() is None:
+        try:
+            checkpoint = await outlast(self.tokens.load, what="the checkpoint (Redis)", stop=stop)
+        except Stopped:
+            return
+        if checkpoint is None:
             scanned = await Snapshot(
                 self.mongo,
                 settings.database,

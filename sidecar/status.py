@@ -6,7 +6,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
 
 from checkpoints.keys import Keys
 from checkpoints.queue import EventQueue
@@ -38,12 +37,13 @@ async def pipeline_status(redis: Redis, keys: Keys) -> dict[str, Any]:
             "start_at_operation_time": _cluster_time(checkpoint.start_at_operation_time),
             "saved_at": checkpoint.saved_at.isoformat(),
         }
+    queue = EventQueue(redis, keys)
     return {
         "pipeline": keys.pipeline,
         "checkpoint": position,
-        "queue_length": await EventQueue(redis, keys).backlog(),
-        "pending": await _pending(redis, keys),
-        "dead_letters": int(await redis.xlen(keys.dead)),
+        "queue_length": await queue.backlog(),
+        "pending": await queue.pending(),
+        "dead_letters": await queue.dead_letters(),
         "last_applied": await stats.last_applied(),
         "counters": await stats.read(),
     }
@@ -55,13 +55,5 @@ async def applied_through(redis: Redis, keys: Keys, cluster_time: int) -> bool:
     checkpoint = await ResumeTokenStore(redis, keys).load()
     if checkpoint is None or (checkpoint.cluster_time or 0) < cluster_time:
         return False
-    return await EventQueue(redis, keys).backlog() == 0 and await _pending(redis, keys) == 0
-
-
-async def _pending(redis: Redis, keys: Keys) -> int:
-    """Entries delivered to the indexer and not acknowledged; 0 before it ever started."""
-    try:
-        summary = await redis.xpending(keys.events, keys.group)
-    except ResponseError:
-        return 0
-    return int(summary["pending"])
+    queue = EventQueue(redis, keys)
+    return await queue.backlog() == 0 and await queue.pending() == 0

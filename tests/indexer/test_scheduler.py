@@ -10,16 +10,18 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
+import pytest
 import redis.asyncio as aioredis
+import redis.exceptions
 
+from checkpoints.consumer import EventReader
 from checkpoints.keys import Keys
 from checkpoints.lease import Lease
 from checkpoints.queue import EventQueue
 from checkpoints.stats import Stats
-from core.errors import DocumentRejected, VectorStoreUnavailable
+from core.errors import DocumentRejected, EmbedderUnavailable, VectorStoreUnavailable
 from core.events import DocumentEvent, DocumentUpdatedEvent
 from indexer.handlers import Dispatcher, Outcome
-from indexer.queue import EventReader
 from indexer.scheduler import IndexScheduler
 
 
@@ -135,6 +137,46 @@ async def test_vector_store_outage_is_retried_and_nothing_acknowledged_meanwhile
     assert {e.key for e in handler.applied} == {"app.docs/a", "app.docs/b"}
 
 
+@pytest.mark.parametrize(
+    "error",
+    [
+        redis.exceptions.ConnectionError("Connection refused"),
+        redis.exceptions.TimeoutError("Timeout reading from socket"),
+        redis.exceptions.BusyLoadingError("LOADING Redis is loading the dataset in memory"),
+        ConnectionResetError("reset by peer"),
+        EmbedderUnavailable("embedding server down"),
+    ],
+    ids=repr,
+)
+async def test_an_outage_of_any_dependency_never_dead_letters_a_document(
+    redis_client: aioredis.Redis, pipeline_name: str, error: Exception
+) -> None:
+    # The updater reads version records from Redis: a Redis outage in the middle of
+    # a batch is an outage like Milvus's, not the documents' fault.
+    keys = Keys(pipeline_name)
+    outage = {"on": True}
+    handler = Recorder(lambda events: error if outage["on"] else None)
+    await enqueue(redis_client, keys, [event("a", 1), event("b", 2)])
+    async with running(redis_client, keys, handler, retry_times=0):
+        await wait_for(lambda: _calls_at_least(handler, 4))
+        assert await redis_client.xlen(keys.dead) == 0, "an outage must never dead-letter"
+        outage["on"] = False
+        await wait_for(lambda: _queue_empty(redis_client, keys))
+    assert {e.key for e in handler.applied} == {"app.docs/a", "app.docs/b"}
+    assert await redis_client.xlen(keys.dead) == 0
+
+
+async def test_a_redis_error_that_is_not_an_outage_is_the_batchs_fault(
+    redis_client: aioredis.Redis, pipeline_name: str
+) -> None:
+    keys = Keys(pipeline_name)
+    handler = Recorder(lambda events: redis.exceptions.ResponseError("WRONGTYPE Operation"))
+    await enqueue(redis_client, keys, [event("a", 1)])
+    async with running(redis_client, keys, handler, retry_times=1):
+        await wait_for(lambda: _dead_letters(redis_client, keys, 1))
+    assert handler.calls == 2
+
+
 async def test_bad_document_is_dead_lettered_after_retries_and_the_rest_flows(
     redis_client: aioredis.Redis, pipeline_name: str
 ) -> None:
@@ -213,3 +255,7 @@ async def test_rejected_document_is_dead_lettered_without_retries(
     assert handler.calls == 1
     dead = await redis_client.xrange(keys.dead)
     assert [fields[b"error"] for _, fields in dead] == [b"content is binary"]
+
+
+async def _dead_letters(redis_client: aioredis.Redis, keys: Keys, count: int) -> bool:
+    return int(await redis_client.xlen(keys.dead)) >= count

@@ -7,13 +7,13 @@ from datetime import UTC, datetime
 import pytest
 import redis.asyncio as aioredis
 
+from checkpoints.consumer import EventReader, QueueEntry
 from checkpoints.keys import Keys
 from checkpoints.lease import Lease
 from checkpoints.queue import EventQueue
 from checkpoints.stats import Stats
 from checkpoints.versions import VersionRecord, VersionStore
 from core.events import DocumentCreatedEvent, DocumentEvent
-from indexer.queue import EventReader, QueueEntry
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 

@@ -14,6 +14,7 @@ from redis.exceptions import ResponseError
 from redis.typing import EncodableT, FieldT
 
 from checkpoints.keys import Keys
+from checkpoints.queue import EventQueue
 from checkpoints.stats import Stats
 from checkpoints.versions import VersionRecord, VersionStore
 from core.events import DocumentEvent, MalformedEvent, event_from_json
@@ -245,9 +246,8 @@ class EventReader:
         await pipe.execute()
 
     async def pending(self) -> int:
-        """Entries delivered to any consumer and not acknowledged (call start() first)."""
-        summary = await self._redis.xpending(self._keys.events, self._keys.group)
-        return int(summary["pending"])
+        """Entries delivered to any consumer and not acknowledged."""
+        return await EventQueue(self._redis, self._keys).pending()
 
 
 def _decode(entry_id: str, fields: Mapping[bytes, bytes], deliveries: int) -> QueueEntry:

@@ -1,0 +1,113 @@
+"""Waiting out outages: the one retry helper every part of the sidecar uses.
+
+An outage (core.errors.is_outage: Redis, MongoDB, Milvus or the embedder
+unreachable or busy) is never a decision about data: the call is tried again
+with jittered exponential backoff up to a cap, for as long as it takes, and
+the outage is logged once when it starts and once when it ends, with its
+duration. Any other error is raised at once."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import structlog
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_when_event_set,
+    wait_random_exponential,
+)
+
+from core.errors import is_outage
+
+log = structlog.get_logger("core.retry")
+
+T = TypeVar("T")
+
+MAX_WAIT_SECONDS = 30.0
+
+
+class Stopped(Exception):
+    """The caller was asked to stop while a dependency was still down: the work in
+    hand stays where it is (unacknowledged, unsaved) for the next run."""
+
+
+async def sleep_unless(stop: asyncio.Event, seconds: float) -> None:
+    """Sleep *seconds*, or less if *stop* is set meanwhile."""
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except TimeoutError:
+        return
+
+
+class Outage:
+    """The log of one outage of *what*: a line when it starts, one when it ends."""
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+        self._started: float | None = None
+        self._failures = 0
+
+    @property
+    def failures(self) -> int:
+        return self._failures
+
+    def failed(self, error: BaseException | None, wait: float) -> None:
+        self._failures += 1
+        if self._started is None:
+            self._started = time.monotonic()
+            log.warning("outage_started", what=self._what, error=repr(error), retry_in=wait)
+        else:
+            log.debug("outage_continues", what=self._what, error=repr(error), retry_in=wait)
+
+    def ended(self) -> None:
+        if self._started is not None:
+            seconds = round(time.monotonic() - self._started, 3)
+            log.warning("outage_ended", what=self._what, seconds=seconds, retries=self._failures)
+        self._started = None
+        self._failures = 0
+
+
+async def outlast(
+    call: Callable[[], Awaitable[T]],
+    *,
+    what: str,
+    stop: asyncio.Event,
+    initial: float = 0.1,
+    max_wait: float = MAX_WAIT_SECONDS,
+) -> T:
+    """The result of *call*, tried again through outages until it succeeds; the waits
+    start at *initial* seconds and double, with jitter, up to *max_wait*.
+
+    Raises at once any error that is not an outage, and Stopped (from the last
+    outage) when *stop* is set while the outage lasts."""
+    outage = Outage(what)
+
+    def before_sleep(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        outage.failed(error, state.next_action.sleep if state.next_action else 0.0)
+
+    retrying = AsyncRetrying(
+        retry=retry_if_exception(is_outage),
+        wait=wait_random_exponential(multiplier=initial, max=max_wait),
+        stop=stop_when_event_set(stop),  # type: ignore[arg-type]
+        sleep=lambda seconds: sleep_unless(stop, seconds),
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+    async def attempt() -> T:
+        # tenacity awaits only what a coroutine function returns, not a lambda's.
+        return await call()
+
+    try:
+        result: T = await retrying(attempt)
+    except Exception as error:
+        if stop.is_set() and is_outage(error):
+            raise Stopped(f"stopped while {what} was unavailable: {error}") from error
+        raise
+    outage.ended()
+    return result
