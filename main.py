@@ -8,11 +8,14 @@ import signal
 import sys
 from typing import Annotated, Any
 
+import structlog
 import typer
 
-from core.errors import SidecarError
+from core.errors import SidecarError, describe_failure
 from sidecar.logs import configure_logging
 from sidecar.settings import Settings, load_settings
+
+log = structlog.get_logger("main")
 
 cli = typer.Typer(
     help="Keep a Milvus vector index true to MongoDB by tailing its change stream.",
@@ -29,9 +32,13 @@ def _settings() -> Settings:
         raise typer.Exit(2) from None
 
 
-def _fail(error: SidecarError) -> typer.Exit:
-    typer.echo(f"error: {error}", err=True)
-    return typer.Exit(2 if not error.retriable else 1)
+def _fail(error: BaseException) -> typer.Exit:
+    """One `error:` line on stderr and the exit status for *error*; the traceback goes
+    to the debug log only."""
+    status, message = describe_failure(error)
+    log.debug("stopped_by", error=repr(error), exc_info=error)
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(status)
 
 
 @cli.command()
@@ -50,7 +57,7 @@ def run() -> None:
 
     try:
         asyncio.run(main())
-    except SidecarError as error:
+    except Exception as error:  # noqa: BLE001 - the edge: every failure becomes one line
         raise _fail(error) from None
 
 
@@ -64,7 +71,7 @@ def status(
 
     try:
         report = asyncio.run(read_status(settings))
-    except SidecarError as error:
+    except Exception as error:  # noqa: BLE001 - the edge: every failure becomes one line
         raise _fail(error) from None
     if as_json:
         typer.echo(json.dumps(report, ensure_ascii=False, indent=2))
@@ -108,7 +115,7 @@ def demo(
 
     try:
         asyncio.run(run_demo(documents=documents, precision=precision))
-    except SidecarError as error:
+    except Exception as error:  # noqa: BLE001 - the edge: every failure becomes one line
         raise _fail(error) from None
 
 

@@ -11,7 +11,15 @@ and history loss; 1 only where a restart may help)."""
 from __future__ import annotations
 
 import redis.exceptions
-from pymongo.errors import ConnectionFailure, CursorNotFound, OperationFailure, PyMongoError
+from pymongo.errors import (
+    ConfigurationError as MongoConfigurationError,
+)
+from pymongo.errors import (
+    ConnectionFailure,
+    CursorNotFound,
+    OperationFailure,
+    PyMongoError,
+)
 
 # ChangeStreamHistoryLost, and ChangeStreamFatalError, which servers before
 # 4.4 raise when the resume point has left the oplog.
@@ -20,6 +28,9 @@ HISTORY_LOST_CODES = frozenset({286, 280})
 # Server errors of a replica set in transition (no primary, stepping down,
 # shutting down): the same command succeeds against the next primary.
 _MONGO_TRANSITION_CODES = frozenset({91, 189, 10107, 11600, 11602, 13435, 13436})
+
+# Server errors that mean the credentials or the user's roles are wrong.
+_MONGO_AUTH_CODES = frozenset({13, 18, 8000})
 
 # Replies of a Redis that is starting, failing over or read-only for a moment.
 _REDIS_TRANSIENT_REPLIES = ("LOADING", "MASTERDOWN", "TRYAGAIN", "READONLY", "CLUSTERDOWN")
@@ -105,3 +116,30 @@ def _mongo_outage(error: PyMongoError) -> bool:
             or error.has_error_label("RetryableWriteError")
         )
     return error.timeout
+
+
+def describe_failure(error: BaseException) -> tuple[int, str]:
+    """The exit status and the one line a person reads when *error* stops the
+    service or a command: 2 for configuration, permission and lost history (a
+    restart would fail the same way), 1 where a restart may help."""
+    if isinstance(error, SidecarError):
+        return (1 if error.retriable else 2), str(error)
+    if isinstance(error, redis.exceptions.AuthenticationError | redis.exceptions.NoPermissionError):
+        return (
+            2,
+            f"Redis refused the sidecar: {error} (check the user and password in CDC_REDIS_URL)",
+        )
+    if isinstance(error, OperationFailure):
+        message = (error.details or {}).get("errmsg", str(error))
+        if error.code in _MONGO_AUTH_CODES:
+            return 2, (
+                f"MongoDB refused the sidecar: {message} (check the user and password in "
+                "CDC_MONGO_URI, and that the user may read and watch the database)"
+            )
+        return 2, f"MongoDB rejected a command: {message} (code {error.code})"
+    if isinstance(error, MongoConfigurationError):
+        return 2, f"CDC_MONGO_URI: {error}"
+    return 1, (
+        f"unexpected {type(error).__name__}: {error} (a restart may help; "
+        "CDC_LOG_LEVEL=debug logs the traceback)"
+    )

@@ -11,8 +11,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
+import structlog
 
 from core.errors import ConfigurationError, EmbedderUnavailable
+
+log = structlog.get_logger(__name__)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -229,6 +232,7 @@ class SentenceTransformerEmbedder:
         # encode on the worker thread fails with "Already borrowed".
         self._tokenizer = copy.deepcopy(model.tokenizer)
         self._model = model
+        log.info("model_loaded", fingerprint=self._fingerprint, dimension=self._dimension)
 
 
 def _resolve(model: str) -> tuple[Path, str]:

@@ -38,6 +38,7 @@ from indexer.handlers import Dispatcher, EventHandler
 from indexer.scheduler import IndexScheduler
 from indexer.store import VectorStore
 from indexer.updater import IndexUpdater
+from sidecar.preflight import preflight
 from sidecar.redis_server import PrivateRedis
 from sidecar.settings import Settings, redact
 from sidecar.status import pipeline_status
@@ -250,7 +251,12 @@ async def redis_for(settings: Settings, *, start_private: bool) -> AsyncIterator
 
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
-    """`cdc-sidecar run`: the service until *stop*."""
+    """`cdc-sidecar run`: the service until *stop*. Credentials and the filter are
+    checked before the model loads."""
+    try:
+        await preflight(settings, stop)
+    except Stopped:
+        return
     embedder = build_embedder(settings)
     await embedder.start()
     try:

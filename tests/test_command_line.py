@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -16,6 +17,7 @@ from checkpoints.lease import Lease
 from checkpoints.queue import EventQueue
 from checkpoints.tokens import Checkpoint
 from core.events import DocumentCreatedEvent
+from mongosim import ThreadedMongoSim
 from tests.conftest import REDIS_URL
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -99,3 +101,53 @@ def test_a_misspelt_setting_stops_the_command_with_the_closest_name(tmp_path: Pa
     assert done.returncode == 2
     assert done.stderr.startswith("error: unknown configuration")
     assert "CDC_PIPLINE is not a setting (did you mean CDC_PIPELINE?)" in done.stderr
+
+
+def test_run_with_a_wrong_redis_password_stops_before_loading_the_model(
+    tmp_path: Path, sim: ThreadedMongoSim
+) -> None:
+    done = cli(
+        "run",
+        cwd=tmp_path,
+        CDC_MONGO_URI=sim.uri,
+        CDC_REDIS_URL="redis://bob:hunter2@127.0.0.1:6379/0",
+        CDC_LOG_LEVEL="debug",
+    )
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert errors == [
+        "error: Redis refused the sidecar: invalid username-password pair or user is disabled. "
+        "(check the user and password in CDC_REDIS_URL)"
+    ]
+    assert "hunter2" not in done.stderr
+    assert "model_loaded" not in done.stderr
+
+
+def test_run_waits_for_an_unreachable_mongodb_and_stops_cleanly_on_sigterm(
+    tmp_path: Path,
+) -> None:
+    with subprocess.Popen(
+        [sys.executable, str(ROOT / "main.py"), "run"],
+        cwd=tmp_path,
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("CDC_")},
+            "CDC_MONGO_URI": "mongodb://127.0.0.1:1/?replicaSet=rs0",
+            "CDC_REDIS_URL": REDIS_URL,
+        },
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        try:
+            assert process.stderr is not None
+            lines: list[str] = []
+            for line in process.stderr:
+                lines.append(line)
+                if "outage_started" in line:
+                    break
+            assert process.poll() is None, "".join(lines)
+            assert "MongoDB" in lines[-1]
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=30) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
