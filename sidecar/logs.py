@@ -7,6 +7,8 @@ import sys
 
 import structlog
 
+NOISY_LIBRARIES = ("pymilvus",)
+
 
 def configure_logging(level: str = "info", *, json: bool = True) -> None:
     """Route structlog and the standard library through one JSON renderer."""
@@ -29,3 +31,8 @@ def configure_logging(level: str = "info", *, json: bool = True) -> None:
         cache_logger_on_first_use=False,
     )
     logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr, force=True)
+    # pymilvus logs every failed call with a traceback; the sidecar reports an outage
+    # once when it starts and once when it ends (core.retry), so keep those for debug.
+    quiet = logging.DEBUG if numeric <= logging.DEBUG else logging.CRITICAL
+    for library in NOISY_LIBRARIES:
+        logging.getLogger(library).setLevel(quiet)

@@ -23,6 +23,25 @@ DATABASE = "app"
 COLLECTION = "articles"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--long",
+        action="store_true",
+        help="also run the tests marked long (minutes each: the 60 s outages, the long torture)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Leave the tests marked long out unless --long asks for them (they are not skipped:
+    they are not part of the run)."""
+    if config.getoption("--long"):
+        return
+    long = [item for item in items if item.get_closest_marker("long")]
+    if long:
+        config.hook.pytest_deselected(items=long)
+        items[:] = [item for item in items if not item.get_closest_marker("long")]
+
+
 @pytest.fixture
 def pipeline_name() -> str:
     """A pipeline name no other test uses, so tests share one Redis without colliding."""
