@@ -17,13 +17,17 @@ class Stats:
 
     Capture increments ``events_captured`` inside EventQueue.append and the
     indexer its counters inside EventReader.commit, so a counter moves
-    exactly when the work it counts is durable."""
+    exactly when the work it counts is durable. The one exception is
+    ``embeddings_computed``: chunks the model encoded, counted as soon as it
+    returns, so that ``embeddings_computed - chunks_embedded`` is the work lost
+    to crashes and retried batches."""
 
     COUNTERS = (
         "events_captured",
         "events_filtered",
         "documents_indexed",
         "chunks_embedded",
+        "embeddings_computed",
         "embeddings_skipped",
         "deletes",
         "dead_lettered",

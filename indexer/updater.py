@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Protocol
@@ -91,7 +91,11 @@ class IndexUpdater:
         chunker: Chunking,
         versions: VersionLedger,
         version_guard: bool = True,
+        on_embedded: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
+        """*on_embedded* is told how many texts each embed call encoded, as soon as
+        it returns (before anything is written)."""
+        self._on_embedded = on_embedded
         self._store = store
         self._embedder = embedder
         self._chunker = RememberedChunks(chunker)
@@ -193,6 +197,8 @@ class IndexUpdater:
         vectors = (
             await self._embedder.embed([chunk.text for _, chunk in pending]) if pending else []
         )
+        if vectors and self._on_embedded is not None:
+            await self._on_embedded(len(vectors))
         fresh = {chunk.id: vector for (_, chunk), vector in zip(pending, vectors, strict=True)}
         now = int(time.time() * 1000)
         rows = []

@@ -117,9 +117,19 @@ class Sidecar:
             chunker=chunker,
             versions=self.versions,
             version_guard=settings.index_version_enabled,
+            on_embedded=self._count_embedded,
         )
         self.dispatcher = Dispatcher([self.updater, *handlers])
         self._stack = AsyncExitStack()
+
+    async def _count_embedded(self, texts: int) -> None:
+        """A metric: an outage must not fail (and so re-embed) the batch for it."""
+        try:
+            await self.stats.incr({"embeddings_computed": texts})
+        except Exception as error:
+            if not is_outage(error):
+                raise
+            log.debug("embeddings_not_counted", texts=texts, error=repr(error))
 
     async def __aenter__(self) -> Sidecar:
         await self.store.start()

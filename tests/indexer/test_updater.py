@@ -379,3 +379,25 @@ def _marked(rows: Sequence[ChunkRow]) -> list[ChunkRow]:
     return [
         replace(row, vector=[float(i == 15 - row.chunk_index) for i in range(16)]) for row in rows
     ]
+
+
+async def test_each_encode_is_reported_before_anything_is_written(index: Index) -> None:
+    reported: list[tuple[int, int]] = []
+
+    async def on_embedded(texts: int) -> None:
+        reported.append((texts, len(await index.rows())))
+
+    updater = IndexUpdater(
+        store=index.store,
+        embedder=index.embedder,
+        chunker=Paragraphs(),
+        versions=index.versions,
+        on_embedded=on_embedded,
+    )
+    counting = Index(updater, index.store, index.versions, index.redis, index.embedder)
+
+    await counting.apply([created("alpha\n\nbeta\n\ngamma", 10)])
+    await counting.apply([updated("alpha\n\nbeta\n\ngamma", 11, lang="fr")])  # no encode
+    await counting.apply([updated("alpha\n\nBETA\n\ngamma", 12, lang="fr")])
+
+    assert reported == [(3, 0), (1, 3)]
