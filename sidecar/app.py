@@ -67,7 +67,9 @@ class Sidecar:
     """Capture and indexer of one pipeline, wired to Redis, MongoDB and Milvus.
 
     Use as ``async with Sidecar(...) as sidecar: await sidecar.run(stop)``.
-    *handlers* are extra event handlers registered beside the index updater."""
+    *handlers* are extra event handlers registered beside the index updater.
+    Entering waits out a Milvus that is not reachable yet; *stop* ends that wait
+    with core.retry.Stopped."""
 
     def __init__(
         self,
@@ -76,8 +78,10 @@ class Sidecar:
         redis: Redis,
         embedder: Embedder,
         handlers: tuple[EventHandler, ...] = (),
+        stop: asyncio.Event | None = None,
     ) -> None:
         self.settings = settings
+        self._stop = stop or asyncio.Event()
         self.redis = redis
         self.embedder = embedder
         self.keys = Keys(settings.pipeline)
@@ -132,7 +136,7 @@ class Sidecar:
             log.debug("embeddings_not_counted", texts=texts, error=repr(error))
 
     async def __aenter__(self) -> Sidecar:
-        await self.store.start()
+        await outlast(self.store.start, what="Milvus", stop=self._stop)
         self._stack.push_async_callback(self.store.stop)
         self._stack.push_async_callback(self.mongo.close)
         return self
@@ -272,9 +276,11 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     try:
         async with (
             redis_for(settings, start_private=True) as redis,
-            Sidecar(settings, redis=redis, embedder=embedder) as sidecar,
+            Sidecar(settings, redis=redis, embedder=embedder, stop=stop) as sidecar,
         ):
             await sidecar.run(stop)
+    except Stopped:
+        log.info("stopped_during_an_outage")
     finally:
         await embedder.stop()
 
