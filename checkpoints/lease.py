@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime
 
 import structlog
@@ -10,7 +11,7 @@ from redis.asyncio import Redis
 
 from checkpoints.keys import Keys
 from checkpoints.lua import LuaScript
-from core.errors import ConfigurationError, LeaseLost
+from core.errors import ConfigurationError, LeaseLost, LeaseStale
 from core.retry import Stopped, outlast, sleep_unless
 
 # KEYS: lease, fence, since. ARGV: owner, ttl in ms, now (ISO 8601). Returns the new
@@ -80,6 +81,7 @@ class Lease:
         self._owner = owner
         self._ttl_ms = max(1, round(ttl * 1000))
         self._fence: int | None = None
+        self._renewed_at = float("-inf")
 
     @property
     def owner(self) -> str:
@@ -115,6 +117,7 @@ class Lease:
             fence = int(await _ACQUIRE(self._redis, keys, [self._owner, self._ttl_ms, now]))
             if fence:
                 self._fence = fence
+                self._renewed_at = time.monotonic()
                 if reported_at is not None:
                     log.info("lease_taken_over", pipeline=self._keys.pipeline, owner=self._owner)
                 return fence
@@ -161,6 +164,20 @@ class Lease:
         if not done:
             self._fence = None
             raise LeaseLost(f"{self._owner} lost the lease of {self._keys.pipeline}")
+        self._renewed_at = time.monotonic()
+
+    def check_fresh(self) -> None:
+        """Return when the lease will still be ours for a renew interval at least
+        (its last renewal is younger than ttl minus that interval): time for a
+        write to land. Raises LeaseStale otherwise (an outage: wait for a renewal),
+        LeaseLost when the lease is not held."""
+        _ = self.fence
+        age = time.monotonic() - self._renewed_at
+        if age > self._ttl_ms / 1000 - self.renew_interval:
+            raise LeaseStale(
+                f"the lease of {self._keys.pipeline} was last renewed {age:.1f} s ago "
+                "(Redis unreachable?): not writing until it is renewed"
+            )
 
     async def hold(self, stop: asyncio.Event) -> None:
         """Renew every ``renew_interval`` until *stop* is set, waiting out Redis

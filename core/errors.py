@@ -53,6 +53,13 @@ class LeaseLost(SidecarError):
     """This writer's fence is no longer the current lease's: stop writing."""
 
 
+class LeaseStale(SidecarError):
+    """The lease was not renewed lately (Redis is down): it may expire before a write
+    lands, so nothing is written until a renewal goes through."""
+
+    retriable = True
+
+
 class HistoryLost(SidecarError):
     """The change stream no longer holds the checkpointed position."""
 

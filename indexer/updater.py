@@ -92,10 +92,15 @@ class IndexUpdater:
         versions: VersionLedger,
         version_guard: bool = True,
         on_embedded: Callable[[int], Awaitable[None]] | None = None,
+        before_write: Callable[[], None] | None = None,
     ) -> None:
         """*on_embedded* is told how many texts each embed call encoded, as soon as
-        it returns (before anything is written)."""
+        it returns (before anything is written). *before_write* runs before the
+        batch's first write to Milvus and raises to prevent it (the lease holder
+        passes Lease.check_fresh: a holder that may have lost its lease writes
+        nothing)."""
         self._on_embedded = on_embedded
+        self._before_write = before_write
         self._store = store
         self._embedder = embedder
         self._chunker = RememberedChunks(chunker)
@@ -127,6 +132,8 @@ class IndexUpdater:
         ]
         plans, stored = await self._heal_missing_rows(plans)
         rows = await self._rows(plans, stored)
+        if self._before_write is not None:
+            self._before_write()
         if rows:
             await self._store.upsert(rows)
         stale = [cid for plan in plans for cid in plan.stale_ids]

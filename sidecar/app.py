@@ -122,6 +122,7 @@ class Sidecar:
             versions=self.versions,
             version_guard=settings.index_version_enabled,
             on_embedded=self._count_embedded,
+            before_write=self.lease.check_fresh,
         )
         self.dispatcher = Dispatcher([self.updater, *handlers])
         self._stack = AsyncExitStack()

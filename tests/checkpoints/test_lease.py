@@ -10,7 +10,7 @@ import structlog.testing
 from checkpoints.keys import Keys
 from checkpoints.lease import Lease
 from checkpoints.queue import EventQueue
-from core.errors import ConfigurationError, LeaseLost
+from core.errors import ConfigurationError, LeaseLost, LeaseStale, is_outage
 
 
 async def test_each_acquisition_increments_the_fence(
@@ -187,3 +187,24 @@ async def test_nobody_holds_a_released_lease(redis_client: aioredis.Redis, keys:
     await lease.acquire(wait=False)
     await lease.release()
     assert await lease.holder() is None
+
+
+async def test_a_holder_writes_only_while_its_lease_was_renewed_lately(
+    redis_client: aioredis.Redis, keys: Keys
+) -> None:
+    lease = Lease(redis_client, keys, owner="pod-a", ttl=0.3)
+    with pytest.raises(LeaseLost):
+        lease.check_fresh()
+    await lease.acquire(wait=False)
+    # Past ttl minus a renew interval without a renewal (Redis down): stale.
+    await asyncio.sleep(0.25)
+    with pytest.raises(LeaseStale, match="not writing until it is renewed"):
+        lease.check_fresh()
+    await lease.renew()
+    slow = Lease(redis_client, keys, owner="pod-a", ttl=30.0)
+    await slow.acquire(wait=False)
+    slow.check_fresh()  # renewed just now, with 20 s of margin
+
+
+async def test_a_stale_lease_is_an_outage_to_wait_out() -> None:
+    assert is_outage(LeaseStale("not renewed lately"))

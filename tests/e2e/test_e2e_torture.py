@@ -23,6 +23,7 @@ import pytest
 import redis.asyncio as aioredis
 from e2e_harness import assert_index_equals_source, paragraphs, wait_applied
 from pymongo import AsyncMongoClient
+from pymongo.errors import AutoReconnect
 from service_process import ServiceProcess
 
 from checkpoints.keys import Keys
@@ -34,6 +35,7 @@ from sidecar.settings import Settings
 from tests.conftest import COLLECTION, DATABASE
 from tests.embedders import CountingEmbedder
 from tests.tcp_proxy import TcpProxy, milvus_lite_server
+from tests.waiting import eventually
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
 
@@ -186,6 +188,16 @@ async def converged(rig: Rig, mongo: Mongo, embedder: CountingEmbedder) -> None:
     (through a client of the Milvus server's own, not the proxy)."""
     keys = Keys(rig.settings.pipeline)
     rig.service.require_alive()
+
+    async def reachable() -> bool:
+        # The test's own connections were dropped with the service's.
+        try:
+            await mongo[DATABASE].command("ping")
+        except AutoReconnect:
+            return False
+        return True
+
+    await eventually(reachable, what="mongosim to answer the test again")
     await wait_applied(rig.redis, keys, mongo)
     store = VectorStore(
         f"http://127.0.0.1:{rig.milvus_port}",

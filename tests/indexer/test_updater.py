@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 
 from checkpoints.keys import Keys
 from checkpoints.versions import VersionRecord, VersionStore
+from core.errors import LeaseStale
 from core.events import (
     DocumentCreatedEvent,
     DocumentDeletedEvent,
@@ -401,3 +402,20 @@ async def test_each_encode_is_reported_before_anything_is_written(index: Index) 
     await counting.apply([updated("alpha\n\nBETA\n\ngamma", 12, lang="fr")])
 
     assert reported == [(3, 0), (1, 3)]
+
+
+async def test_nothing_is_written_when_the_holder_may_have_lost_its_lease(index: Index) -> None:
+    def stale() -> None:
+        raise LeaseStale("not renewed lately")
+
+    guarded = IndexUpdater(
+        store=index.store,
+        embedder=index.embedder,
+        chunker=Paragraphs(),
+        versions=index.versions,
+        before_write=stale,
+    )
+    with pytest.raises(LeaseStale):
+        await guarded.handle_batch([created("alpha\n\nbeta", 10)])
+    await index.store.flush()
+    assert await index.rows() == []
