@@ -12,6 +12,7 @@ from pymongo.errors import (
     OperationFailure,
     ServerSelectionTimeoutError,
 )
+from pymongo.errors import ConfigurationError as MongoConfigurationError
 
 from core.errors import (
     ConfigurationError,
@@ -21,6 +22,7 @@ from core.errors import (
     LeaseLost,
     RedisUnavailable,
     VectorStoreUnavailable,
+    describe_failure,
     is_outage,
 )
 
@@ -74,3 +76,42 @@ def test_outages(error: BaseException) -> None:
 )
 def test_not_outages(error: BaseException) -> None:
     assert not is_outage(error)
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "says"),
+    [
+        (ConfigurationError("CDC_X: bad"), 2, "CDC_X: bad"),
+        (HistoryLost("the change stream no longer holds"), 2, "no longer holds"),
+        (LeaseLost("another replica took the lease"), 2, "another replica"),
+        (RedisUnavailable("cannot read redis"), 1, "cannot read redis"),
+        (
+            redis.exceptions.AuthenticationError("invalid username-password pair"),
+            2,
+            "Redis refused the sidecar: invalid username-password pair (check the user and "
+            "password in CDC_REDIS_URL)",
+        ),
+        (
+            OperationFailure("Authentication failed.", code=18),
+            2,
+            "MongoDB refused the sidecar: Authentication failed.",
+        ),
+        (
+            OperationFailure("x", code=40324, details={"errmsg": "Unrecognized pipeline stage"}),
+            2,
+            "MongoDB rejected a command: Unrecognized pipeline stage (code 40324)",
+        ),
+        (
+            MongoConfigurationError("Unknown option foo"),
+            2,
+            "CDC_MONGO_URI: Unknown option foo",
+        ),
+        (RuntimeError("a bug"), 1, "unexpected RuntimeError: a bug (a restart may help"),
+    ],
+    ids=repr,
+)
+def test_every_failure_has_an_exit_status_and_a_line_to_act_on(
+    error: BaseException, status: int, says: str
+) -> None:
+    assert describe_failure(error)[0] == status
+    assert says in describe_failure(error)[1]
