@@ -148,7 +148,12 @@ async def rig(
 
 
 @pytest.mark.parametrize(
-    "rounds", [3, pytest.param(20, marks=pytest.mark.long)], ids=["3-rounds", "20-rounds"]
+    "rounds",
+    [
+        pytest.param(3, marks=pytest.mark.timeout(600)),
+        pytest.param(20, marks=[pytest.mark.long, pytest.mark.timeout(3600)]),
+    ],
+    ids=["3-rounds", "20-rounds"],
 )
 async def test_random_faults_round_after_round_leave_the_index_equal_to_the_source(
     rig: Rig, mongo: Mongo, embedder: CountingEmbedder, rounds: int
