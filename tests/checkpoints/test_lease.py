@@ -13,6 +13,18 @@ from checkpoints.queue import EventQueue
 from core.errors import ConfigurationError, LeaseLost, LeaseStale, is_outage
 
 
+async def renewals_seen(redis: aioredis.Redis, keys: Keys, count: int) -> None:
+    """Return once the lease's time to live has gone back up *count* times."""
+    renewals = 0
+    remaining = await redis.pttl(keys.lease)
+    async with asyncio.timeout(30):
+        while renewals < count:
+            await asyncio.sleep(0.02)
+            now = await redis.pttl(keys.lease)
+            renewals += now > remaining
+            remaining = now
+
+
 async def test_each_acquisition_increments_the_fence(
     redis_client: aioredis.Redis, keys: Keys
 ) -> None:
@@ -94,15 +106,7 @@ async def test_hold_renews_until_stopped(redis_client: aioredis.Redis, keys: Key
     stop = asyncio.Event()
     holding = asyncio.create_task(lease.hold(stop))
 
-    # The lease's time to live goes back up three times: hold renews it.
-    renewals = 0
-    remaining = await redis_client.pttl(keys.lease)
-    async with asyncio.timeout(30):
-        while renewals < 3:
-            await asyncio.sleep(0.02)
-            now = await redis_client.pttl(keys.lease)
-            renewals += now > remaining
-            remaining = now
+    await renewals_seen(redis_client, keys, 3)  # hold renews it
     assert await redis_client.get(keys.lease) == b"a"
     stop.set()
     async with asyncio.timeout(2):
@@ -162,15 +166,7 @@ async def test_a_standby_does_not_take_a_lease_that_is_renewed(
     holding = asyncio.create_task(holder.hold(stop))
     standby = asyncio.create_task(Lease(redis_client, keys, owner="pod-b").acquire())
 
-    # Several of the holder's ttls pass: the standby keeps waiting.
-    renewals = 0
-    remaining = await redis_client.pttl(keys.lease)
-    async with asyncio.timeout(30):
-        while renewals < 3:
-            await asyncio.sleep(0.02)
-            now = await redis_client.pttl(keys.lease)
-            renewals += now > remaining
-            remaining = now
+    await renewals_seen(redis_client, keys, 3)  # several ttls: the standby keeps waiting
     assert not standby.done()
     assert await redis_client.get(keys.lease) == b"pod-a"
 

@@ -86,6 +86,16 @@ class ServiceProcess:
         except TimeoutError:
             pytest.fail(f"the service did not exit within {EXIT_SECONDS} s of {signum}")
 
+    async def ended(self, within: float) -> tuple[int, str]:
+        """The exit status and the whole output once the process exits by itself;
+        fail (killing it) if it still runs after *within* seconds."""
+        try:
+            status = await asyncio.wait_for(self.process.wait(), timeout=within)
+        except TimeoutError:
+            await self.kill()
+            pytest.fail(f"the service did not stop by itself within {within} s")
+        return status, self._log.read_text(errors="replace")
+
     async def kill(self) -> None:
         """SIGKILL unless already gone; reaps the process either way."""
         if self._process is not None and self._process.returncode is None:

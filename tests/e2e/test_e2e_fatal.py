@@ -3,16 +3,15 @@ line on stderr that says what is wrong, and no traceback."""
 
 from __future__ import annotations
 
-import asyncio
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 from e2e_harness import CONVERGE_SECONDS
-from service_process import PROJECT, service_environment
+from service_process import ServiceProcess
 
 from checkpoints.keys import Keys
 from checkpoints.lease import Lease
@@ -28,53 +27,22 @@ pytestmark = [pytest.mark.model, pytest.mark.slow]
 @dataclass(frozen=True)
 class Ended:
     status: int
-    stderr: str
+    output: str  # stdout and stderr: `run` prints nothing on stdout
 
     def assert_fatal(self, *phrases: str) -> None:
         """Exit 2 with exactly one `error:` line naming every phrase, and no traceback."""
-        errors = [line for line in self.stderr.splitlines() if line.startswith("error:")]
-        assert self.status == 2, self.stderr[-3000:]
-        assert len(errors) == 1, self.stderr[-3000:]
+        errors = [line for line in self.output.splitlines() if line.startswith("error:")]
+        assert self.status == 2, self.output[-3000:]
+        assert len(errors) == 1, self.output[-3000:]
         for phrase in phrases:
             assert phrase in errors[0], errors[0]
-        assert "Traceback" not in self.stderr, self.stderr[-3000:]
+        assert "Traceback" not in self.output, self.output[-3000:]
 
 
-class Service:
-    """`main.py run` with stderr kept apart, for the test to read when it ends."""
-
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self.process: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        self.process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "main.py",
-            "run",
-            cwd=PROJECT,
-            env=service_environment(self._settings),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-        )
-
-    async def ended(self) -> Ended:
-        assert self.process is not None
-        try:
-            _, stderr = await asyncio.wait_for(self.process.communicate(), CONVERGE_SECONDS)
-        except TimeoutError:
-            self.process.kill()
-            await self.process.wait()
-            pytest.fail(f"the service did not stop within {CONVERGE_SECONDS} s")
-        assert self.process.returncode is not None
-        return Ended(self.process.returncode, stderr.decode(errors="replace"))
-
-
-async def run_until_it_ends(settings: Settings) -> Ended:
-    service = Service(settings)
+async def run_until_it_ends(settings: Settings, log: Path) -> Ended:
+    service = ServiceProcess(settings, log)
     await service.start()
-    return await service.ended()
+    return Ended(*await service.ended(CONVERGE_SECONDS))
 
 
 async def test_history_lost_exits_2_with_one_error_line(
@@ -82,6 +50,7 @@ async def test_history_lost_exits_2_with_one_error_line(
     articles: Any,
     redis_client: aioredis.Redis,
     sim: ThreadedMongoSim,
+    tmp_path: Path,
 ) -> None:
     settings = make_settings()
     keys = Keys(settings.pipeline)
@@ -97,26 +66,29 @@ async def test_history_lost_exits_2_with_one_error_line(
     await articles.insert_one({"title": "lost"})
     sim.truncate_oplog()
 
-    ended = await run_until_it_ends(settings)
+    ended = await run_until_it_ends(settings, tmp_path / "service.log")
 
     ended.assert_fatal(
         "no longer holds the saved position",
         token["_data"],
         f'redis-cli -u "$CDC_REDIS_URL" DEL cdc:{settings.pipeline}:checkpoint',
     )
-    assert "signature" not in ended.stderr  # the raw server reply stays in the log
+    assert "signature" not in ended.output  # the raw server reply stays in the log
 
 
 async def test_a_lease_taken_over_exits_2_with_one_error_line(
-    make_settings: Callable[..., Settings], articles: Any, redis_client: aioredis.Redis
+    make_settings: Callable[..., Settings],
+    articles: Any,
+    redis_client: aioredis.Redis,
+    tmp_path: Path,
 ) -> None:
     settings = make_settings()
     keys = Keys(settings.pipeline)
-    service = Service(settings)
+    service = ServiceProcess(settings, tmp_path / "service.log")
     await service.start()
 
     async def streaming() -> bool:
-        assert service.process is not None and service.process.returncode is None
+        service.require_alive()
         return await ResumeTokenStore(redis_client, keys).load() is not None
 
     await eventually(streaming, within=CONVERGE_SECONDS, what="the service streams")
@@ -124,11 +96,11 @@ async def test_a_lease_taken_over_exits_2_with_one_error_line(
     await Lease(redis_client, keys, owner="another-replica").acquire(wait=False)
     await articles.insert_one({"title": "after the take-over"})
 
-    (await service.ended()).assert_fatal("lease")
+    Ended(*await service.ended(CONVERGE_SECONDS)).assert_fatal("lease")
 
 
 async def test_a_milvus_collection_of_another_model_exits_2_with_one_error_line(
-    make_settings: Callable[..., Settings], embedder: CountingEmbedder
+    make_settings: Callable[..., Settings], embedder: CountingEmbedder, tmp_path: Path
 ) -> None:
     settings = make_settings()
     other = VectorStore(
@@ -141,7 +113,7 @@ async def test_a_milvus_collection_of_another_model_exits_2_with_one_error_line(
     await other.start()
     await other.stop()
 
-    ended = await run_until_it_ends(settings)
+    ended = await run_until_it_ends(settings, tmp_path / "service.log")
 
     ended.assert_fatal(settings.milvus_collection, "another-model")
 
