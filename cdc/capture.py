@@ -9,7 +9,6 @@ anywhere replays at most the batch in hand, and replays are harmless
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -18,7 +17,6 @@ import structlog
 from pymongo.asynchronous.change_stream import AsyncChangeStream
 from pymongo.asynchronous.mongo_client import AsyncMongoClient
 from pymongo.errors import OperationFailure
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from cdc.backpressure import Backpressure
 from cdc.mapping import ChangeMapper, CollectionChange, origin_of
@@ -27,9 +25,9 @@ from cdc.positions import StreamPosition, token_cluster_time
 from checkpoints.queue import EventQueue
 from checkpoints.stats import Stats
 from checkpoints.tokens import ResumeTokenStore, pack_timestamp
-from core.errors import HISTORY_LOST_CODES, DocumentRejected, HistoryLost, is_outage
+from core.errors import HISTORY_LOST_CODES, DocumentRejected, HistoryLost
 from core.events import DocumentEvent
-from core.retry import sleep_unless
+from core.retry import Outage, Stopped, outlast
 
 log = structlog.get_logger("cdc.capture")
 
@@ -66,8 +64,9 @@ class Capture:
     fullDocumentBeforeChange "whenAvailable". *max_await* bounds how long a
     read waits for changes, and so how late a change is queued and how soon
     a stop is noticed. A quiet stream's position is saved at most every
-    *checkpoint_interval* seconds. Transient failures are retried forever,
-    logged, with exponential backoff up to *max_retry_wait* seconds."""
+    *checkpoint_interval* seconds. Outages (MongoDB or Redis unreachable) are
+    waited out through core.retry with backoff up to *max_retry_wait* seconds;
+    a batch queued again marks the outage over."""
 
     def __init__(
         self,
@@ -106,7 +105,7 @@ class Capture:
         self._max_retry_wait = max_retry_wait
         self._position = StreamPosition()
         self._saved_at = float("-inf")
-        self._failures = 0
+        self._outage = Outage("the change stream (MongoDB) or the queue (Redis)")
 
     async def run(self, stop: asyncio.Event) -> None:
         """Capture until *stop* is set: then queue the batch in hand, save its
@@ -116,18 +115,20 @@ class Capture:
         server's history (the caller must resynchronise), LeaseLost when the
         fence is stale; any other non-transient error propagates too. The
         caller must not run two captures of one pipeline with the same fence."""
-        self._position = StreamPosition.from_checkpoint(await self._tokens.load())
-        log.info("capture_started", scope=self._scope.describe(), **self._position.describe())
-        retrying = AsyncRetrying(
-            retry=retry_if_exception(is_outage),
-            wait=self._backoff,
-            sleep=lambda seconds: sleep_unless(stop, seconds),
-            before_sleep=self._log_retry,
-            reraise=True,
-        )
-        async for attempt in retrying:
-            with attempt:
-                await self._capture(stop)
+        try:
+            checkpoint = await outlast(self._tokens.load, what="the checkpoint (Redis)", stop=stop)
+            self._position = StreamPosition.from_checkpoint(checkpoint)
+            log.info("capture_started", scope=self._scope.describe(), **self._position.describe())
+            await outlast(
+                lambda: self._capture(stop),
+                what="the change stream (MongoDB) or the queue (Redis)",
+                stop=stop,
+                max_wait=self._max_retry_wait,
+                outage=self._outage,
+            )
+        except Stopped:
+            log.info("capture_stopped_during_an_outage", **self._position.describe())
+            return
         log.info("capture_stopped", **self._position.describe())
 
     async def _capture(self, stop: asyncio.Event) -> None:
@@ -272,7 +273,7 @@ class Capture:
         await self._queue.append(batch.events, position.checkpoint(), fence=self._current_fence())
         self._position = position
         self._saved_at = asyncio.get_running_loop().time()
-        self._failures = 0
+        self._outage.ended()
         if batch.filtered:
             await self._stats.incr({"events_filtered": batch.filtered})
         if batch.events:
@@ -288,20 +289,3 @@ class Capture:
 
     def _since_saved(self) -> float:
         return asyncio.get_running_loop().time() - self._saved_at
-
-    def _backoff(self, state: RetryCallState) -> float:
-        # Counted from the last successful write, not from run(): a stream
-        # that worked for days and then drops starts again from a short wait.
-        self._failures += 1
-        ceiling = min(self._max_retry_wait, 0.1 * (1 << min(self._failures - 1, 16)))
-        return ceiling * random.uniform(0.5, 1.0)
-
-    def _log_retry(self, state: RetryCallState) -> None:
-        error = state.outcome.exception() if state.outcome else None
-        log.warning(
-            "capture_retry",
-            error=repr(error),
-            failures=self._failures,
-            wait=state.next_action.sleep if state.next_action else None,
-            **self._position.describe(),
-        )

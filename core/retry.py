@@ -9,6 +9,7 @@ duration. Any other error is raised at once."""
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -19,7 +20,6 @@ from tenacity import (
     RetryCallState,
     retry_if_exception,
     stop_when_event_set,
-    wait_random_exponential,
 )
 
 from core.errors import is_outage
@@ -45,7 +45,11 @@ async def sleep_unless(stop: asyncio.Event, seconds: float) -> None:
 
 
 class Outage:
-    """The log of one outage of *what*: a line when it starts, one when it ends."""
+    """The log of one outage of *what*: a line when it starts, one when it ends.
+
+    A long-running call (a stream followed for days) marks its own recovery with
+    ended() when it makes progress again, so the next outage starts from a short
+    wait and is logged as a new one."""
 
     def __init__(self, what: str) -> None:
         self._what = what
@@ -79,13 +83,20 @@ async def outlast(
     stop: asyncio.Event,
     initial: float = 0.1,
     max_wait: float = MAX_WAIT_SECONDS,
+    outage: Outage | None = None,
 ) -> T:
     """The result of *call*, tried again through outages until it succeeds; the waits
     start at *initial* seconds and double, with jitter, up to *max_wait*.
 
     Raises at once any error that is not an outage, and Stopped (from the last
-    outage) when *stop* is set while the outage lasts."""
-    outage = Outage(what)
+    outage) when *stop* is set while the outage lasts. *outage*, when given, is
+    the caller's own log of it (see Outage)."""
+    outage = outage or Outage(what)
+
+    def wait(state: RetryCallState) -> float:
+        # Full jitter, doubling per failure since the last recovery (not per attempt
+        # of this call, which may have recovered and run for days in between).
+        return random.uniform(0, min(max_wait, initial * 2 ** min(outage.failures, 30)))
 
     def before_sleep(state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
@@ -93,7 +104,7 @@ async def outlast(
 
     retrying = AsyncRetrying(
         retry=retry_if_exception(is_outage),
-        wait=wait_random_exponential(multiplier=initial, max=max_wait),
+        wait=wait,
         stop=stop_when_event_set(stop),  # type: ignore[arg-type]
         sleep=lambda seconds: sleep_unless(stop, seconds),
         before_sleep=before_sleep,

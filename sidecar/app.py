@@ -184,7 +184,7 @@ class Sidecar:
         except Stopped:
             return
         if checkpoint is None:
-            scanned = await Snapshot(
+            snapshot = Snapshot(
                 self.mongo,
                 settings.database,
                 settings.collections,
@@ -193,7 +193,14 @@ class Sidecar:
                 fence,
                 max_batch=settings.capture_batch_size,
                 max_backlog=settings.index_queue_max_size,
-            ).run(stop)
+            )
+            try:
+                # An outage restarts the scan: what it queued twice replays harmlessly.
+                scanned = await outlast(
+                    lambda: snapshot.run(stop), what="the first-start scan", stop=stop
+                )
+            except Stopped:
+                return
             if scanned is None:
                 return
         await Capture(
