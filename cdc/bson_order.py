@@ -191,4 +191,3 @@ def type_names_of(value: Any) -> set[str]:
         _MAX_KEY: "maxKey",
     }
     return {names[_bracket(value)]}
-

@@ -196,8 +196,8 @@ def _operator(name: str, argument: Any, options: Any) -> Test:
 
 def _elementwise(test: Test) -> Test:
     """*test* on a value, or on any element when the value is an array."""
-    return lambda value: test(value) or (
-        isinstance(value, list) and any(test(element) for element in value)
+    return lambda value: (
+        test(value) or (isinstance(value, list) and any(test(element) for element in value))
     )
 
 
@@ -328,7 +328,8 @@ def _all(argument: Any) -> Test:
     if not isinstance(argument, list):
         raise UnsupportedQuery(f"$all needs an array, got {argument!r}")
     tests = [
-        _elem_match(item["$elemMatch"]) if isinstance(item, Mapping) and "$elemMatch" in item
+        _elem_match(item["$elemMatch"])
+        if isinstance(item, Mapping) and "$elemMatch" in item
         else _equality(item)
         for item in argument
     ]
@@ -378,4 +379,3 @@ def _as_decimal(value: Any) -> Decimal:
     if isinstance(value, Decimal128):
         return value.to_decimal()
     return Decimal(value)
-

@@ -110,6 +110,7 @@ async def outlast(
         before_sleep=before_sleep,
         reraise=True,
     )
+
     async def attempt() -> T:
         # tenacity awaits only what a coroutine function returns, not a lambda's.
         return await call()
