@@ -113,7 +113,15 @@ async def outlast(
 
     async def attempt() -> T:
         # tenacity awaits only what a coroutine function returns, not a lambda's.
-        return await call()
+        try:
+            return await call()
+        except Exception:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # A library may turn the cancellation of a call into its own
+                # connection error: retrying that would swallow the cancellation.
+                raise asyncio.CancelledError from None
+            raise
 
     try:
         result: T = await retrying(attempt)

@@ -1,0 +1,69 @@
+"""The one retry helper: outages are waited out and logged once, anything else is raised
+at once, a stop ends the wait, and a cancellation is never swallowed."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import pytest
+import redis.exceptions
+import structlog.testing
+
+from core.retry import Stopped, outlast
+
+
+def failing(times: int, error: Exception) -> tuple[list[int], Callable[[], Awaitable[str]]]:
+    calls: list[int] = []
+
+    async def call() -> str:
+        calls.append(1)
+        if len(calls) <= times:
+            raise error
+        return "done"
+
+    return calls, call
+
+
+async def test_an_outage_is_waited_out_and_logged_once_at_each_end() -> None:
+    calls, call = failing(3, redis.exceptions.ConnectionError("refused"))
+    with structlog.testing.capture_logs() as logs:
+        result = await outlast(call, what="Redis", stop=asyncio.Event(), initial=0.01)
+    assert result == "done" and len(calls) == 4
+    events = [entry["event"] for entry in logs]
+    assert events.count("outage_started") == 1 and events.count("outage_ended") == 1
+    ended = next(entry for entry in logs if entry["event"] == "outage_ended")
+    assert ended["what"] == "Redis" and ended["retries"] == 3
+
+
+async def test_an_error_that_is_not_an_outage_is_raised_at_once() -> None:
+    calls, call = failing(1, ValueError("a bug"))
+    with pytest.raises(ValueError, match="a bug"):
+        await outlast(call, what="Redis", stop=asyncio.Event())
+    assert len(calls) == 1
+
+
+async def test_a_stop_during_an_outage_ends_the_wait() -> None:
+    stop = asyncio.Event()
+    _, call = failing(10**6, redis.exceptions.ConnectionError("refused"))
+    waiting = asyncio.create_task(outlast(call, what="Redis", stop=stop, initial=0.01))
+    await asyncio.sleep(0.1)
+    stop.set()
+    with pytest.raises(Stopped, match="stopped while Redis was unavailable"):
+        await asyncio.wait_for(waiting, 10)
+
+
+async def test_a_cancelled_call_is_not_retried_even_if_its_library_calls_it_a_lost_connection() -> (
+    None
+):
+    async def call() -> None:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            raise redis.exceptions.ConnectionError("Connection closed by server.") from None
+
+    task = asyncio.create_task(outlast(call, what="Redis", stop=asyncio.Event()))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 5)
