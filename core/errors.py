@@ -10,6 +10,8 @@ and history loss; 1 only where a restart may help)."""
 
 from __future__ import annotations
 
+import re
+
 import redis.exceptions
 from pymongo.errors import (
     ConfigurationError as MongoConfigurationError,
@@ -28,6 +30,8 @@ HISTORY_LOST_CODES = frozenset({286, 280})
 # Server errors of a replica set in transition (no primary, stepping down,
 # shutting down): the same command succeeds against the next primary.
 _MONGO_TRANSITION_CODES = frozenset({91, 189, 10107, 11600, 11602, 13435, 13436})
+
+_CREDENTIALS = re.compile(r"(?<=://)([^/@:]*):([^/@]*)@")
 
 # Server errors that mean the credentials or the user's roles are wrong.
 _MONGO_AUTH_CODES = frozenset({13, 18, 8000})
@@ -150,3 +154,9 @@ def describe_failure(error: BaseException) -> tuple[int, str]:
         f"unexpected {type(error).__name__}: {error} (a restart may help; "
         "CDC_LOG_LEVEL=debug logs the traceback)"
     )
+
+
+def redact(url: str) -> str:
+    """*url* with the password of its user info replaced by ****: what an error or a
+    log line may show of a URL."""
+    return _CREDENTIALS.sub(lambda m: f"{m.group(1)}:****@", url)

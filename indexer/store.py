@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from pymilvus import MilvusClient, MilvusException
 
-from core.errors import ConfigurationError, VectorStoreUnavailable
+from core.errors import ConfigurationError, VectorStoreUnavailable, redact
 from indexer.lite import LITE_SERVERS, is_lite
 from indexer.rows import FIELDS, ChunkRow, Hit, from_entity, to_entity
 from indexer.schema import (
@@ -287,8 +287,8 @@ class VectorStore:
                 client = MilvusClient(uri=self._uri)
             except MilvusException as err:
                 raise VectorStoreUnavailable(
-                    f"cannot open Milvus at {self._uri} (a Milvus Lite database can be open "
-                    f"in one process at a time: is another sidecar using it?): {err}"
+                    f"cannot open Milvus at {redact(self._uri)} (a Milvus Lite database can be "
+                    f"open in one process at a time: is another sidecar using it?): {err}"
                 ) from err
             try:
                 self._prepare(client)
@@ -326,8 +326,8 @@ class VectorStore:
             )
         if problems:
             raise ConfigurationError(
-                f"Milvus collection {self._collection!r} at {self._uri} does not match this "
-                f"pipeline: {'; '.join(problems)}. Drop the collection to rebuild it "
+                f"Milvus collection {self._collection!r} at {redact(self._uri)} does not match "
+                f"this pipeline: {'; '.join(problems)}. Drop the collection to rebuild it "
                 "from the source, or configure another collection name."
             )
         client.load_collection(self._collection)
@@ -353,7 +353,7 @@ class VectorStore:
             return await self._run(call)
         except MilvusException as err:
             raise VectorStoreUnavailable(
-                f"Milvus collection {self._collection!r} at {self._uri}: {err}"
+                f"Milvus collection {self._collection!r} at {redact(self._uri)}: {err}"
             ) from err
 
     async def _run(self, call: Callable[[], T]) -> T:

@@ -30,7 +30,7 @@ from checkpoints.queue import EventQueue
 from checkpoints.stats import Stats
 from checkpoints.tokens import ResumeTokenStore
 from checkpoints.versions import VersionStore
-from core.errors import ConfigurationError, RedisUnavailable, is_outage
+from core.errors import ConfigurationError, RedisUnavailable, is_outage, redact
 from core.retry import Stopped, outlast
 from indexer.chunking import Chunker
 from indexer.embedding import Embedder, SentenceTransformerEmbedder
@@ -40,7 +40,7 @@ from indexer.store import VectorStore
 from indexer.updater import IndexUpdater
 from sidecar.preflight import preflight
 from sidecar.redis_server import PrivateRedis
-from sidecar.settings import Settings, redact
+from sidecar.settings import Settings
 from sidecar.status import pipeline_status
 
 log = structlog.get_logger(__name__)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import difflib
 import json
 import os
-import re
 from collections.abc import Mapping
 from datetime import UTC
 from pathlib import Path
@@ -20,7 +19,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from cdc.query import Query
-from core.errors import ConfigurationError
+from core.errors import ConfigurationError, redact
 from indexer.embedding import DEFAULT_MODEL
 
 # Extended JSON, so a filter can name ObjectIds and dates ({"$oid": ...}, {"$date": ...}).
@@ -30,14 +29,6 @@ _QUERY_JSON = json_util.RELAXED_JSON_OPTIONS.with_options(tz_aware=True, tzinfo=
 SECRETS = ("mongo_uri", "redis_url")
 """Settings that may hold a password: each can also be read from a file named by
 CDC_<NAME>_FILE (Kubernetes mounts Secrets as files), and is redacted in messages."""
-
-_CREDENTIALS = re.compile(r"(?<=://)([^/@:]*):([^/@]*)@")
-
-
-def redact(url: str) -> str:
-    """*url* with the password of its user info replaced by ****."""
-    return _CREDENTIALS.sub(lambda m: f"{m.group(1)}:****@", url)
-
 
 def _split_list(value: Any) -> Any:
     """A list setting from "a,b" or from a JSON array '["a","b"]'."""

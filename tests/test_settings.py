@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from bson import ObjectId
 
-from core.errors import ConfigurationError
-from sidecar.settings import load_settings, redact
+from core.errors import ConfigurationError, redact
+from sidecar.settings import load_settings
 
 
 def test_lists_and_filter_parse_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:

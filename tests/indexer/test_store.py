@@ -428,3 +428,17 @@ async def test_chunk_ids_by_document_scans_past_the_query_limit(
     for row in rows:
         expected.setdefault(row.doc_key, set()).add(row.id)
     assert grouped == expected
+
+
+async def test_an_unreachable_server_is_an_outage_whose_message_hides_the_password() -> None:
+    store = VectorStore(
+        "http://reader:hunter2@127.0.0.1:1",
+        "chunks",
+        dimension=DIM,
+        fingerprint=FINGERPRINT,
+        metadata_fields=METADATA,
+    )
+    with pytest.raises(VectorStoreUnavailable) as caught:
+        await store.start()
+    assert "reader:****@127.0.0.1:1" in str(caught.value)
+    assert "hunter2" not in str(caught.value)
