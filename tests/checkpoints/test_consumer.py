@@ -182,6 +182,36 @@ async def test_malformed_entries_surface_with_their_error(
     assert entries[0].error is not None and "not a document event" in entries[0].error
     assert entries[0].raw == {"event": b"{not json", "key": b"k"}
     assert entries[1].error == "entry has no 'event' field"
+    ids = [entry_id.decode() for entry_id, _ in await redis_client.xrange(keys.events)]
+    assert [e.entry_id for e in entries] == ids
+    assert entries[1].raw == {"something": b"else"}
+    assert [e.deliveries for e in entries] == [1, 1]
+
+
+async def test_every_kind_of_read_returns_at_most_the_count_asked_for(
+    redis_client: aioredis.Redis, keys: Keys, produce: Callable[..., Awaitable[None]]
+) -> None:
+    await produce([created(n) for n in range(7)])
+    crashed = await started(redis_client, keys, "replica-0")
+    # New entries, five at most, then the other two.
+    assert len(await crashed.read(5, block_ms=100)) == 5
+    assert len(await crashed.read(5, block_ms=100)) == 2
+
+    # Its own pending entries after a restart, three at most per read, in order.
+    restarted = await started(redis_client, keys, "replica-0")
+    own = [await restarted.read(3, block_ms=100) for _ in range(3)]
+    assert [len(batch) for batch in own] == [3, 3, 1]
+    assert [e.event for batch in own for e in batch] == [created(n) for n in range(7)]
+
+    # Idle entries of a dead consumer, claimed two at most per read.
+    survivor = await started(redis_client, keys, "replica-1", claim_idle_ms=200)
+    claimed = [await read_until(survivor, 2)]
+    while sum(len(batch) for batch in claimed) < 7:
+        claimed.append(await read_until(survivor, 2))
+    assert all(len(batch) <= 2 for batch in claimed)
+    assert sorted(e.event.event_id for b in claimed for e in b if e.event) == sorted(
+        f"e{n}" for n in range(7)
+    )
 
 
 async def test_dead_letter_moves_the_entry_with_its_error(
