@@ -9,7 +9,14 @@ from hypothesis import strategies as st
 
 from checkpoints.versions import VersionRecord
 from core.events import DocumentCreatedEvent, DocumentDeletedEvent, DocumentUpdatedEvent
-from indexer.plan import DocumentPlan, chunk_id, plan_document
+from indexer.plan import (
+    DocumentPlan,
+    chunk_id,
+    leftover_ids,
+    metadata_hash,
+    plan_document,
+    rewrite_overwritten,
+)
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -186,3 +193,67 @@ def test_any_sequence_of_edits_ends_with_exactly_the_last_texts_chunks(history: 
         record = applied(result)
     expected = plan(updated(history[-1], 99), None)
     assert index == {c.id for c in expected.chunks}
+
+
+def deleted(version: int) -> DocumentDeletedEvent:
+    return DocumentDeletedEvent(
+        event_id=f"d{version}",
+        document_id="d1",
+        namespace="app.docs",
+        version=version,
+        timestamp=NOW,
+    )
+
+
+def test_chunk_ids_are_32_hex_digits_and_number_repeated_texts_by_occurrence() -> None:
+    result = plan(updated("same\n\nsame\n\nsame", 1), None)
+    key = result.event.key
+    assert [c.id for c in result.chunks] == [chunk_id(key, "same", n) for n in range(3)]
+    assert all(len(c.id) == 32 and int(c.id, 16) >= 0 for c in result.chunks)
+
+
+def test_metadata_hash_ignores_key_order_and_takes_any_bson_value() -> None:
+    assert metadata_hash({"a": 1, "b": 2}) == metadata_hash({"b": 2, "a": 1})
+    when = {"updated": datetime(2026, 1, 1, tzinfo=UTC)}
+    assert metadata_hash(when) != metadata_hash({"updated": "another day"})
+
+
+def test_a_metadata_only_change_records_the_new_hashes() -> None:
+    first = plan(updated("a\n\nb", 1, {"lang": "en"}), None)
+    again = plan(updated("a\n\nb", 2, {"lang": "fr"}), applied(first))
+    assert again.decision == "metadata"
+    assert again.content_hash == first.content_hash
+    assert again.metadata_hash == metadata_hash({"lang": "fr"}) != first.metadata_hash
+
+
+def test_leftovers_count_every_delivery_after_a_delete_in_the_batch() -> None:
+    record = applied(plan(updated("a", 1), None))
+    attempted, winner = updated("a\n\nx", 3), updated("a\n\ny", 4)
+    result = plan(winner, record)
+    left = leftover_ids([deleted(2), attempted, winner], result, record, chunker=paragraphs)
+    assert left == (chunk_id(winner.key, "x", 0),)
+
+
+def test_leftovers_count_deliveries_queued_after_the_winner() -> None:
+    record = applied(plan(updated("a", 1), None))
+    winner, attempted = updated("a\n\ny", 4), updated("a\n\nx", 3)  # delivered out of order
+    result = plan(winner, record)
+    left = leftover_ids([winner, attempted], result, record, chunker=paragraphs)
+    assert left == (chunk_id(winner.key, "x", 0),)
+
+
+def test_only_the_rows_another_delivery_overwrote_are_rewritten() -> None:
+    record = applied(plan(updated("a\n\nb", 1, {"lang": "en"}), None))
+    winner = updated("a\n\nb\n\nc", 3, {"lang": "en"})
+    result = plan(winner, record)
+    assert [c.action for c in result.chunks] == ["keep", "keep", "embed"]
+
+    # A delivery that moved "b" to the front, and one with other metadata for "a".
+    moved = updated("b", 2, {"lang": "en"})
+    checked = rewrite_overwritten(result, [winner, moved], chunker=paragraphs)
+    assert [c.action for c in checked.chunks] == ["keep", "rewrite", "embed"]
+    relabelled = updated("a", 2, {"lang": "fr"})
+    checked = rewrite_overwritten(result, [winner, relabelled], chunker=paragraphs)
+    assert [c.action for c in checked.chunks] == ["rewrite", "keep", "embed"]
+    checked = rewrite_overwritten(result, [winner, deleted(2), moved], chunker=paragraphs)
+    assert [c.action for c in checked.chunks] == ["keep", "rewrite", "embed"]
