@@ -4,6 +4,7 @@ is checked in a fraction of a second and without the model."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -419,3 +420,92 @@ async def test_nothing_is_written_when_the_holder_may_have_lost_its_lease(index:
         await guarded.handle_batch([created("alpha\n\nbeta", 10)])
     await index.store.flush()
     assert await index.rows() == []
+
+
+def other(doc: str, text: str, version: int) -> DocumentUpdatedEvent:
+    return DocumentUpdatedEvent(
+        event_id=f"{doc}-{version}",
+        document_id=doc,
+        namespace=NAMESPACE,
+        version=version,
+        timestamp=NOW,
+        content=text,
+    )
+
+
+async def test_a_batchs_outcome_sums_every_document_and_names_the_newest_change(
+    index: Index,
+) -> None:
+    await index.apply([created("gone", 5), other("d2", "x", 5)])
+    rejected = DocumentDeletedEvent(
+        event_id="r9",
+        document_id="bad",
+        namespace=NAMESPACE,
+        version=9,
+        timestamp=NOW,
+        metadata={"reason": "rejected", "error": "text field 'title' holds a bool"},
+    )
+    before = time.time() * 1000
+
+    outcome = await index.apply(
+        [
+            updated("gone", 4),  # older than what is indexed: stale, first in the batch
+            other("d2", "x\n\ny", 6),
+            other("d3", "p\n\nq", 7),
+            deleted(8),
+            rejected,
+        ]
+    )
+
+    assert dict(outcome.counts) == {
+        "deletes": 2,
+        "documents_indexed": 2,
+        "chunks_embedded": 3,
+        "embeddings_skipped": 1,
+    }
+    assert set(outcome.versions) == {f"{NAMESPACE}/d2", f"{NAMESPACE}/d3", KEY, rejected.key}
+    assert outcome.rejected == {rejected.key: "text field 'title' holds a bool"}
+    assert outcome.last_applied is not None
+    applied_at = outcome.last_applied.pop("applied_at")
+    assert outcome.last_applied == {
+        "event_id": "r9",
+        "doc_key": rejected.key,
+        "event_type": "deleted",
+        "version": 9,
+        "timestamp": NOW.isoformat(),
+    }
+    assert datetime.fromisoformat(applied_at).tzinfo is not None
+    record = outcome.versions[f"{NAMESPACE}/d3"]
+    assert record.updated_at.tzinfo is not None
+    rows = await index.rows(f"{NAMESPACE}/d3")
+    assert all(before - 1000 <= r.updated_at <= time.time() * 1000 + 1000 for r in rows)
+
+
+async def test_a_plain_delete_is_not_a_rejection(index: Index) -> None:
+    await index.apply([created("alpha", 1)])
+    outcome = await index.apply([deleted(2)])
+    assert outcome.rejected == {}
+
+
+async def test_one_event_is_handled_as_a_batch_of_one(index: Index) -> None:
+    event = created("alpha\n\nbeta", 1)
+    assert index.updater.can_handle(event)
+    outcome = await index.updater.handle(event)
+    assert outcome.counts["chunks_embedded"] == 2
+
+
+async def test_rebuilding_missing_rows_still_deletes_the_chunks_the_change_dropped(
+    index: Index,
+) -> None:
+    await index.apply([created("alpha\n\nbeta", 10, lang="en")])
+    record = await index.record()
+    assert record is not None
+    await index.store.delete([record.chunk_ids[0]])  # Milvus lost the row of "alpha"
+    await index.store.flush()
+
+    await index.apply([updated("alpha\n\ngamma", 11, lang="fr")])
+
+    assert [(r.text, r.metadata) for r in await index.rows()] == [
+        ("alpha", {"lang": "fr"}),
+        ("gamma", {"lang": "fr"}),
+    ]
