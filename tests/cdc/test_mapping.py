@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Literal
 
 import pytest
-from bson import ObjectId, Timestamp
+from bson import Int64, ObjectId, Timestamp
 from hypothesis import given
 from hypothesis import strategies as st
 
 from cdc.fields import TRUNCATED, IndexedText, MetadataFields, TextLimit, UserField
-from cdc.mapping import ChangeMapper, CollectionChange
+from cdc.mapping import ChangeMapper, CollectionChange, event_id_of, origin_of
 from cdc.query import UnsupportedQuery
 from core.errors import DocumentRejected
 from core.events import (
@@ -98,6 +98,7 @@ def test_update_and_replace_are_updated_with_old_content() -> None:
     assert isinstance(event, DocumentUpdatedEvent)
     assert event.content == "Hello\n\none\n\ntwo"
     assert event.old_content == "Old\n\none\n\ntwo"
+    assert (event.user_id, event.metadata) == ("u1", {"lang": "en"})
     replaced = mapper()(change("replace", fullDocument=DOC))
     assert isinstance(replaced, DocumentUpdatedEvent)
     assert replaced.old_content is None
@@ -232,6 +233,7 @@ def test_collection_operations_are_not_documents(operation: str) -> None:
     assert isinstance(result, CollectionChange)
     assert result.operation_type == operation
     assert result.token == {"_data": "82ff"}
+    assert result.cluster_time == (1_700_000_000 << 32) | 7
     assert result.to == ("app.b" if operation == "rename" else None)
     expected = {"invalidate": "", "dropDatabase": "app"}.get(operation, "app.a")
     assert result.namespace == expected
@@ -319,3 +321,33 @@ def test_an_old_text_over_the_limit_is_cut_too() -> None:
     event = limited("reject")(change("update", fullDocument=DOC, fullDocumentBeforeChange=before))
     assert isinstance(event, DocumentUpdatedEvent)
     assert event.old_content == "o" * 100
+
+
+def test_a_rejected_document_becomes_the_delete_that_takes_it_out() -> None:
+    origin = origin_of(change("insert", fullDocument=DOC))
+    event = mapper().rejected(origin, DocumentRejected("text field 'title' holds a bool"))
+    assert event == DocumentDeletedEvent(
+        event_id="8265insert01",
+        document_id=str(OID),
+        namespace="app.articles",
+        version=(1_700_000_000 << 32) | 7,
+        timestamp=datetime(2023, 11, 14, 22, 13, 20, 123000, tzinfo=UTC),
+        metadata={"reason": "rejected", "error": "text field 'title' holds a bool"},
+    )
+
+
+def test_an_aware_wall_time_is_converted_to_utc() -> None:
+    plus_eight = timezone(timedelta(hours=8))
+    body = change("delete", wallTime=datetime(2023, 11, 15, 6, 13, 20, tzinfo=plus_eight))
+    event = mapper()(body)
+    assert isinstance(event, DocumentDeletedEvent)
+    assert event.timestamp == datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)
+    assert event.timestamp.utcoffset() == timedelta(0)
+
+
+def test_a_token_without_string_data_is_named_by_its_canonical_json() -> None:
+    assert event_id_of({"_data": "8265abc"}) == "8265abc"
+    assert (
+        event_id_of({"_data": 7, "b": Int64(1)})
+        == '{"_data": {"$numberInt": "7"}, "b": {"$numberLong": "1"}}'
+    )
