@@ -257,3 +257,11 @@ def test_only_the_rows_another_delivery_overwrote_are_rewritten() -> None:
     assert [c.action for c in checked.chunks] == ["rewrite", "keep", "embed"]
     checked = rewrite_overwritten(result, [winner, deleted(2), moved], chunker=paragraphs)
     assert [c.action for c in checked.chunks] == ["keep", "rewrite", "embed"]
+
+
+def test_rows_another_delivery_wrote_the_same_way_are_kept() -> None:
+    record = applied(plan(updated("a\n\nb", 1, {"lang": "en"}), None))
+    winner = updated("a\n\nb\n\nc", 3, {"lang": "en"})
+    earlier = updated("a\n\nb", 2, {"lang": "en"})  # same chunks, places and metadata
+    checked = rewrite_overwritten(plan(winner, record), [earlier, winner], chunker=paragraphs)
+    assert [c.action for c in checked.chunks] == ["keep", "keep", "embed"]

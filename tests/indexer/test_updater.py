@@ -509,3 +509,14 @@ async def test_rebuilding_missing_rows_still_deletes_the_chunks_the_change_dropp
         ("alpha", {"lang": "fr"}),
         ("gamma", {"lang": "fr"}),
     ]
+
+
+async def test_a_stale_change_does_not_stop_the_batchs_other_documents(index: Index) -> None:
+    await index.apply([created("alpha", 10)])
+    outcome = await index.apply([updated("older", 9), other("d2", "x", 11)])
+    assert set(outcome.versions) == {f"{NAMESPACE}/d2"}
+
+
+async def test_an_empty_batch_changes_nothing(index: Index) -> None:
+    outcome = await index.updater.handle_batch([])
+    assert (outcome.versions, outcome.last_applied, dict(outcome.counts)) == ({}, None, {})
