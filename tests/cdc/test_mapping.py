@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Literal
 
@@ -336,6 +337,19 @@ def test_a_rejected_document_becomes_the_delete_that_takes_it_out() -> None:
     )
 
 
+@pytest.fixture
+def local_time_in_shanghai(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The process's local time zone set to UTC+8 for the test, then restored."""
+    monkeypatch.setenv("TZ", "Asia/Shanghai")
+    time.tzset()
+    try:
+        yield
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+@pytest.mark.usefixtures("local_time_in_shanghai")
 def test_an_aware_wall_time_is_converted_to_utc() -> None:
     plus_eight = timezone(timedelta(hours=8))
     body = change("delete", wallTime=datetime(2023, 11, 15, 6, 13, 20, tzinfo=plus_eight))
@@ -343,6 +357,11 @@ def test_an_aware_wall_time_is_converted_to_utc() -> None:
     assert isinstance(event, DocumentDeletedEvent)
     assert event.timestamp == datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)
     assert event.timestamp.utcoffset() == timedelta(0)
+
+
+def test_a_change_without_a_cluster_time_has_none() -> None:
+    result = mapper()({"_id": {"_data": "82ff"}, "operationType": "invalidate"})
+    assert isinstance(result, CollectionChange) and result.cluster_time is None
 
 
 def test_a_token_without_string_data_is_named_by_its_canonical_json() -> None:
