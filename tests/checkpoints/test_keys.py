@@ -19,3 +19,31 @@ def test_every_key_lives_under_the_pipeline_prefix() -> None:
 def test_rejects_names_that_are_empty_or_could_match_other_pipelines(name: str) -> None:
     with pytest.raises(ConfigurationError):
         Keys(name)
+
+
+def test_the_key_names_operators_use_are_the_documented_ones() -> None:
+    # README and the history-lost message name these keys: they are part of the contract.
+    keys = Keys("default")
+    assert keys.pipeline == "default" and keys.prefix == "cdc:default:"
+    assert (keys.events, keys.dead, keys.checkpoint) == (
+        "cdc:default:events",
+        "cdc:default:dead",
+        "cdc:default:checkpoint",
+    )
+    assert (keys.fence, keys.lease, keys.lease_since) == (
+        "cdc:default:fence",
+        "cdc:default:lease",
+        "cdc:default:lease_since",
+    )
+    assert (keys.stats, keys.last_applied, keys.version_prefix, keys.group) == (
+        "cdc:default:stats",
+        "cdc:default:last_applied",
+        "cdc:default:version:",
+        "indexer",
+    )
+    assert repr(keys) == "Keys('default')"
+
+
+def test_a_bad_pipeline_name_says_what_is_allowed() -> None:
+    with pytest.raises(ConfigurationError, match=r"must be non-empty and use only \[A-Za-z0-9_.-\]"):
+        Keys("a b")
