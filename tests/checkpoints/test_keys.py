@@ -45,5 +45,6 @@ def test_the_key_names_operators_use_are_the_documented_ones() -> None:
 
 
 def test_a_bad_pipeline_name_says_what_is_allowed() -> None:
-    with pytest.raises(ConfigurationError, match=r"must be non-empty and use only \[A-Za-z0-9_.-\]"):
+    allowed = r"must be non-empty and use only \[A-Za-z0-9_.-\]"
+    with pytest.raises(ConfigurationError, match=allowed):
         Keys("a b")
