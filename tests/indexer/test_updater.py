@@ -124,10 +124,10 @@ def created(text: str, version: int, **metadata: Any) -> DocumentCreatedEvent:
     )
 
 
-def updated(text: str, version: int, **metadata: Any) -> DocumentUpdatedEvent:
+def updated(text: str, version: int, *, doc: str = "d1", **metadata: Any) -> DocumentUpdatedEvent:
     return DocumentUpdatedEvent(
-        event_id=f"u{version}",
-        document_id="d1",
+        event_id=f"{doc}-u{version}",
+        document_id=doc,
         namespace=NAMESPACE,
         version=version,
         timestamp=NOW,
@@ -422,21 +422,10 @@ async def test_nothing_is_written_when_the_holder_may_have_lost_its_lease(index:
     assert await index.rows() == []
 
 
-def other(doc: str, text: str, version: int) -> DocumentUpdatedEvent:
-    return DocumentUpdatedEvent(
-        event_id=f"{doc}-{version}",
-        document_id=doc,
-        namespace=NAMESPACE,
-        version=version,
-        timestamp=NOW,
-        content=text,
-    )
-
-
 async def test_a_batchs_outcome_sums_every_document_and_names_the_newest_change(
     index: Index,
 ) -> None:
-    await index.apply([created("gone", 5), other("d2", "x", 5)])
+    await index.apply([created("gone", 5), updated("x", 5, doc="d2")])
     rejected = DocumentDeletedEvent(
         event_id="r9",
         document_id="bad",
@@ -450,8 +439,8 @@ async def test_a_batchs_outcome_sums_every_document_and_names_the_newest_change(
     outcome = await index.apply(
         [
             updated("gone", 4),  # older than what is indexed: stale, first in the batch
-            other("d2", "x\n\ny", 6),
-            other("d3", "p\n\nq", 7),
+            updated("x\n\ny", 6, doc="d2"),
+            updated("p\n\nq", 7, doc="d3"),
             deleted(8),
             rejected,
         ]
@@ -513,7 +502,7 @@ async def test_rebuilding_missing_rows_still_deletes_the_chunks_the_change_dropp
 
 async def test_a_stale_change_does_not_stop_the_batchs_other_documents(index: Index) -> None:
     await index.apply([created("alpha", 10)])
-    outcome = await index.apply([updated("older", 9), other("d2", "x", 11)])
+    outcome = await index.apply([updated("older", 9), updated("x", 11, doc="d2")])
     assert set(outcome.versions) == {f"{NAMESPACE}/d2"}
 
 
