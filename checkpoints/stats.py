@@ -20,7 +20,8 @@ class Stats:
     exactly when the work it counts is durable. The one exception is
     ``embeddings_computed``: chunks the model encoded, counted as soon as it
     returns, so that ``embeddings_computed - chunks_embedded`` is the work lost
-    to crashes and retried batches."""
+    to crashes and retried batches; it is a metric, and a process killed while
+    Redis was down loses the counts it held."""
 
     COUNTERS = (
         "events_captured",

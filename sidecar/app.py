@@ -125,16 +125,22 @@ class Sidecar:
             before_write=self.lease.check_fresh,
         )
         self.dispatcher = Dispatcher([self.updater, *handlers])
+        self._uncounted = 0
         self._stack = AsyncExitStack()
 
     async def _count_embedded(self, texts: int) -> None:
-        """A metric: an outage must not fail (and so re-embed) the batch for it."""
+        """A metric: an outage must not fail (and so re-embed) the batch for it. What
+        could not be counted is added to the next count that goes through (a process
+        killed meanwhile loses it)."""
+        self._uncounted += texts
         try:
-            await self.stats.incr({"embeddings_computed": texts})
+            await self.stats.incr({"embeddings_computed": self._uncounted})
         except Exception as error:
             if not is_outage(error):
                 raise
-            log.debug("embeddings_not_counted", texts=texts, error=repr(error))
+            log.debug("embeddings_not_counted_yet", texts=self._uncounted, error=repr(error))
+            return
+        self._uncounted = 0
 
     async def __aenter__(self) -> Sidecar:
         await outlast(self.store.start, what="Milvus", stop=self._stop)

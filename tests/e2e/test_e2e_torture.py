@@ -184,8 +184,9 @@ async def test_random_faults_round_after_round_leave_the_index_equal_to_the_sour
         f"({waste / max(1, stats['embeddings_computed']):.1%}), "
         f"dead letters {stats['dead_lettered']}"
     )
+    # No assertion on the waste's sign: embeddings_computed is a metric that a process
+    # killed while Redis was down loses the last counts of (chunks_embedded is exact).
     assert stats["dead_lettered"] == 0
-    assert waste >= 0
 
 
 async def converged(rig: Rig, mongo: Mongo, embedder: CountingEmbedder) -> None:
