@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 
 from checkpoints.keys import Keys
 from checkpoints.lua import LuaScript
+from checkpoints.stats import as_text
 from core.errors import ConfigurationError, LeaseLost, LeaseStale
 from core.retry import Stopped, outlast, sleep_unless
 
@@ -55,10 +56,6 @@ return 1
 
 
 log = structlog.get_logger(__name__)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 class Lease:
@@ -133,7 +130,7 @@ class Lease:
         owner, since = await self._redis.mget([self._keys.lease, self._keys.lease_since])
         if owner is None:
             return None
-        return _text(owner), None if since is None else _text(since)
+        return as_text(owner), None if since is None else as_text(since)
 
     async def _report_standby(self) -> None:
         held = await self.holder()

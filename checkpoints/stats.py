@@ -58,7 +58,7 @@ class Stats:
     async def read(self) -> dict[str, int]:
         """Every counter, zero for those never incremented."""
         raw = await self._redis.hgetall(self._keys.stats)
-        stored = {_text(k): int(v) for k, v in raw.items()}
+        stored = {as_text(k): int(v) for k, v in raw.items()}
         return {name: stored.get(name, 0) for name in self.COUNTERS}
 
     async def last_applied(self) -> dict[str, Any] | None:
@@ -67,5 +67,6 @@ class Stats:
         return None if raw is None else dict(json.loads(raw))
 
 
-def _text(value: bytes | str) -> str:
+def as_text(value: bytes | str) -> str:
+    """A Redis reply as text, whether the client decodes responses or not."""
     return value.decode() if isinstance(value, bytes) else value
