@@ -7,7 +7,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from checkpoints.tokens import Checkpoint, unpack_timestamp
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.mongo_client import AsyncMongoClient
+from pymongo.errors import OperationFailure
+
+from cdc.namespaces import Document, WatchScope
+from checkpoints.tokens import Checkpoint, pack_timestamp, unpack_timestamp
+from core.errors import HISTORY_LOST_CODES, ConfigurationError
 
 # MongoDB's resume token "_data" is a KeyString whose first value is the
 # clusterTime: type byte 0x82 (Timestamp) then the 8-byte big-endian (time << 32 | inc).
@@ -93,3 +99,43 @@ class StreamPosition:
             start_at_operation_time=None if token is not None else self.start_at_operation_time,
             saved_at=datetime.now(UTC),
         )
+
+
+async def current_position(
+    client: AsyncMongoClient[Document],
+    scope: WatchScope,
+    session: AsyncClientSession | None = None,
+) -> StreamPosition:
+    """The end of *scope*'s change stream now, read by opening (and closing) a stream.
+
+    Raises ConfigurationError when the server reports no position (not a replica set)."""
+    target = scope.target(client)
+    async with await target.watch(scope.pipeline(None, False), session=session) as stream:
+        token = stream.resume_token
+    operation_time = None if session is None else session.operation_time
+    cluster_time = token_cluster_time(token) or (
+        pack_timestamp(operation_time) if operation_time is not None else None
+    )
+    if cluster_time is None:
+        raise ConfigurationError(
+            "the server reported no position for the change stream: is it a replica set?"
+        )
+    if token is None:
+        return StreamPosition(start_at_operation_time=cluster_time, cluster_time=cluster_time)
+    return StreamPosition(resume_after=token, cluster_time=cluster_time)
+
+
+async def still_in_history(
+    client: AsyncMongoClient[Document], scope: WatchScope, position: StreamPosition
+) -> bool:
+    """Whether the server can still open *scope*'s stream at *position* (False when
+    its oplog rolled past it, or when the position is from another deployment)."""
+    try:
+        async with await scope.target(client).watch(
+            scope.pipeline(None, False), **position.watch_options()
+        ):
+            return True
+    except OperationFailure as error:
+        if error.code in HISTORY_LOST_CODES:
+            return False
+        raise

@@ -33,10 +33,10 @@ from cdc.capture import Fence
 from cdc.fields import document_id
 from cdc.mapping import ChangeMapper, ChangeOrigin
 from cdc.namespaces import Document, WatchScope
-from cdc.positions import StreamPosition, token_cluster_time
+from cdc.positions import StreamPosition, current_position
 from checkpoints.queue import EventQueue
-from checkpoints.tokens import Checkpoint, pack_timestamp
-from core.errors import ConfigurationError, DocumentRejected
+from checkpoints.tokens import Checkpoint
+from core.errors import DocumentRejected
 from core.events import DocumentEvent
 
 log = structlog.get_logger("cdc.snapshot")
@@ -151,21 +151,8 @@ class Snapshot:
             log.info("snapshot_collection_scanned", namespace=namespace)
 
     async def _position(self, session: AsyncClientSession) -> StreamPosition:
-        """The stream's current position, read by opening (and closing) a change stream."""
-        target = self._scope.target(self._client)
-        async with await target.watch(self._scope.pipeline(None, False), session=session) as stream:
-            token = stream.resume_token
-        operation_time = session.operation_time
-        cluster_time = token_cluster_time(token) or (
-            pack_timestamp(operation_time) if operation_time is not None else None
-        )
-        if cluster_time is None:
-            raise ConfigurationError(
-                "the server reported no position for the change stream: is it a replica set?"
-            )
-        if token is None:
-            return StreamPosition(start_at_operation_time=cluster_time, cluster_time=cluster_time)
-        return StreamPosition(resume_after=token, cluster_time=cluster_time)
+        """The stream's end before the scan, read in the scan's causal session."""
+        return await current_position(self._client, self._scope, session)
 
     async def _append(
         self, events: list[DocumentEvent], checkpoint: Checkpoint | None, stop: asyncio.Event
