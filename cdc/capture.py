@@ -163,9 +163,8 @@ class Capture:
             f"the change stream no longer holds the saved position, "
             f"{self._position.explain()}: the oplog rolled past it while nothing read "
             f"the stream, so the changes made since cannot be replayed ("
-            f"to resynchronise, stop every replica, delete the position with "
-            f"`redis-cli -u \"$CDC_REDIS_URL\" DEL {self._tokens.key}` and start again: "
-            f"the first start rescans every watched collection and re-embeds only "
+            f"to resynchronise, run `cdc-sidecar checkpoint reset --rescan` and start the "
+            f"service again: it rescans every watched collection and re-embeds only "
             f"documents whose text changed; vectors of documents deleted meanwhile "
             f"stay until removed by hand)"
         )

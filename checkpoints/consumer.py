@@ -15,11 +15,9 @@ from redis.typing import EncodableT, FieldT
 
 from checkpoints.keys import Keys
 from checkpoints.queue import EventQueue
-from checkpoints.stats import Stats
+from checkpoints.stats import Stats, StreamEntry
 from checkpoints.versions import VersionRecord, VersionStore
 from core.events import DocumentEvent, MalformedEvent, event_from_json
-
-_StreamEntry = tuple[bytes, Mapping[bytes, bytes] | None]
 
 
 @dataclass(frozen=True)
@@ -148,8 +146,8 @@ class EventReader:
 
     async def _read_group(
         self, count: int, from_id: str, *, block_ms: int | None
-    ) -> list[_StreamEntry]:
-        reply: list[tuple[bytes, list[_StreamEntry]]] = await self._redis.xreadgroup(  # type: ignore[assignment]
+    ) -> list[StreamEntry]:
+        reply: list[tuple[bytes, list[StreamEntry]]] = await self._redis.xreadgroup(  # type: ignore[assignment]
             self._keys.group,
             self._consumer,
             {self._keys.events: from_id},
@@ -158,7 +156,7 @@ class EventReader:
         )
         return [entry for _, entries in reply for entry in entries]
 
-    async def _claim(self, count: int) -> tuple[str, list[_StreamEntry]]:
+    async def _claim(self, count: int) -> tuple[str, list[StreamEntry]]:
         reply = await self._redis.xautoclaim(
             self._keys.events,
             self._keys.group,
@@ -173,7 +171,7 @@ class EventReader:
         return reply[0].decode(), [entry for entry in reply[1] if entry is not None]
 
     async def _deliver(
-        self, batch: Sequence[_StreamEntry], *, known_deliveries: bool
+        self, batch: Sequence[StreamEntry], *, known_deliveries: bool
     ) -> list[QueueEntry]:
         # An entry deleted while pending comes back without fields: nothing to
         # process, so it is only acknowledged.
@@ -189,7 +187,7 @@ class EventReader:
             for entry_id, fields in live
         ]
 
-    async def _deliveries(self, batch: Sequence[_StreamEntry]) -> dict[str, int]:
+    async def _deliveries(self, batch: Sequence[StreamEntry]) -> dict[str, int]:
         pending = await self._redis.xpending_range(
             self._keys.events,
             self._keys.group,

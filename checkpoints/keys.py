@@ -33,11 +33,18 @@ class Keys:
         self.stats = prefix + "stats"
         self.last_applied = prefix + "last_applied"
         self.version_prefix = prefix + "version:"
+        self.audit = prefix + "audit"
+        self.requests = prefix + "requests"
+        self.reply_prefix = prefix + "reply:"
         self.group = "indexer"
 
     def version(self, doc_key: str) -> str:
         """The key of *doc_key*'s version record (doc_key as in DocumentEvent.key)."""
         return self.version_prefix + doc_key
+
+    def reply(self, request_id: str) -> str:
+        """The key the lease holder answers request *request_id* under."""
+        return self.reply_prefix + request_id
 
     def __repr__(self) -> str:
         return f"Keys({self.pipeline!r})"

@@ -67,6 +67,10 @@ class Stats:
         return None if raw is None else dict(json.loads(raw))
 
 
+StreamEntry = tuple[bytes, Mapping[bytes, bytes] | None]
+"""One entry of a Redis stream reply: its id and fields (None once it was deleted)."""
+
+
 def as_text(value: bytes | str) -> str:
     """A Redis reply as text, whether the client decodes responses or not."""
     return value.decode() if isinstance(value, bytes) else value

@@ -11,9 +11,9 @@ from typing import Any
 from bson import Timestamp, json_util
 from redis.asyncio import Redis
 
+from checkpoints.audit import MAX_ENTRIES, AuditEntry
 from checkpoints.keys import Keys
 from checkpoints.lua import FENCE_CHECK, LuaScript, raise_unless_fenced
-from core.errors import ConfigurationError
 
 # Canonical extended JSON keeps every BSON type of a token (binary, Int64, ...) exact.
 _TOKEN_JSON = json_util.CANONICAL_JSON_OPTIONS.with_options(tz_aware=True, tzinfo=UTC)
@@ -77,18 +77,17 @@ def _token_from_plain(plain: Any) -> Mapping[str, Any]:
     return token
 
 
-_SET_IF_FENCED = LuaScript(
+# KEYS: fence, checkpoint, audit. ARGV: fence, checkpoint JSON ("" deletes it), audit
+# entry JSON, audit length.
+_RESET = LuaScript(
     FENCE_CHECK
     + """
-redis.call('SET', KEYS[2], ARGV[2])
-return 1
-"""
-)
-
-_DELETE_IF_FENCED = LuaScript(
-    FENCE_CHECK
-    + """
-redis.call('DEL', KEYS[2])
+if ARGV[2] == '' then
+  redis.call('DEL', KEYS[2])
+else
+  redis.call('SET', KEYS[2], ARGV[2])
+end
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'entry', ARGV[3])
 return 1
 """
 )
@@ -98,53 +97,29 @@ class ResumeTokenStore:
     """Reads the checkpoint and applies an operator's resets.
 
     Capture saves positions through EventQueue.append, in the same atomic
-    write as the events they cover; these resets are for operators. Each
-    reset checks *fence* inside the write and raises LeaseLost, changing
-    nothing, when it is not the current lease's fence. A reset takes effect
-    at the next start of capture: the caller must restart capture (or hold
-    the lease while capture is stopped) so a running capture does not
-    overwrite it."""
+    write as the events they cover; :meth:`reset` is for operators. It checks
+    *fence* inside the write and raises LeaseLost, changing nothing, when it
+    is not the current lease's fence. A reset takes effect at the next start
+    of capture: the caller must hold the lease with capture stopped, so a
+    running capture does not overwrite it."""
 
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self._redis = redis
         self._keys = keys
 
-    @property
-    def key(self) -> str:
-        """The Redis key the position is saved under."""
-        return self._keys.checkpoint
-
     async def load(self) -> Checkpoint | None:
-        """The saved position, or None when capture should start at the current one."""
+        """The saved position, or None when the pipeline has never started (its
+        first start scans the watched collections)."""
         raw = await self._redis.get(self._keys.checkpoint)
         return None if raw is None else Checkpoint.from_json(raw)
 
-    async def reset_to_token(self, token: Mapping[str, Any], *, fence: int) -> None:
-        """Resume after *token* at the next start."""
-        await self._set(
-            Checkpoint(token, None, None, datetime.now(UTC)), fence=fence
-        )
-
-    async def reset_to_time(self, when: datetime, *, fence: int) -> None:
-        """Start at the first change at or after *when* at the next start.
-
-        Raises ConfigurationError when *when* has no timezone."""
-        if when.tzinfo is None:
-            raise ConfigurationError(f"reset time {when.isoformat()} needs a timezone")
-        packed = pack_timestamp(Timestamp(when, 0))
-        await self._set(Checkpoint(None, None, packed, datetime.now(UTC)), fence=fence)
-
-    async def clear(self, *, fence: int) -> None:
-        """Forget the position: the next start begins at the current position (reset to now)."""
-        done = await _DELETE_IF_FENCED(
-            self._redis, [self._keys.fence, self._keys.checkpoint], [fence]
-        )
-        raise_unless_fenced(done, fence)
-
-    async def _set(self, checkpoint: Checkpoint, *, fence: int) -> None:
-        done = await _SET_IF_FENCED(
+    async def reset(self, checkpoint: Checkpoint | None, *, fence: int, audit: AuditEntry) -> None:
+        """Make *checkpoint* the position (None forgets it: the next start scans the
+        collections again) and add *audit* to the audit log, in one atomic write."""
+        saved = "" if checkpoint is None else checkpoint.to_json()
+        done = await _RESET(
             self._redis,
-            [self._keys.fence, self._keys.checkpoint],
-            [fence, checkpoint.to_json()],
+            [self._keys.fence, self._keys.checkpoint, self._keys.audit],
+            [fence, saved, audit.to_json(), MAX_ENTRIES],
         )
         raise_unless_fenced(done, fence)

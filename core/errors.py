@@ -86,6 +86,17 @@ class EmbedderUnavailable(SidecarError):
     retriable = True
 
 
+class InvalidRequest(SidecarError):
+    """An operator command was given something it cannot act on; nothing was changed."""
+
+
+class NoAnswer(SidecarError):
+    """The running service did not answer an operator command in time; the command was
+    not carried out (its request expires unexecuted)."""
+
+    retriable = True
+
+
 class DocumentRejected(SidecarError):
     """One document cannot be indexed (wrong types, oversize, undecodable)."""
 

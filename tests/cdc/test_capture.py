@@ -10,13 +10,15 @@ from typing import Any
 
 import pytest
 import structlog.testing
+from bson import Timestamp
 from capture_support import DATABASE, PipelineParts, article_mapper
 from pymongo import AsyncMongoClient
 
 from cdc.capture import CHECKPOINT_INTERVAL, Capture
 from cdc.fields import document_id
 from cdc.mapping import ChangeMapper
-from checkpoints.tokens import pack_timestamp
+from checkpoints.audit import AuditEntry
+from checkpoints.tokens import Checkpoint, pack_timestamp
 from core.errors import HistoryLost, LeaseLost
 from core.events import DocumentCreatedEvent, DocumentDeletedEvent, DocumentUpdatedEvent
 from mongosim import ThreadedMongoSim
@@ -424,6 +426,13 @@ async def test_dropping_the_database_reopens_a_database_stream(
     ]
 
 
+async def reset_to_time(parts: PipelineParts, when: datetime) -> None:
+    """What `cdc-sidecar checkpoint reset --to-time` saves."""
+    at = Checkpoint(None, None, pack_timestamp(Timestamp(when, 0)), datetime.now(UTC))
+    entry = AuditEntry(datetime.now(UTC), "reset", "test", "done")
+    await parts.tokens.reset(at, fence=parts.fence, audit=entry)
+
+
 async def test_an_operator_reset_to_a_time_replays_from_there(
     mongo: Client, parts: PipelineParts
 ) -> None:
@@ -441,7 +450,7 @@ async def test_an_operator_reset_to_a_time_replays_from_there(
         await articles.insert_one({"_id": 1, "title": "first"})
         await queued(parts, 1)
     first = (await parts.drain())[0]
-    await parts.tokens.reset_to_time(first.timestamp.replace(microsecond=0), fence=parts.fence)
+    await reset_to_time(parts, first.timestamp.replace(microsecond=0))
     async with running(make_capture(mongo, parts), parts):
         await articles.insert_one({"_id": 2, "title": "second"})
         await queued(parts, 2)
@@ -454,6 +463,6 @@ async def test_a_reset_to_a_time_before_the_history_is_history_lost(
     mongo: Client, parts: PipelineParts
 ) -> None:
     long_ago = datetime(2001, 1, 1, tzinfo=UTC)
-    await parts.tokens.reset_to_time(long_ago, fence=parts.fence)
+    await reset_to_time(parts, long_ago)
     with pytest.raises(HistoryLost, match="no longer holds the saved position, at 2001-01-01T"):
         await make_capture(mongo, parts).run(asyncio.Event())

@@ -1,16 +1,17 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
 
 import bson
 import pytest
 import redis.asyncio as aioredis
 from bson import Binary, Int64, Timestamp
 
+from checkpoints.audit import AuditEntry, AuditLog
 from checkpoints.keys import Keys
 from checkpoints.lease import Lease
 from checkpoints.tokens import Checkpoint, ResumeTokenStore, pack_timestamp, unpack_timestamp
-from core.errors import ConfigurationError, LeaseLost
+from core.errors import LeaseLost
 
 SAVED_AT = datetime(2026, 3, 4, 5, 6, 7, 891011, tzinfo=UTC)
 
@@ -50,62 +51,54 @@ async def test_no_checkpoint_until_one_is_saved(redis_client: aioredis.Redis, ke
     assert await ResumeTokenStore(redis_client, keys).load() is None
 
 
-async def test_reset_to_token_then_clear(
+def audit(command: str) -> AuditEntry:
+    return AuditEntry(SAVED_AT, command, "ops@host", "done", "before", "after")
+
+
+async def test_reset_saves_the_position_and_its_audit_entry_then_forgets_it(
     redis_client: aioredis.Redis, keys: Keys, fence: int
 ) -> None:
     store = ResumeTokenStore(redis_client, keys)
     token = {"_data": Binary(b"\x00\x01token", 0)}
+    at_time = pack_timestamp(Timestamp(1_700_000_000, 0))
 
-    await store.reset_to_token(token, fence=fence)
+    await store.reset(Checkpoint(token, None, None, SAVED_AT), fence=fence, audit=audit("one"))
     loaded = await store.load()
     assert loaded is not None and loaded.token is not None
     assert bson.encode(loaded.token) == bson.encode(token)
     assert (loaded.cluster_time, loaded.start_at_operation_time) == (None, None)
 
-    await store.clear(fence=fence)
-    assert await store.load() is None
-
-
-async def test_reset_to_time_packs_the_instant_in_utc(
-    redis_client: aioredis.Redis, keys: Keys, fence: int
-) -> None:
-    store = ResumeTokenStore(redis_client, keys)
-    when = datetime(2026, 5, 1, 14, 0, tzinfo=timezone(timedelta(hours=2)))
-
-    await store.reset_to_time(when, fence=fence)
-
+    await store.reset(Checkpoint(None, None, at_time, SAVED_AT), fence=fence, audit=audit("two"))
     loaded = await store.load()
-    assert loaded is not None and loaded.token is None
-    assert loaded.start_at_operation_time is not None
-    assert unpack_timestamp(loaded.start_at_operation_time) == Timestamp(
-        int(datetime(2026, 5, 1, 12, 0, tzinfo=UTC).timestamp()), 0
-    )
+    assert loaded is not None and (loaded.token, loaded.start_at_operation_time) == (None, at_time)
 
-
-async def test_reset_to_a_naive_time_is_refused(
-    redis_client: aioredis.Redis, keys: Keys, fence: int
-) -> None:
-    with pytest.raises(ConfigurationError):
-        await ResumeTokenStore(redis_client, keys).reset_to_time(
-            datetime(2026, 5, 1, 12, 0), fence=fence  # noqa: DTZ001
-        )
+    await store.reset(None, fence=fence, audit=audit("three"))
+    assert await store.load() is None
+    assert await AuditLog(redis_client, keys).recent() == [
+        audit("three"),
+        audit("two"),
+        audit("one"),
+    ]
 
 
 async def test_resets_with_a_stale_fence_change_nothing(
     redis_client: aioredis.Redis, keys: Keys, fence: int
 ) -> None:
     store = ResumeTokenStore(redis_client, keys)
-    await store.reset_to_token({"_data": "kept"}, fence=fence)
+    await store.reset(
+        Checkpoint({"_data": "kept"}, None, None, SAVED_AT), fence=fence, audit=audit("kept")
+    )
     await redis_client.delete(keys.lease)  # the writer's lease expired
     newer = await Lease(redis_client, keys, owner="another-writer").acquire(wait=False)
     assert newer == fence + 1
 
     with pytest.raises(LeaseLost):
-        await store.reset_to_token({"_data": "stale"}, fence=fence)
+        await store.reset(
+            Checkpoint({"_data": "stale"}, None, None, SAVED_AT), fence=fence, audit=audit("stale")
+        )
     with pytest.raises(LeaseLost):
-        await store.reset_to_time(datetime.now(UTC), fence=fence)
-    with pytest.raises(LeaseLost):
-        await store.clear(fence=fence)
+        await store.reset(None, fence=fence, audit=audit("forget"))
 
+    assert await AuditLog(redis_client, keys).recent() == [audit("kept")]
     loaded = await store.load()
     assert loaded is not None and loaded.token == {"_data": "kept"}

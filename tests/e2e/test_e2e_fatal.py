@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +14,10 @@ import redis.asyncio as aioredis
 from e2e_harness import CONVERGE_SECONDS
 from service_process import ServiceProcess
 
+from checkpoints.audit import AuditEntry
 from checkpoints.keys import Keys
 from checkpoints.lease import Lease
-from checkpoints.tokens import ResumeTokenStore
+from checkpoints.tokens import Checkpoint, ResumeTokenStore
 from indexer.store import VectorStore
 from mongosim import ThreadedMongoSim
 from sidecar.settings import Settings
@@ -61,7 +63,9 @@ async def test_history_lost_exits_2_with_one_error_line(
         token = stream.resume_token
     operator = Lease(redis_client, keys, owner="operator")
     fence = await operator.acquire(wait=False)
-    await ResumeTokenStore(redis_client, keys).reset_to_token(token, fence=fence)
+    at_token = Checkpoint(token, None, None, datetime.now(UTC))
+    entry = AuditEntry(datetime.now(UTC), "checkpoint reset --to-token", "test", "done")
+    await ResumeTokenStore(redis_client, keys).reset(at_token, fence=fence, audit=entry)
     await operator.release()
     await articles.insert_one({"title": "lost"})
     sim.truncate_oplog()
@@ -71,7 +75,7 @@ async def test_history_lost_exits_2_with_one_error_line(
     ended.assert_fatal(
         "no longer holds the saved position",
         token["_data"],
-        f'redis-cli -u "$CDC_REDIS_URL" DEL cdc:{settings.pipeline}:checkpoint',
+        "cdc-sidecar checkpoint reset --rescan",
     )
     assert "signature" not in ended.output  # the raw server reply stays in the log
 
