@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 from cdc.capture import Capture
 from cdc.fields import IndexedText, MetadataFields, TextLimit, UserField
 from cdc.mapping import ChangeMapper
+from cdc.namespaces import WatchScope
 from cdc.snapshot import Snapshot
 from checkpoints.consumer import EventReader
 from checkpoints.keys import Keys
@@ -38,6 +39,9 @@ from indexer.handlers import Dispatcher, EventHandler
 from indexer.scheduler import IndexScheduler
 from indexer.store import VectorStore
 from indexer.updater import IndexUpdater
+from operations.context import Context
+from operations.control import serve_requests
+from sidecar.capture_switch import CaptureSwitch
 from sidecar.preflight import preflight
 from sidecar.redis_server import PrivateRedis
 from sidecar.settings import Settings
@@ -126,6 +130,7 @@ class Sidecar:
         )
         self.dispatcher = Dispatcher([self.updater, *handlers])
         self._uncounted = 0
+        self._capture_switch = CaptureSwitch()
         self._stack = AsyncExitStack()
 
     async def _count_embedded(self, texts: int) -> None:
@@ -163,7 +168,8 @@ class Sidecar:
         try:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self.lease.hold(stop))
-                tasks.create_task(self._capture(stop, fence))
+                tasks.create_task(self._capture_until(stop, fence))
+                tasks.create_task(serve_requests(self._context(fence), stop))
                 if self.settings.index_auto_update:
                     tasks.create_task(self._scheduler().run(stop))
         except BaseExceptionGroup as group:
@@ -182,6 +188,17 @@ class Sidecar:
             if not is_outage(error):
                 raise
             log.warning("lease_not_released", error=repr(error))
+
+    def _context(self, fence: int) -> Context:
+        scope = WatchScope(self.settings.database, self.settings.collections)
+        return Context(self.redis, self.keys, fence, self.mongo, scope, self._capture_switch.paused)
+
+    async def _capture_until(self, stop: asyncio.Event, fence: int) -> None:
+        """Capture until *stop*, stopping and starting again around each operator
+        command that moves the position (CaptureSwitch)."""
+        while not stop.is_set():
+            async with self._capture_switch.running(stop) as run_stop:
+                await self._capture(run_stop, fence)
 
     async def _capture(self, stop: asyncio.Event, fence: int) -> None:
         settings = self.settings

@@ -151,3 +151,38 @@ def test_run_waits_for_an_unreachable_mongodb_and_stops_cleanly_on_sigterm(
         finally:
             if process.poll() is None:
                 process.kill()
+
+
+def test_checkpoint_reset_refuses_a_bad_target_with_what_to_give(
+    pipeline_name: str, tmp_path: Path
+) -> None:
+    env = {"CDC_REDIS_URL": REDIS_URL, "CDC_PIPELINE": pipeline_name}
+    for args, message in (
+        ((), "give exactly one of --to-now, --to-time, --to-token, --rescan (got none)"),
+        (("--to-time", "2026-11-30 08:00"), "has no timezone: add Z for UTC"),
+        (("--to-token", "8267"), "must be a resume token object such as"),
+    ):
+        done = cli("checkpoint", "reset", *args, cwd=tmp_path, **env)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.strip().splitlines() == [done.stderr.strip()]  # one line
+        assert done.stderr.startswith("error: ") and message in done.stderr
+
+
+def test_checkpoint_reset_and_show_without_a_service(
+    sim: ThreadedMongoSim, pipeline_name: str, tmp_path: Path
+) -> None:
+    env = {"CDC_REDIS_URL": REDIS_URL, "CDC_PIPELINE": pipeline_name, "CDC_MONGO_URI": sim.uri}
+
+    moved = cli("checkpoint", "reset", "--to-now", "--json", cwd=tmp_path, **env)
+    shown = cli("checkpoint", "show", cwd=tmp_path, **env)
+
+    assert moved.returncode == 0, moved.stderr
+    result = json.loads(moved.stdout)
+    assert result["before"] == "none: the next start scans every watched collection first"
+    assert result["checkpoint"]["token"]["_data"]
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[0] == f"pipeline   {pipeline_name}"
+    assert lines[1] == f"position   {result['after']}"
+    assert "lease      free: no service runs" in lines
+    assert "checkpoint reset --to-now  done" in shown.stdout

@@ -1,0 +1,202 @@
+"""Who carries out an operator command: the lease holder, always.
+
+With a service running, the command is a request (checkpoints.requests) that the
+service carries out within about a second under its own fence; with none, the
+command's process takes the lease itself for the command's duration (a service
+starting meanwhile stands by until it is done). Either way the command passes
+the same fence as every write, and leaves an audit entry whether it succeeded
+or failed."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+
+import structlog
+from pymongo import AsyncMongoClient
+from redis.asyncio import Redis
+
+from cdc.namespaces import Document, WatchScope
+from checkpoints.audit import AuditEntry, AuditLog
+from checkpoints.keys import Keys
+from checkpoints.lease import Lease
+from checkpoints.requests import Request, RequestChannel
+from core.errors import LeaseLost, NoAnswer, SidecarError, describe_failure, is_outage
+from core.retry import Stopped, outlast
+from operations import positions
+from operations.context import Context
+
+log = structlog.get_logger(__name__)
+
+ANSWER_SECONDS = 15.0
+"""How long a command waits for the running service's answer before giving up (the
+request then expires unexecuted). The service normally answers within a second."""
+
+Handler = Callable[[Context, dict[str, Any], str], Awaitable[dict[str, Any]]]
+
+
+async def _reset(context: Context, args: dict[str, Any], by: str) -> dict[str, Any]:
+    return await positions.reset(context, positions.ResetTarget.from_args(args), by)
+
+
+COMMANDS: dict[str, Handler] = {"checkpoint reset": _reset}
+
+
+def requester() -> str:
+    """Who is asking, for the audit log: user@host."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = f"uid {os.getuid()}"
+    return f"{user}@{socket.gethostname()}"
+
+
+async def carry_out(context: Context, request: Request) -> dict[str, Any]:
+    """Run *request* and return its answer: ``{"ok": True, "result": ...}`` or
+    ``{"ok": False, "error": one line, "status": exit status}``. Every request
+    taken leaves an audit entry; a successful state change writes its own inside
+    its atomic write. Raises LeaseLost (the caller must stop) and outages (the
+    caller waits them out and the request is answered by nobody: it expires)."""
+    handler = COMMANDS.get(request.command)
+    if request.expired():
+        return await _refuse(context, request, "expired before the service took it up", 1)
+    if handler is None:
+        return await _refuse(
+            context,
+            request,
+            f"this service does not know the command {request.command!r} "
+            "(is it an older version than the command line?)",
+            2,
+        )
+    try:
+        result = await handler(context, request.args, request.by)
+    except LeaseLost:
+        raise
+    except Exception as error:
+        if is_outage(error):
+            raise
+        status, message = describe_failure(error)
+        return await _refuse(context, request, message, status)
+    log.info("operator_command_done", command=request.command, by=request.by, **result)
+    return {"ok": True, "result": result}
+
+
+async def _refuse(context: Context, request: Request, message: str, status: int) -> dict[str, Any]:
+    log.warning("operator_command_failed", command=request.command, error=message)
+    await AuditLog(context.redis, context.keys).record(
+        AuditEntry(datetime.now(UTC), request.command, request.by, f"failed: {message}")
+    )
+    return {"ok": False, "error": message, "status": status}
+
+
+async def serve_requests(context: Context, stop: asyncio.Event, *, block: float = 0.5) -> None:
+    """The lease holder's side: carry out requests as they come until *stop*, waiting
+    out Redis outages. Raises LeaseLost as carry_out does."""
+    channel = RequestChannel(context.redis, context.keys)
+    after = "0"  # requests left by a previous holder are taken (or expire) too
+    block_ms = max(1, round(block * 1000))
+    try:
+        while not stop.is_set():
+            taken = await outlast(
+                partial(channel.take, after, block_ms), what="operator requests (Redis)", stop=stop
+            )
+            for entry_id, request in taken:
+                after = entry_id
+                if request is None:
+                    log.warning("operator_request_malformed", entry=entry_id)
+                    continue
+                answer = await outlast(
+                    partial(carry_out, context, request),
+                    what=f"operator command {request.command} (Redis or MongoDB)",
+                    stop=stop,
+                )
+                await outlast(
+                    partial(channel.answer, request, answer),
+                    what="operator answer (Redis)",
+                    stop=stop,
+                )
+    except Stopped:
+        return
+
+
+async def perform(
+    redis: Redis,
+    keys: Keys,
+    mongo_uri: str,
+    scope: WatchScope,
+    command: str,
+    args: dict[str, Any],
+    *,
+    answer_seconds: float = ANSWER_SECONDS,
+) -> dict[str, Any]:
+    """Carry out *command* under the pipeline's lease and return its result: by the
+    running service when one holds the lease, else here. Raises SidecarError with
+    the reason when it failed, NoAnswer when the service did not answer in time."""
+    request = Request(command, args, requester(), time.time() + answer_seconds)
+    lease = Lease(redis, keys, owner=f"command-{socket.gethostname()}-{os.getpid()}")
+    try:
+        fence = await lease.acquire(wait=False)
+    except LeaseLost:
+        answer = await _ask_holder(redis, keys, lease, request, answer_seconds)
+    else:
+        answer = await _carry_out_here(redis, keys, mongo_uri, scope, lease, fence, request)
+    if not answer["ok"]:
+        raise _Failed(answer["error"], int(answer.get("status", 2)))
+    result: dict[str, Any] = answer["result"]
+    return result
+
+
+async def _ask_holder(
+    redis: Redis, keys: Keys, lease: Lease, request: Request, answer_seconds: float
+) -> dict[str, Any]:
+    channel = RequestChannel(redis, keys)
+    await channel.submit(request)
+    answer = await channel.wait_answer(request)
+    if answer is not None:
+        return answer
+    holder = await lease.holder()
+    who = "the service" if holder is None else f"the service {holder[0]} (lease since {holder[1]})"
+    raise NoAnswer(
+        f"{who} did not answer within {answer_seconds:g} s, "
+        "so the command was not carried out: if that service was killed, its lease "
+        "expires within 15 s; then run the command again"
+    )
+
+
+async def _carry_out_here(
+    redis: Redis,
+    keys: Keys,
+    mongo_uri: str,
+    scope: WatchScope,
+    lease: Lease,
+    fence: int,
+    request: Request,
+) -> dict[str, Any]:
+    log.info("operator_command_without_service", command=request.command, fence=fence)
+    mongo: AsyncMongoClient[Document] = AsyncMongoClient(mongo_uri, tz_aware=True)
+    stop = asyncio.Event()
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(lease.hold(stop))
+            try:
+                return await carry_out(Context(redis, keys, fence, mongo, scope), request)
+            finally:
+                stop.set()
+    finally:
+        await lease.release()
+        await mongo.close()
+
+
+class _Failed(SidecarError):
+    """A command the lease holder carried out and that failed: its one line and status."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.retriable = status == 1

@@ -1,0 +1,51 @@
+"""Operator commands bound to the configuration: what `cdc-sidecar checkpoint ...` runs."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from cdc.namespaces import WatchScope
+from checkpoints.keys import Keys
+from core.errors import RedisUnavailable, is_outage, redact
+from operations import positions
+from operations.control import perform
+from operations.positions import ResetTarget
+from sidecar.app import redis_for
+from sidecar.settings import Settings
+
+
+@asynccontextmanager
+async def pipeline_redis(settings: Settings) -> AsyncIterator[Redis]:
+    """The pipeline's Redis, for a command: an unreachable one is one error line."""
+    async with redis_for(settings, start_private=False) as redis:
+        try:
+            yield redis
+        except RedisError as error:
+            if not is_outage(error):
+                raise
+            where = redact(settings.redis_url) if settings.redis_url else "the private Redis"
+            raise RedisUnavailable(
+                f"cannot reach {where}: {error} (check CDC_REDIS_URL; nothing was changed)"
+            ) from None
+
+
+async def show_checkpoint(settings: Settings) -> dict[str, Any]:
+    async with pipeline_redis(settings) as redis:
+        return await positions.show(redis, Keys(settings.pipeline))
+
+
+async def reset_checkpoint(settings: Settings, target: ResetTarget) -> dict[str, Any]:
+    async with pipeline_redis(settings) as redis:
+        return await perform(
+            redis,
+            Keys(settings.pipeline),
+            settings.mongo_uri,
+            WatchScope(settings.database, settings.collections),
+            "checkpoint reset",
+            target.args(),
+        )
