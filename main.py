@@ -162,7 +162,7 @@ def checkpoint_reset(
     running, this command does it under the lease. Audited either way."""
     settings = _settings()
     from operations.positions import ResetTarget
-    from sidecar.commands import reset_checkpoint
+    from sidecar.commands import command
 
     try:
         target = ResetTarget.parse(
@@ -170,13 +170,97 @@ def checkpoint_reset(
         )
     except SidecarError as error:
         raise _fail(error) from None
-    result = _run(reset_checkpoint(settings, target))
+    result = _run(command(settings, "checkpoint reset", target.args()))
     if as_json:
         typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
         return
     typer.echo("position moved")
     typer.echo(f"  from {result['before']}")
     typer.echo(f"  to   {result['after']}")
+
+
+dlq_cli = typer.Typer(
+    help="List, show, replay or purge dead letters (works whether the service runs or not).",
+    no_args_is_help=True,
+)
+cli.add_typer(dlq_cli, name="dlq")
+JSON_OPTION = typer.Option("--json", help="Print one JSON document.")
+
+
+@dlq_cli.command("list")
+def dlq_list(
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="At most this many.")] = 20,
+    after: Annotated[
+        str | None, typer.Option(help="Only dead letters after this id (for the next page).")
+    ] = None,
+    as_json: Annotated[bool, JSON_OPTION] = False,
+) -> None:
+    """Dead letters, oldest first: id, when, the document, deliveries and the error."""
+    settings = _settings()
+    from sidecar.commands import list_dead_letters
+
+    report = _run(list_dead_letters(settings, limit, after))
+    if as_json:
+        typer.echo(json.dumps(report, ensure_ascii=False, indent=2))
+        return
+    typer.echo(f"{report['total']} dead letter(s)")
+    for letter in report["letters"]:
+        typer.echo(
+            f"  {letter['id']}  {letter['failed_at']}  {letter['doc_key'] or '?'}  "
+            f"after {letter['deliveries']} deliveries: {letter['error']}"
+        )
+    if report["next"] is not None:
+        typer.echo(f"more: cdc-sidecar dlq list --after {report['next']}")
+
+
+@dlq_cli.command("show")
+def dlq_show(entry_id: Annotated[str, typer.Argument(help="The id `dlq list` shows.")]) -> None:
+    """One dead letter with its original event, as JSON."""
+    settings = _settings()
+    from sidecar.commands import show_dead_letter
+
+    typer.echo(json.dumps(_run(show_dead_letter(settings, entry_id)), ensure_ascii=False, indent=2))
+
+
+def _dlq_move(name: str, ids: list[str] | None, every: bool, as_json: bool) -> None:
+    settings = _settings()
+    from operations.deadletters import Selection
+    from sidecar.commands import command
+
+    try:
+        selection = Selection.parse(ids or [], every)
+    except SidecarError as error:
+        raise _fail(error) from None
+    result = _run(command(settings, name, selection.args()))
+    if as_json:
+        typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
+        return
+    typer.echo(", ".join(f"{value} {key.replace('_', ' ')}" for key, value in result.items()))
+
+
+IDS_ARGUMENT = typer.Argument(help="Dead-letter ids, as `dlq list` shows them.")
+ALL_OPTION = typer.Option("--all", help="Every dead letter.")
+
+
+@dlq_cli.command("replay")
+def dlq_replay(
+    ids: Annotated[list[str] | None, IDS_ARGUMENT] = None,
+    every: Annotated[bool, ALL_OPTION] = False,
+    as_json: Annotated[bool, JSON_OPTION] = False,
+) -> None:
+    """Queue dead letters' events again (after fixing their cause) and remove them from
+    the dead-letter stream; the running service carries it out."""
+    _dlq_move("dlq replay", ids, every, as_json)
+
+
+@dlq_cli.command("purge")
+def dlq_purge(
+    ids: Annotated[list[str] | None, IDS_ARGUMENT] = None,
+    every: Annotated[bool, ALL_OPTION] = False,
+    as_json: Annotated[bool, JSON_OPTION] = False,
+) -> None:
+    """Delete dead letters for good (audited)."""
+    _dlq_move("dlq purge", ids, every, as_json)
 
 
 def _run(work: Coroutine[Any, Any, T]) -> T:

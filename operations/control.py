@@ -30,7 +30,7 @@ from checkpoints.lease import Lease
 from checkpoints.requests import Request, RequestChannel
 from core.errors import LeaseLost, NoAnswer, SidecarError, describe_failure, is_outage
 from core.retry import Stopped, outlast
-from operations import positions
+from operations import deadletters, positions
 from operations.context import Context
 
 log = structlog.get_logger(__name__)
@@ -46,7 +46,11 @@ async def _reset(context: Context, args: dict[str, Any], by: str) -> dict[str, A
     return await positions.reset(context, positions.ResetTarget.from_args(args), by)
 
 
-COMMANDS: dict[str, Handler] = {"checkpoint reset": _reset}
+COMMANDS: dict[str, Handler] = {
+    "checkpoint reset": _reset,
+    "dlq replay": deadletters.replay,
+    "dlq purge": deadletters.purge,
+}
 
 
 def requester() -> str:

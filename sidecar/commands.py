@@ -12,9 +12,8 @@ from redis.exceptions import RedisError
 from cdc.namespaces import WatchScope
 from checkpoints.keys import Keys
 from core.errors import RedisUnavailable, is_outage, redact
-from operations import positions
+from operations import deadletters, positions
 from operations.control import perform
-from operations.positions import ResetTarget
 from sidecar.app import redis_for
 from sidecar.settings import Settings
 
@@ -39,13 +38,25 @@ async def show_checkpoint(settings: Settings) -> dict[str, Any]:
         return await positions.show(redis, Keys(settings.pipeline))
 
 
-async def reset_checkpoint(settings: Settings, target: ResetTarget) -> dict[str, Any]:
+async def command(settings: Settings, name: str, args: dict[str, Any]) -> dict[str, Any]:
+    """Carry out the operator command *name* under the pipeline's lease (see
+    operations.control.perform)."""
     async with pipeline_redis(settings) as redis:
         return await perform(
             redis,
             Keys(settings.pipeline),
             settings.mongo_uri,
             WatchScope(settings.database, settings.collections),
-            "checkpoint reset",
-            target.args(),
+            name,
+            args,
         )
+
+
+async def list_dead_letters(settings: Settings, limit: int, after: str | None) -> dict[str, Any]:
+    async with pipeline_redis(settings) as redis:
+        return await deadletters.listing(redis, Keys(settings.pipeline), limit=limit, after=after)
+
+
+async def show_dead_letter(settings: Settings, entry_id: str) -> dict[str, Any]:
+    async with pipeline_redis(settings) as redis:
+        return await deadletters.show(redis, Keys(settings.pipeline), entry_id)

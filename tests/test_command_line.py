@@ -186,3 +186,23 @@ def test_checkpoint_reset_and_show_without_a_service(
     assert lines[1] == f"position   {result['after']}"
     assert "lease      free: no service runs" in lines
     assert "checkpoint reset --to-now  done" in shown.stdout
+
+
+def test_dlq_commands_refuse_an_unclear_selection_and_list_an_empty_stream(
+    pipeline_name: str, tmp_path: Path
+) -> None:
+    env = {"CDC_REDIS_URL": REDIS_URL, "CDC_PIPELINE": pipeline_name}
+
+    neither = cli("dlq", "replay", cwd=tmp_path, **env)
+    unknown = cli("dlq", "show", "1-0", cwd=tmp_path, **env)
+    listed = cli("dlq", "list", cwd=tmp_path, **env)
+    purged = cli("dlq", "purge", "--all", cwd=tmp_path, **env)
+
+    assert neither.returncode == 2
+    assert neither.stderr.strip() == (
+        "error: give dead-letter ids (as `cdc-sidecar dlq list` shows them) or --all, not neither"
+    )
+    assert unknown.returncode == 2 and "no dead letter 1-0" in unknown.stderr
+    assert listed.returncode == 0 and listed.stdout.strip() == "0 dead letter(s)"
+    assert purged.returncode == 0
+    assert purged.stdout.strip() == "0 purged, 0 not found, 0 without event"
