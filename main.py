@@ -92,6 +92,12 @@ def _print_status(report: dict[str, Any]) -> None:
     typer.echo(f"queue length    {report['queue_length']}")
     typer.echo(f"pending         {report['pending']}")
     typer.echo(f"dead letters    {report['dead_letters']}")
+    paused = report["paused"]
+    if paused is not None:
+        typer.echo(
+            f"indexing        PAUSED by {paused['by']} since {paused['since']}: "
+            f"{paused['reason'] or 'no reason given'} (cdc-sidecar resume)"
+        )
     last = report["last_applied"]
     typer.echo(f"last applied    {last['doc_key'] + ' at ' + last['timestamp'] if last else '-'}")
     for name, value in report["counters"].items():
@@ -177,6 +183,36 @@ def checkpoint_reset(
     typer.echo("position moved")
     typer.echo(f"  from {result['before']}")
     typer.echo(f"  to   {result['after']}")
+
+
+@cli.command()
+def pause(
+    reason: Annotated[str, typer.Option(help="Why, for whoever reads `status`.")] = "",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Stop indexing until `resume` (also across restarts): batches in flight finish,
+    nothing new is read; capture goes on until the queue's limit
+    (CDC_INDEX_QUEUE_MAX_SIZE)."""
+    _simple_command("pause", {"reason": reason}, as_json)
+
+
+@cli.command()
+def resume(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Let indexing go on after `pause`."""
+    _simple_command("resume", {}, as_json)
+
+
+def _simple_command(name: str, args: dict[str, Any], as_json: bool) -> None:
+    settings = _settings()
+    from sidecar.commands import command
+
+    result = _run(command(settings, name, args))
+    if as_json:
+        typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
+        return
+    typer.echo(result["message"])
 
 
 dlq_cli = typer.Typer(

@@ -7,12 +7,29 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 
 from redis.asyncio import Redis
+from redis.typing import EncodableT
 
 from checkpoints.keys import Keys
+from checkpoints.lua import FENCE_CHECK, LuaScript, raise_unless_fenced
 from checkpoints.stats import StreamEntry, as_text
 
 MAX_ENTRIES = 1000
 """Entries kept (approximately: Redis trims whole stream nodes); older ones are dropped."""
+
+# KEYS: fence, the key, audit. ARGV: fence, value ("" deletes the key), audit entry
+# JSON, audit length.
+_SET_AUDITED = LuaScript(
+    FENCE_CHECK
+    + """
+if ARGV[2] == '' then
+  redis.call('DEL', KEYS[2])
+else
+  redis.call('SET', KEYS[2], ARGV[2])
+end
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'entry', ARGV[3])
+return 1
+"""
+)
 
 
 @dataclass(frozen=True)
@@ -43,6 +60,14 @@ class AuditLog:
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self._redis = redis
         self._keys = keys
+
+    async def set_key(self, key: str, value: str | None, *, fence: int, entry: AuditEntry) -> None:
+        """Set *key* to *value* (None deletes it) and record *entry*, in one atomic
+        write behind the fence check. Raises LeaseLost, changing nothing, when
+        *fence* is not the current lease's fence."""
+        keys = [self._keys.fence, key, self._keys.audit]
+        args: list[EncodableT] = [fence, value or "", entry.to_json(), MAX_ENTRIES]
+        raise_unless_fenced(await _SET_AUDITED(self._redis, keys, args), fence)
 
     async def record(self, entry: AuditEntry) -> None:
         await self._redis.xadd(

@@ -34,6 +34,7 @@ class Keys:
         self.last_applied = prefix + "last_applied"
         self.version_prefix = prefix + "version:"
         self.audit = prefix + "audit"
+        self.paused = prefix + "paused"
         self.requests = prefix + "requests"
         self.reply_prefix = prefix + "reply:"
         self.group = "indexer"

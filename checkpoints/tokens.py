@@ -11,9 +11,8 @@ from typing import Any
 from bson import Timestamp, json_util
 from redis.asyncio import Redis
 
-from checkpoints.audit import MAX_ENTRIES, AuditEntry
+from checkpoints.audit import AuditEntry, AuditLog
 from checkpoints.keys import Keys
-from checkpoints.lua import FENCE_CHECK, LuaScript, raise_unless_fenced
 
 # Canonical extended JSON keeps every BSON type of a token (binary, Int64, ...) exact.
 _TOKEN_JSON = json_util.CANONICAL_JSON_OPTIONS.with_options(tz_aware=True, tzinfo=UTC)
@@ -77,22 +76,6 @@ def _token_from_plain(plain: Any) -> Mapping[str, Any]:
     return token
 
 
-# KEYS: fence, checkpoint, audit. ARGV: fence, checkpoint JSON ("" deletes it), audit
-# entry JSON, audit length.
-_RESET = LuaScript(
-    FENCE_CHECK
-    + """
-if ARGV[2] == '' then
-  redis.call('DEL', KEYS[2])
-else
-  redis.call('SET', KEYS[2], ARGV[2])
-end
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'entry', ARGV[3])
-return 1
-"""
-)
-
-
 class ResumeTokenStore:
     """Reads the checkpoint and applies an operator's resets.
 
@@ -116,10 +99,7 @@ class ResumeTokenStore:
     async def reset(self, checkpoint: Checkpoint | None, *, fence: int, audit: AuditEntry) -> None:
         """Make *checkpoint* the position (None forgets it: the next start scans the
         collections again) and add *audit* to the audit log, in one atomic write."""
-        saved = "" if checkpoint is None else checkpoint.to_json()
-        done = await _RESET(
-            self._redis,
-            [self._keys.fence, self._keys.checkpoint, self._keys.audit],
-            [fence, saved, audit.to_json(), MAX_ENTRIES],
+        saved = None if checkpoint is None else checkpoint.to_json()
+        await AuditLog(self._redis, self._keys).set_key(
+            self._keys.checkpoint, saved, fence=fence, entry=audit
         )
-        raise_unless_fenced(done, fence)

@@ -102,7 +102,10 @@ class IndexScheduler:
         retry_delay: float,
         on_idle: Callable[[], Awaitable[None]] | None = None,
         drain_seconds: float = DRAIN_SECONDS,
+        paused: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
+        """*paused*, when given, is asked before each read: while it says True no
+        new entry is read (batches in flight finish; the idle hook still runs)."""
         self._source = source
         self._dispatcher = dispatcher
         self._batch_size = batch_size
@@ -112,6 +115,8 @@ class IndexScheduler:
         self._retry_delay = retry_delay
         self._on_idle = on_idle
         self._drain_seconds = drain_seconds
+        self._paused = paused
+        self._was_paused = False
         self._locks = DocumentLocks()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -153,14 +158,27 @@ class IndexScheduler:
     async def _read(self, stop: asyncio.Event) -> list[QueueEntry]:
         """The next batch, waiting out Redis outages; lets the idle hook run when
         there is none. Raises Stopped when *stop* is set during an outage."""
-        entries = await outlast(
-            lambda: self._source.read(self._batch_size, self._block_ms),
-            what="the queue (Redis)",
-            stop=stop,
-        )
+        if await self._pausing(stop):
+            await sleep_unless(stop, self._block_ms / 1000)
+            entries = []
+        else:
+            entries = await outlast(
+                lambda: self._source.read(self._batch_size, self._block_ms),
+                what="the queue (Redis)",
+                stop=stop,
+            )
         if not entries and self._on_idle is not None:
             await outlast(self._on_idle, what="the idle flush", stop=stop)
         return entries
+
+    async def _pausing(self, stop: asyncio.Event) -> bool:
+        if self._paused is None:
+            return False
+        paused = await outlast(self._paused, what="the pause flag (Redis)", stop=stop)
+        if paused != self._was_paused:
+            log.warning("indexing_paused" if paused else "indexing_resumed")
+            self._was_paused = paused
+        return paused
 
     async def _process(self, entries: list[QueueEntry], stop: asyncio.Event) -> None:
         try:

@@ -27,6 +27,7 @@ from cdc.snapshot import Snapshot
 from checkpoints.consumer import EventReader
 from checkpoints.keys import Keys
 from checkpoints.lease import Lease
+from checkpoints.pause import PauseFlag
 from checkpoints.queue import EventQueue
 from checkpoints.stats import Stats
 from checkpoints.tokens import ResumeTokenStore
@@ -262,6 +263,7 @@ class Sidecar:
             retry_delay=settings.index_retry_delay,
             on_idle=self.updater.tick,
             drain_seconds=settings.index_drain_seconds,
+            paused=PauseFlag(self.redis, self.keys).is_set,
         )
 
 

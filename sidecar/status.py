@@ -8,6 +8,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from checkpoints.keys import Keys
+from checkpoints.pause import PauseFlag
 from checkpoints.queue import EventQueue
 from checkpoints.stats import Stats
 from checkpoints.tokens import ResumeTokenStore, unpack_timestamp
@@ -44,6 +45,7 @@ async def pipeline_status(redis: Redis, keys: Keys) -> dict[str, Any]:
         "queue_length": await queue.backlog(),
         "pending": await queue.pending(),
         "dead_letters": await queue.dead_letters(),
+        "paused": await PauseFlag(redis, keys).read(),
         "last_applied": await stats.last_applied(),
         "counters": await stats.read(),
     }

@@ -206,3 +206,18 @@ def test_dlq_commands_refuse_an_unclear_selection_and_list_an_empty_stream(
     assert listed.returncode == 0 and listed.stdout.strip() == "0 dead letter(s)"
     assert purged.returncode == 0
     assert purged.stdout.strip() == "0 purged, 0 not found, 0 without event"
+
+
+def test_pause_shows_in_status_until_resume(pipeline_name: str, tmp_path: Path) -> None:
+    env = {"CDC_REDIS_URL": REDIS_URL, "CDC_PIPELINE": pipeline_name}
+
+    paused = cli("pause", "--reason", "Milvus upgrade", cwd=tmp_path, **env)
+    while_paused = cli("status", cwd=tmp_path, **env)
+    resumed = cli("resume", cwd=tmp_path, **env)
+    after = cli("status", cwd=tmp_path, **env)
+
+    assert paused.returncode == 0 and paused.stdout.startswith("indexing paused: ")
+    assert "indexing        PAUSED by " in while_paused.stdout
+    assert ": Milvus upgrade (cdc-sidecar resume)" in while_paused.stdout
+    assert resumed.returncode == 0 and resumed.stdout.strip() == "indexing resumed"
+    assert "PAUSED" not in after.stdout
