@@ -113,15 +113,20 @@ async def outlast(
 
     async def attempt() -> T:
         # tenacity awaits only what a coroutine function returns, not a lambda's.
+        task = asyncio.current_task()
         try:
-            return await call()
+            result = await call()
         except Exception:
-            task = asyncio.current_task()
             if task is not None and task.cancelling():
                 # A library may turn the cancellation of a call into its own
                 # connection error: retrying that would swallow the cancellation.
                 raise asyncio.CancelledError from None
             raise
+        if task is not None and task.cancelling():
+            # redis-py 8.1 can swallow a cancellation that lands early in a command
+            # and return its reply: the caller's loop would run on, uncancellable.
+            raise asyncio.CancelledError
+        return result
 
     try:
         result: T = await retrying(attempt)

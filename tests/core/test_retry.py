@@ -67,3 +67,21 @@ async def test_a_cancelled_call_is_not_retried_even_if_its_library_calls_it_a_lo
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(task, 5)
+
+
+async def test_a_call_that_swallows_its_cancellation_still_ends_the_caller() -> None:
+    """redis-py 8.1 returns the reply of a command cancelled early in its run; a loop
+    of such calls (the scheduler's reads) would then never end."""
+    async def call() -> str:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            return "a reply anyway"
+        return "never"
+
+    task = asyncio.create_task(outlast(call, what="Redis", stop=asyncio.Event()))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 5)
+
