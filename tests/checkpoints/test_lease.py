@@ -41,9 +41,30 @@ async def test_each_acquisition_increments_the_fence(
 async def test_a_held_lease_cannot_be_taken(redis_client: aioredis.Redis, keys: Keys) -> None:
     await Lease(redis_client, keys, owner="a").acquire(wait=False)
 
-    with pytest.raises(LeaseLost):
+    with pytest.raises(LeaseLost, match=f"the lease of {keys.pipeline} is held by another owner"):
         await Lease(redis_client, keys, owner="b").acquire(wait=False)
     assert await redis_client.get(keys.lease) == b"a"
+
+
+async def test_the_lease_lives_its_ttl_fifteen_seconds_unless_told_otherwise(
+    redis_client: aioredis.Redis, keys: Keys
+) -> None:
+    # The service takes the default: a dead holder is replaced within 15 s.
+    await Lease(redis_client, keys, owner="a").acquire(wait=False)
+    assert 14_000 < await redis_client.pttl(keys.lease) <= 15_000
+
+    await redis_client.delete(keys.lease)
+    lease = Lease(redis_client, keys, owner="b", ttl=30)
+    await lease.acquire(wait=False)
+    assert 29_000 < await redis_client.pttl(keys.lease) <= 30_000
+    assert lease.renew_interval == 10.0
+
+
+def test_a_ttl_below_a_millisecond_is_one_millisecond(
+    redis_client: aioredis.Redis, keys: Keys
+) -> None:
+    # Redis refuses PX 0; the smallest lease it takes is 1 ms.
+    assert Lease(redis_client, keys, owner="a", ttl=0.0001).renew_interval == 1 / 3000
 
 
 async def test_an_expired_lease_is_stolen_and_the_old_holder_fenced_out(
@@ -57,8 +78,10 @@ async def test_an_expired_lease_is_stolen_and_the_old_holder_fenced_out(
         new_fence = await new.acquire(wait=True)
 
     assert new_fence == old_fence + 1
-    with pytest.raises(LeaseLost):
+    with pytest.raises(LeaseLost, match=f"old lost the lease of {keys.pipeline}"):
         await old.renew()
+    with pytest.raises(LeaseLost, match="does not hold the lease"):
+        _ = old.fence
     with pytest.raises(LeaseLost):
         await EventQueue(redis_client, keys).append([], None, fence=old_fence)
     await old.release()
@@ -126,11 +149,17 @@ async def test_hold_raises_when_the_lease_is_taken(
             await lease.hold(asyncio.Event())
 
 
-@pytest.mark.parametrize(("owner", "ttl"), [("", 1.0), ("a", 0.0)])
+@pytest.mark.parametrize(
+    ("owner", "ttl", "message"),
+    [
+        ("", 1.0, "lease owner must be a non-empty name"),
+        ("a", 0.0, "lease ttl must be positive, got 0.0"),
+    ],
+)
 def test_rejects_a_nameless_owner_or_a_non_positive_ttl(
-    redis_client: aioredis.Redis, keys: Keys, owner: str, ttl: float
+    redis_client: aioredis.Redis, keys: Keys, owner: str, ttl: float, message: str
 ) -> None:
-    with pytest.raises(ConfigurationError):
+    with pytest.raises(ConfigurationError, match=message):
         Lease(redis_client, keys, owner=owner, ttl=ttl)
 
 
@@ -177,6 +206,73 @@ async def test_a_standby_does_not_take_a_lease_that_is_renewed(
     assert await redis_client.get(keys.lease) == b"pod-b"
 
 
+async def test_a_standby_reports_the_holder_once_per_report_interval(
+    redis_client: aioredis.Redis, keys: Keys
+) -> None:
+    holder = Lease(redis_client, keys, owner="pod-a", ttl=0.6)
+    await holder.acquire(wait=False)
+    stop = asyncio.Event()
+    holding = asyncio.create_task(holder.hold(stop))
+    with structlog.testing.capture_logs() as logs:
+        # Tries again every ~0.2 s as the renewed lease nears its expiry.
+        standby = asyncio.create_task(Lease(redis_client, keys, owner="pod-b").acquire())
+        await renewals_seen(redis_client, keys, 4)
+        stop.set()
+        await holding
+        standby.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await standby
+
+    assert [e["holder"] for e in logs if e["event"] == "standing_by"] == ["pod-a"]
+
+
+async def test_a_standby_that_finds_the_lease_just_released_says_nobody_holds_it(
+    redis_client: aioredis.Redis, keys: Keys
+) -> None:
+    # The holder released between the standby's failed try and its report.
+    with structlog.testing.capture_logs() as logs:
+        await Lease(redis_client, keys, owner="pod-b")._report_standby()
+
+    assert [(e["holder"], e["since"]) for e in logs] == [("nobody (just released)", None)]
+
+
+async def test_a_holder_without_a_recorded_start_is_reported_with_an_unknown_since(
+    redis_client: aioredis.Redis, keys: Keys
+) -> None:
+    lease = Lease(redis_client, keys, owner="pod-a")
+    await lease.acquire(wait=False)
+    await redis_client.delete(keys.lease_since)
+
+    assert await lease.holder() == ("pod-a", None)
+
+
+async def test_a_standby_with_nothing_to_wait_for_tries_again_in_10_ms(
+    redis_client: aioredis.Redis, keys: Keys
+) -> None:
+    assert await Lease(redis_client, keys, owner="pod-b")._until_expiry() == 0.01
+
+
+@pytest.mark.parametrize("remaining_ms", [200, 100_000])
+async def test_a_standby_tries_again_10_ms_after_the_lease_would_expire(
+    redis_client: aioredis.Redis, keys: Keys, remaining_ms: int
+) -> None:
+    await redis_client.set(keys.lease, "pod-a", px=remaining_ms)
+    standby = Lease(redis_client, keys, owner="pod-b", ttl=600)
+
+    before = await redis_client.pttl(keys.lease)
+    wait = await standby._until_expiry()
+    after = await redis_client.pttl(keys.lease)
+
+    assert after / 1000 + 0.01 <= wait <= before / 1000 + 0.01
+
+
+async def test_a_standby_waits_a_renew_interval_at_most(
+    redis_client: aioredis.Redis, keys: Keys
+) -> None:
+    await redis_client.set(keys.lease, "pod-a", px=900_000)
+    assert await Lease(redis_client, keys, owner="pod-b", ttl=600)._until_expiry() == 200.0
+
+
 async def test_nobody_holds_a_released_lease(redis_client: aioredis.Redis, keys: Keys) -> None:
     lease = Lease(redis_client, keys, owner="pod-a")
     assert await lease.holder() is None
@@ -200,6 +296,22 @@ async def test_a_holder_writes_only_while_its_lease_was_renewed_lately(
     slow = Lease(redis_client, keys, owner="pod-a", ttl=30.0)
     await slow.acquire(wait=False)
     slow.check_fresh()  # renewed just now, with 20 s of margin
+    await slow.renew()
+    slow.check_fresh()
+
+
+async def test_a_lease_is_fresh_until_a_renew_interval_before_its_ttl(
+    redis_client: aioredis.Redis, keys: Keys
+) -> None:
+    lease = Lease(redis_client, keys, owner="pod-a", ttl=3000)
+    await lease.acquire(wait=False)
+    renewed_at = lease._renewed_at
+
+    lease._renewed_at = renewed_at - 1999  # 1 s short of ttl minus a renew interval
+    lease.check_fresh()
+    lease._renewed_at = renewed_at - 2001
+    with pytest.raises(LeaseStale, match=r"last renewed 200[01]\."):
+        lease.check_fresh()
 
 
 async def test_a_stale_lease_is_an_outage_to_wait_out() -> None:
