@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -14,6 +15,7 @@ from checkpoints.stats import Stats
 from checkpoints.tokens import Checkpoint, ResumeTokenStore
 from core.errors import LeaseLost
 from core.events import DocumentCreatedEvent, DocumentDeletedEvent, DocumentEvent, event_from_json
+from tests.conftest import REDIS_URL
 
 
 def created(n: int) -> DocumentEvent:
@@ -36,9 +38,17 @@ async def test_append_queues_events_saves_position_and_counts(
     redis_client: aioredis.Redis, keys: Keys, fence: int
 ) -> None:
     queue = EventQueue(redis_client, keys)
-    events = [created(1), created(2), DocumentDeletedEvent(
-        event_id="d1", document_id="doc-1", namespace="db.docs", version=2001,
-        timestamp=datetime(2026, 1, 2, 3, 4, 6, tzinfo=UTC))]
+    events = [
+        created(1),
+        created(2),
+        DocumentDeletedEvent(
+            event_id="d1",
+            document_id="doc-1",
+            namespace="db.docs",
+            version=2001,
+            timestamp=datetime(2026, 1, 2, 3, 4, 6, tzinfo=UTC),
+        ),
+    ]
 
     await queue.append(events, position("82AA"), fence=fence)
 
@@ -58,7 +68,7 @@ async def test_append_with_a_stale_fence_writes_nothing(
     await redis_client.delete(keys.lease)  # the writer's lease expired
     await Lease(redis_client, keys, owner="successor").acquire(wait=False)
 
-    with pytest.raises(LeaseLost):
+    with pytest.raises(LeaseLost, match=f"fence {fence} is not the current lease's fence"):
         await queue.append([created(2), created(3)], position("second"), fence=fence)
 
     assert await redis_client.xlen(keys.events) == 1
@@ -99,12 +109,46 @@ async def test_events_without_a_checkpoint_keep_the_saved_position(
     assert await queue.backlog() == 1
 
 
-async def test_a_script_unknown_to_redis_runs_by_eval_then_by_sha(
-    redis_client: aioredis.Redis,
-) -> None:
-    script = LuaScript(f"-- {uuid.uuid4()}\nreturn ARGV[1] + 1")
-    assert await redis_client.script_exists(script.sha) == [False]
+class EvalCounting(aioredis.Redis):
+    """A real client that counts the scripts it had to send in full."""
 
-    assert await script(redis_client, [], [41]) == 42
-    assert await redis_client.script_exists(script.sha) == [True]
-    assert await script(redis_client, [], [1]) == 2
+    evals = 0
+
+    async def eval(self, *args: Any) -> Any:
+        self.evals += 1
+        return await super().eval(*args)
+
+
+async def test_a_script_unknown_to_redis_runs_by_eval_then_by_sha(keys: Keys) -> None:
+    redis = EvalCounting.from_url(REDIS_URL)
+    script = LuaScript(f"-- {uuid.uuid4()}\nreturn redis.call('INCRBY', KEYS[1], ARGV[1])")
+    try:
+        assert await redis.script_exists(script.sha) == [False]
+
+        assert await script(redis, [keys.prefix + "counter"], [41]) == 41
+        assert await redis.script_exists(script.sha) == [True]
+        assert await script(redis, [keys.prefix + "counter"], [1]) == 42
+        assert redis.evals == 1  # the second call ran the cached script
+    finally:
+        await redis.delete(keys.prefix + "counter")
+        await redis.aclose()
+
+
+async def test_nothing_is_pending_before_the_indexer_ever_read(
+    redis_client: aioredis.Redis, keys: Keys, fence: int
+) -> None:
+    queue = EventQueue(redis_client, keys)
+    assert await queue.pending() == 0  # no stream, no consumer group yet
+    await queue.append([created(1)], None, fence=fence)
+    assert await queue.pending() == 0
+
+
+async def test_dead_letters_counts_the_dead_letter_stream(
+    redis_client: aioredis.Redis, keys: Keys
+) -> None:
+    queue = EventQueue(redis_client, keys)
+    assert await queue.dead_letters() == 0
+    for n in range(2):
+        await redis_client.xadd(keys.dead, {"event": created(n).to_json()})
+
+    assert await queue.dead_letters() == 2

@@ -8,6 +8,7 @@ import redis.asyncio as aioredis
 from checkpoints.keys import Keys
 from checkpoints.versions import VersionRecord, VersionStore
 from core.errors import ConfigurationError
+from tests.conftest import REDIS_URL
 
 NOW = datetime(2026, 6, 1, 8, 30, 0, 123456, tzinfo=UTC)
 
@@ -28,6 +29,14 @@ async def save(
 def test_record_round_trips_through_json() -> None:
     original = record(7 << 32 | 3)
     assert VersionRecord.from_json(original.to_json()) == original
+
+
+def test_a_record_is_stored_as_compact_json() -> None:
+    assert record(5).to_json() == (
+        '{"version":5,"content_hash":"h-content","metadata_hash":"h-meta",'
+        '"chunk_ids":["c5-0","c5-1"],"deleted":false,'
+        '"updated_at":"2026-06-01T08:30:00.123456+00:00"}'
+    )
 
 
 def test_from_json_rejects_other_documents() -> None:
@@ -79,6 +88,21 @@ async def test_all_keys_lists_every_document_with_a_record(
     assert {key async for key in store.all_keys()} == doc_keys
 
 
+async def test_all_keys_works_with_a_client_that_decodes_replies(
+    redis_client: aioredis.Redis, keys: Keys
+) -> None:
+    store = VersionStore(redis_client, keys, ttl_seconds=None)
+    await save(redis_client, store, {"db.docs/1": record(1), "db.docs/2": record(2)})
+    decoding = aioredis.Redis.from_url(REDIS_URL, decode_responses=True)
+    try:
+        listed = {key async for key in VersionStore(decoding, keys, ttl_seconds=None).all_keys()}
+    finally:
+        await decoding.aclose()
+
+    assert listed == {"db.docs/1", "db.docs/2"}
+
+
 def test_rejects_a_non_positive_ttl(redis_client: aioredis.Redis, keys: Keys) -> None:
-    with pytest.raises(ConfigurationError):
+    with pytest.raises(ConfigurationError, match="tombstone ttl must be positive, got 0"):
         VersionStore(redis_client, keys, ttl_seconds=0)
+    assert VersionStore(redis_client, keys, ttl_seconds=1).ttl_seconds == 1
