@@ -19,6 +19,13 @@ from checkpoints.stats import Stats, StreamEntry
 from checkpoints.versions import VersionRecord, VersionStore
 from core.events import DocumentEvent, MalformedEvent, event_from_json
 
+BULK_PREFIX = "bulk:"
+"""What the ids of bulk-lane entries start with (live entries' ids are Redis's own)."""
+
+BULK_BATCH = 8
+"""Bulk entries read at once: small, so a live change arriving meanwhile waits for at
+most one small bulk batch."""
+
 
 @dataclass(frozen=True)
 class QueueEntry:
@@ -35,60 +42,42 @@ class QueueEntry:
     deliveries: int
 
 
-class EventReader:
-    """Reads the pipeline's queue as one consumer of the indexer's consumer group.
-
-    ``read`` delivers, in order of priority: this consumer's own entries
-    delivered before and not acknowledged (after a restart); entries idle
-    longer than *claim_idle_ms* in any consumer (a crashed one's, or ours that
-    were never committed), claimed by XAUTOCLAIM; then new entries. An entry
-    is redelivered until ``commit`` or ``dead_letter`` acknowledges it, so the
-    caller must acknowledge only what the vector store accepted. *consumer*
-    should be stable across restarts of one replica so its own pending
-    entries come back to it at once. A blocking read needs a client whose
-    socket timeout exceeds *block_ms*."""
+class _Lane:
+    """One stream of the queue as this consumer reads it: its own pending entries
+    (after a restart), claimable idle entries, then new ones. Entry ids of a lane
+    other than the live one carry the lane's *prefix*, so the two lanes' ids (which
+    may coincide) never mix up."""
 
     def __init__(
-        self,
-        redis: Redis,
-        keys: Keys,
-        *,
-        consumer: str,
-        claim_idle_ms: int = 300_000,
-        versions: VersionStore | None = None,
-        take_over: bool = False,
+        self, redis: Redis, keys: Keys, stream: str, prefix: str, consumer: str, claim_idle_ms: int
     ) -> None:
-        """*versions* gives commit its tombstone ttl: pass the VersionStore the
-        indexer reads with (without one, tombstones never expire). *take_over*:
-        on start, claim every consumer's unacknowledged entries at once, for a
-        reader that holds the pipeline's lease (every other consumer is then a
-        dead replica): their entries come back first and in queue order,
-        before any newer change of the same document can overtake them."""
+        self.stream = stream
+        self.prefix = prefix
         self._redis = redis
-        self._keys = keys
+        self._group = keys.group
         self._consumer = consumer
         self._claim_idle_ms = claim_idle_ms
-        self._versions = versions or VersionStore(redis, keys, ttl_seconds=None)
-        self._stats = Stats(redis, keys)
+        self.rewind()
+
+    def rewind(self) -> None:
+        """Start again from this consumer's own pending entries and a full claim scan."""
         self._own_cursor: str | None = "0"
         self._claim_cursor = "0-0"
         self._next_claim_at = 0.0
-        self._take_over = take_over
 
-    @property
-    def consumer(self) -> str:
-        return self._consumer
+    def owns(self, entry_id: str) -> bool:
+        return entry_id.startswith(self.prefix) if self.prefix else ":" not in entry_id
 
-    async def start(self) -> None:
-        """Create the consumer group (and the stream) unless they exist. Idempotent."""
+    def raw_id(self, entry_id: str) -> str:
+        return entry_id[len(self.prefix) :]
+
+    async def start(self, take_over: bool) -> None:
         try:
-            await self._redis.xgroup_create(
-                self._keys.events, self._keys.group, id="0", mkstream=True
-            )
+            await self._redis.xgroup_create(self.stream, self._group, id="0", mkstream=True)
         except ResponseError as exc:
             if not str(exc).startswith("BUSYGROUP"):
                 raise
-        if self._take_over:
+        if take_over:
             await self._claim_everything()
             self._own_cursor = "0"
 
@@ -96,8 +85,8 @@ class EventReader:
         cursor = "0-0"
         while True:
             reply = await self._redis.xautoclaim(
-                self._keys.events,
-                self._keys.group,
+                self.stream,
+                self._group,
                 self._consumer,
                 min_idle_time=0,
                 start_id=cursor,
@@ -107,23 +96,8 @@ class EventReader:
             if cursor == "0-0":
                 return
 
-    async def read(self, count: int, block_ms: int) -> list[QueueEntry]:
-        """Up to *count* entries; waits up to *block_ms* for new ones when nothing is
-        pending or claimable (``block_ms <= 0``: does not wait). An empty list
-        means nothing arrived in time.
-
-        If the consumer group vanished (Redis restarted without persistence),
-        recreates it and reads again."""
-        try:
-            return await self._read(count, block_ms)
-        except ResponseError as exc:
-            if not str(exc).startswith("NOGROUP"):
-                raise
-            await self.start()
-            self._own_cursor, self._claim_cursor = "0", "0-0"
-            return await self._read(count, block_ms)
-
-    async def _read(self, count: int, block_ms: int) -> list[QueueEntry]:
+    async def redelivered(self, count: int) -> list[QueueEntry]:
+        """This consumer's own pending entries, then idle entries claimed from any."""
         while self._own_cursor is not None:
             batch = await self._read_group(count, self._own_cursor, block_ms=None)
             if not batch:
@@ -141,16 +115,19 @@ class EventReader:
             entries = await self._deliver(claimed, known_deliveries=False)
             if entries:
                 return entries
-        batch = await self._read_group(count, ">", block_ms=block_ms if block_ms > 0 else None)
+        return []
+
+    async def new(self, count: int, block_ms: int | None) -> list[QueueEntry]:
+        batch = await self._read_group(count, ">", block_ms=block_ms)
         return await self._deliver(batch, known_deliveries=True)
 
     async def _read_group(
         self, count: int, from_id: str, *, block_ms: int | None
     ) -> list[StreamEntry]:
         reply: list[tuple[bytes, list[StreamEntry]]] = await self._redis.xreadgroup(  # type: ignore[assignment]
-            self._keys.group,
+            self._group,
             self._consumer,
-            {self._keys.events: from_id},
+            {self.stream: from_id},
             count=count,
             block=block_ms,
         )
@@ -158,8 +135,8 @@ class EventReader:
 
     async def _claim(self, count: int) -> tuple[str, list[StreamEntry]]:
         reply = await self._redis.xautoclaim(
-            self._keys.events,
-            self._keys.group,
+            self.stream,
+            self._group,
             self._consumer,
             min_idle_time=self._claim_idle_ms,
             start_id=self._claim_cursor,
@@ -178,25 +155,109 @@ class EventReader:
         ghosts = [entry_id for entry_id, fields in batch if not fields]
         live = [(entry_id, fields) for entry_id, fields in batch if fields]
         if ghosts:
-            await self._redis.xack(self._keys.events, self._keys.group, *ghosts)
+            await self._redis.xack(self.stream, self._group, *ghosts)
         if not live:
             return []
         deliveries = {} if known_deliveries else await self._deliveries(live)
         return [
-            _decode(entry_id.decode(), fields, deliveries.get(entry_id.decode(), 1))
+            _decode(self.prefix + entry_id.decode(), fields, deliveries.get(entry_id.decode(), 1))
             for entry_id, fields in live
         ]
 
     async def _deliveries(self, batch: Sequence[StreamEntry]) -> dict[str, int]:
         pending = await self._redis.xpending_range(
-            self._keys.events,
-            self._keys.group,
+            self.stream,
+            self._group,
             min=batch[0][0],
             max=batch[-1][0],
             count=len(batch),
             consumername=self._consumer,
         )
         return {_text(row["message_id"]): int(row["times_delivered"]) for row in pending}
+
+
+class EventReader:
+    """Reads the pipeline's queue as one consumer of the indexer's consumer group.
+
+    The queue has two lanes: live changes (``Keys.events``) and bulk work
+    (``Keys.bulk``: backfills, reindexing, repairs). Live entries always come
+    first: bulk entries are read only when no live entry is waiting, at most
+    *bulk_batch* at a time, so a live change waits behind one small bulk batch at
+    most. In each lane, ``read`` delivers, in order of priority: this consumer's
+    own entries delivered before and not acknowledged (after a restart); entries
+    idle longer than *claim_idle_ms* in any consumer (a crashed one's, or ours
+    that were never committed), claimed by XAUTOCLAIM; then new entries. An
+    entry is redelivered until ``commit`` or ``dead_letter`` acknowledges it,
+    so the caller must acknowledge only what the vector store accepted.
+    *consumer* should be stable across restarts of one replica so its own
+    pending entries come back to it at once. A blocking read needs a client
+    whose socket timeout exceeds *block_ms*."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        *,
+        consumer: str,
+        claim_idle_ms: int = 300_000,
+        versions: VersionStore | None = None,
+        take_over: bool = False,
+        bulk_batch: int = BULK_BATCH,
+    ) -> None:
+        """*versions* gives commit its tombstone ttl: pass the VersionStore the
+        indexer reads with (without one, tombstones never expire). *take_over*:
+        on start, claim every consumer's unacknowledged entries at once, for a
+        reader that holds the pipeline's lease (every other consumer is then a
+        dead replica): their entries come back first and in queue order,
+        before any newer change of the same document can overtake them."""
+        self._redis = redis
+        self._keys = keys
+        self._consumer = consumer
+        self._versions = versions or VersionStore(redis, keys, ttl_seconds=None)
+        self._stats = Stats(redis, keys)
+        self._take_over = take_over
+        self._bulk_batch = bulk_batch
+        self._live = _Lane(redis, keys, keys.events, "", consumer, claim_idle_ms)
+        self._bulk = _Lane(redis, keys, keys.bulk, BULK_PREFIX, consumer, claim_idle_ms)
+        self._lanes = (self._live, self._bulk)
+
+    @property
+    def consumer(self) -> str:
+        return self._consumer
+
+    async def start(self) -> None:
+        """Create the consumer group (and the streams) unless they exist. Idempotent."""
+        for lane in self._lanes:
+            await lane.start(self._take_over)
+
+    async def read(self, count: int, block_ms: int) -> list[QueueEntry]:
+        """Up to *count* entries; waits up to *block_ms* for new live ones when
+        nothing is pending, claimable or queued in either lane (``block_ms <= 0``:
+        does not wait). An empty list means nothing arrived in time.
+
+        If the consumer group vanished (Redis restarted without persistence),
+        recreates it and reads again."""
+        try:
+            return await self._read(count, block_ms)
+        except ResponseError as exc:
+            if not str(exc).startswith("NOGROUP"):
+                raise
+            await self.start()
+            for lane in self._lanes:
+                lane.rewind()
+            return await self._read(count, block_ms)
+
+    async def _read(self, count: int, block_ms: int) -> list[QueueEntry]:
+        for lane in self._lanes:
+            entries = await lane.redelivered(count)
+            if entries:
+                return entries
+        entries = await self._live.new(count, block_ms=None)
+        if not entries:
+            entries = await self._bulk.new(min(count, self._bulk_batch), block_ms=None)
+        if not entries and block_ms > 0:
+            entries = await self._live.new(count, block_ms=block_ms)
+        return entries
 
     async def commit(
         self,
@@ -220,9 +281,11 @@ class EventReader:
                 self._keys.last_applied,
                 json.dumps(dict(last_applied), default=str, separators=(",", ":")),
             )
-        if entry_ids:
-            pipe.xack(self._keys.events, self._keys.group, *entry_ids)
-            pipe.xdel(self._keys.events, *entry_ids)
+        for lane in self._lanes:
+            ids = [lane.raw_id(entry_id) for entry_id in entry_ids if lane.owns(entry_id)]
+            if ids:
+                pipe.xack(lane.stream, self._keys.group, *ids)
+                pipe.xdel(lane.stream, *ids)
         await pipe.execute()
 
     async def dead_letter(self, entry: QueueEntry, error: str) -> None:
@@ -236,16 +299,21 @@ class EventReader:
             "entry_id": entry.entry_id,
             "failed_at": datetime.now(UTC).isoformat(),
         }
+        lane = self._lane_of(entry.entry_id)
+        raw_id = lane.raw_id(entry.entry_id)
         pipe = self._redis.pipeline(transaction=True)
         pipe.xadd(self._keys.dead, fields)
-        pipe.xack(self._keys.events, self._keys.group, entry.entry_id)
-        pipe.xdel(self._keys.events, entry.entry_id)
+        pipe.xack(lane.stream, self._keys.group, raw_id)
+        pipe.xdel(lane.stream, raw_id)
         self._stats.stage(pipe, {"dead_lettered": 1})
         await pipe.execute()
 
     async def pending(self) -> int:
-        """Entries delivered to any consumer and not acknowledged."""
+        """Entries delivered to any consumer and not acknowledged, in both lanes."""
         return await EventQueue(self._redis, self._keys).pending()
+
+    def _lane_of(self, entry_id: str) -> _Lane:
+        return self._bulk if self._bulk.owns(entry_id) else self._live
 
 
 def _decode(entry_id: str, fields: Mapping[bytes, bytes], deliveries: int) -> QueueEntry:

@@ -25,6 +25,7 @@ class Keys:
         prefix = f"cdc:{pipeline}:"
         self.prefix = prefix
         self.events = prefix + "events"
+        self.bulk = prefix + "events:bulk"
         self.dead = prefix + "dead"
         self.checkpoint = prefix + "checkpoint"
         self.fence = prefix + "fence"
@@ -35,6 +36,7 @@ class Keys:
         self.version_prefix = prefix + "version:"
         self.audit = prefix + "audit"
         self.paused = prefix + "paused"
+        self.backfill = prefix + "backfill"
         self.requests = prefix + "requests"
         self.reply_prefix = prefix + "reply:"
         self.group = "indexer"

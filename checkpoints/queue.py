@@ -13,20 +13,21 @@ from checkpoints.lua import FENCE_CHECK, LuaScript, raise_unless_fenced
 from checkpoints.tokens import Checkpoint
 from core.events import DocumentEvent
 
-# KEYS: fence, events, checkpoint, stats.
-# ARGV: fence, checkpoint JSON ("" to keep the saved one), then event JSON and key per event.
+# KEYS: fence, stream (a lane), position (the checkpoint, or a backfill's progress),
+# stats. ARGV: fence, position JSON ("" to keep the saved one), the counter to add the
+# events to, then event JSON and key per event.
 _APPEND = LuaScript(
     FENCE_CHECK
     + """
-for i = 3, #ARGV, 2 do
+for i = 4, #ARGV, 2 do
   redis.call('XADD', KEYS[2], '*', 'event', ARGV[i], 'key', ARGV[i + 1])
 end
 if ARGV[2] ~= '' then
   redis.call('SET', KEYS[3], ARGV[2])
 end
-local added = (#ARGV - 2) / 2
+local added = (#ARGV - 3) / 2
 if added > 0 then
-  redis.call('HINCRBY', KEYS[4], 'events_captured', added)
+  redis.call('HINCRBY', KEYS[4], ARGV[3], added)
 end
 return 1
 """
@@ -52,28 +53,54 @@ class EventQueue:
         connection error the write may or may not have happened; re-appending
         the same events after resuming from the saved checkpoint is safe
         because the indexer's version guard drops duplicates."""
-        args: list[EncodableT] = [fence, "" if checkpoint is None else checkpoint.to_json()]
+        position = "" if checkpoint is None else checkpoint.to_json()
+        await self._append(self._keys.events, events, self._keys.checkpoint, position, fence)
+
+    async def append_bulk(
+        self, events: Sequence[DocumentEvent], progress_key: str, progress: str, *, fence: int
+    ) -> None:
+        """Queue *events* in the bulk lane (read after live changes) and save *progress*
+        under *progress_key*, in one atomic write behind the fence, as append does
+        for capture: a backfill's progress moves exactly when its events are queued."""
+        await self._append(self._keys.bulk, events, progress_key, progress, fence)
+
+    async def _append(
+        self,
+        stream: str,
+        events: Sequence[DocumentEvent],
+        position_key: str,
+        position: str,
+        fence: int,
+    ) -> None:
+        counter = "events_captured" if stream == self._keys.events else "events_backfilled"
+        args: list[EncodableT] = [fence, position, counter]
         for event in events:
             args += (event.to_json(), event.key)
-        keys = self._keys
-        done = await _APPEND(
-            self._redis, [keys.fence, keys.events, keys.checkpoint, keys.stats], args
-        )
-        raise_unless_fenced(done, fence)
+        keys = [self._keys.fence, stream, position_key, self._keys.stats]
+        raise_unless_fenced(await _APPEND(self._redis, keys, args), fence)
 
     async def pending(self) -> int:
-        """Entries delivered to the indexer and not acknowledged; 0 before it ever started."""
-        try:
-            summary = await self._redis.xpending(self._keys.events, self._keys.group)
-        except ResponseError:
-            return 0
-        return int(summary["pending"])
+        """Entries (of both lanes) delivered to the indexer and not acknowledged; 0
+        before it ever started."""
+        total = 0
+        for stream in (self._keys.events, self._keys.bulk):
+            try:
+                summary = await self._redis.xpending(stream, self._keys.group)
+            except ResponseError:
+                continue
+            total += int(summary["pending"])
+        return total
 
     async def dead_letters(self) -> int:
         """Entries moved to the dead-letter stream."""
         return int(await self._redis.xlen(self._keys.dead))
 
     async def backlog(self) -> int:
-        """Entries queued and not yet acknowledged (the indexer deletes what it
-        acknowledges, so the stream's length is the backlog)."""
+        """Live entries queued and not yet acknowledged (the indexer deletes what it
+        acknowledges, so the stream's length is the backlog). Capture's
+        backpressure counts these only: bulk work never holds live changes back."""
         return int(await self._redis.xlen(self._keys.events))
+
+    async def bulk_backlog(self) -> int:
+        """Bulk-lane entries (backfill, reindex) queued and not yet acknowledged."""
+        return int(await self._redis.xlen(self._keys.bulk))

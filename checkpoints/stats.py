@@ -25,6 +25,7 @@ class Stats:
 
     COUNTERS = (
         "events_captured",
+        "events_backfilled",
         "events_filtered",
         "documents_indexed",
         "chunks_embedded",
