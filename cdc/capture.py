@@ -27,7 +27,7 @@ from checkpoints.stats import Stats
 from checkpoints.tokens import ResumeTokenStore, pack_timestamp
 from core.errors import HISTORY_LOST_CODES, DocumentRejected, HistoryLost
 from core.events import DocumentEvent
-from core.retry import Outage, Stopped, outlast
+from core.retry import Outage, Stopped, outlast, raise_if_cancelling
 
 log = structlog.get_logger("cdc.capture")
 
@@ -143,6 +143,7 @@ class Capture:
         try:
             async with await self._open() as stream:
                 while not stop.is_set():
+                    raise_if_cancelling()
                     await self._backpressure.wait(stop)
                     if stop.is_set():
                         break

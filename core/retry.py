@@ -76,6 +76,15 @@ class Outage:
         self._failures = 0
 
 
+def raise_if_cancelling() -> None:
+    """Raise CancelledError when the current task is being cancelled. For loops whose
+    calls may swallow a cancellation (redis-py 8.1 can return the reply of a
+    command cancelled early in its run): without it such a loop runs on."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 async def outlast(
     call: Callable[[], Awaitable[T]],
     *,
@@ -122,10 +131,7 @@ async def outlast(
                 # connection error: retrying that would swallow the cancellation.
                 raise asyncio.CancelledError from None
             raise
-        if task is not None and task.cancelling():
-            # redis-py 8.1 can swallow a cancellation that lands early in a command
-            # and return its reply: the caller's loop would run on, uncancellable.
-            raise asyncio.CancelledError
+        raise_if_cancelling()
         return result
 
     try:

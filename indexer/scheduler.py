@@ -21,7 +21,7 @@ import structlog
 from checkpoints.consumer import QueueEntry
 from checkpoints.versions import VersionRecord
 from core.events import DocumentEvent
-from core.retry import Stopped, outlast, sleep_unless
+from core.retry import Stopped, outlast, raise_if_cancelling, sleep_unless
 from indexer.handlers import Dispatcher, Outcome
 
 log = structlog.get_logger(__name__)
@@ -135,6 +135,7 @@ class IndexScheduler:
         async with asyncio.TaskGroup() as batches:
             stopping = batches.create_task(stop.wait())
             while not stop.is_set():
+                raise_if_cancelling()
                 if len(in_flight) >= self._max_workers:
                     # Waiting for a free worker must not outlast a stop.
                     await asyncio.wait({*in_flight, stopping}, return_when=asyncio.FIRST_COMPLETED)
