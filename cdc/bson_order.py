@@ -191,3 +191,35 @@ def type_names_of(value: Any) -> set[str]:
         _MAX_KEY: "maxKey",
     }
     return {names[_bracket(value)]}
+
+
+_BRACKET_TYPES = {
+    _MIN_KEY: ["minKey"],
+    _NULL: ["null"],
+    _NUMBER: ["double", "int", "long", "decimal"],
+    _STRING: ["string"],  # the deprecated symbol type is left out: no driver writes it
+    _OBJECT: ["object"],
+    _ARRAY: ["array"],
+    _BINARY: ["binData"],
+    _OBJECT_ID: ["objectId"],
+    _BOOL: ["bool"],
+    _DATE: ["date"],
+    _TIMESTAMP: ["timestamp"],
+    _REGEX: ["regex"],
+    _MAX_KEY: ["maxKey"],
+}
+
+
+def after(field: str, value: Any) -> dict[str, Any]:
+    """The query matching documents whose *field* sorts after *value* in the server's
+    order: ``$gt`` compares only within *value*'s type bracket, so the later brackets
+    are named by ``$type``. What a scan in ``_id`` order resumes from."""
+    later = [
+        name
+        for bracket, names in _BRACKET_TYPES.items()
+        if bracket > _bracket(value)
+        for name in names
+    ]
+    if not later:
+        return {field: {"$gt": value}}
+    return {"$or": [{field: {"$gt": value}}, *({field: {"$type": name}} for name in later)]}

@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import mongomock
+from bson import MaxKey, MinKey, Regex, Timestamp
 from mongomock import aggregate, filtering
+
+# $type names mongomock leaves unimplemented (it raises for them) that a server
+# answers: a scan resuming in _id order names every type bracket after the last _id.
+filtering.TYPE_MAP.update(
+    {
+        "null": lambda v: v is None,
+        "regex": lambda v: isinstance(v, Regex | re.Pattern),
+        "timestamp": lambda v: isinstance(v, Timestamp),
+        "minKey": lambda v: isinstance(v, MinKey),
+        "maxKey": lambda v: isinstance(v, MaxKey),
+        "int": lambda v: isinstance(v, int) and not isinstance(v, bool) and -(2**31) <= v < 2**31,
+        "long": lambda v: isinstance(v, int)
+        and not isinstance(v, bool)
+        and not -(2**31) <= v < 2**31,
+    }
+)
 
 
 def matches(query: Mapping[str, Any], document: Mapping[str, Any]) -> bool:

@@ -1,0 +1,163 @@
+"""A backfill: every watched document queued again, resumably, beside the live stream.
+
+The scan reads each collection in ``_id`` order, in chunks. Each chunk's events go
+to the queue's bulk lane in one atomic write with the job's progress (the last
+``_id`` queued), so a crash or stop resumes after the last chunk queued, not from
+the start. A chunk's events carry as version the cluster time of the read that
+produced them (a causally consistent session's operationTime): a live change
+committed after that read has a later version and wins whichever is applied
+first, and a live change the read already reflects is dropped as older. The
+indexer embeds only documents whose content hash differs from the one indexed,
+so a backfill of an index in sync embeds nothing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from bson import json_util
+from pymongo.asynchronous.mongo_client import AsyncMongoClient
+
+from cdc.bson_order import after
+from cdc.capture import Fence
+from cdc.fields import document_id
+from cdc.mapping import ChangeMapper, ChangeOrigin
+from cdc.namespaces import Document
+from checkpoints.backfills import BackfillJob
+from checkpoints.keys import Keys
+from checkpoints.queue import EventQueue
+from checkpoints.tokens import pack_timestamp
+from core.errors import ConfigurationError, DocumentRejected
+from core.events import DocumentEvent
+from core.retry import raise_if_cancelling, sleep_unless
+
+log = structlog.get_logger("cdc.backfill")
+
+_EJSON = json_util.CANONICAL_JSON_OPTIONS
+
+
+class Backfill:
+    """Runs BackfillJobs of one pipeline under its lease (appends are fenced and
+    raise LeaseLost). *chunk* documents are read and queued at a time; reading
+    holds back while the bulk lane holds more than *max_bulk* entries, so a
+    backfill never grows the queue without bound and live changes stay ahead."""
+
+    def __init__(
+        self,
+        client: AsyncMongoClient[Document],
+        database: str,
+        mapper: ChangeMapper,
+        queue: EventQueue,
+        keys: Keys,
+        fence: Fence,
+        *,
+        chunk: int = 200,
+        max_bulk: int = 1000,
+    ) -> None:
+        if chunk < 1:
+            raise ValueError(f"chunk must be positive, got {chunk}")
+        self._client = client
+        self._database = database
+        self._mapper = mapper
+        self._queue = queue
+        self._keys = keys
+        self._fence = fence
+        self._chunk = chunk
+        self._max_bulk = max_bulk
+
+    async def run(self, job: BackfillJob, stop: asyncio.Event) -> BackfillJob:
+        """Scan what *job* has left and return it as saved last: finished, or as far
+        as it got when *stop* was set."""
+        log.info("backfill_started", id=job.id, done=job.done, queued=job.queued)
+        for collection in job.collections:
+            if collection in job.done:
+                continue
+            while not stop.is_set():
+                raise_if_cancelling()
+                if not await self._room(stop):
+                    break
+                job = await self._chunk_of(job, collection)
+                if collection in job.done:
+                    break
+            if stop.is_set():
+                log.info("backfill_stopped", id=job.id, scanned=job.scanned, queued=job.queued)
+                return job
+        finished = replace(job, state="done", finished_at=datetime.now(UTC).isoformat())
+        await self._queue.append_bulk(
+            [], self._keys.backfill, finished.to_json(), fence=self._current_fence()
+        )
+        log.info("backfill_finished", id=job.id, scanned=job.scanned, queued=job.queued)
+        return finished
+
+    async def _room(self, stop: asyncio.Event) -> bool:
+        """Wait until the bulk lane has room; False when *stop* came first."""
+        while await self._queue.bulk_backlog() > self._max_bulk:
+            await sleep_unless(stop, 0.2)
+            if stop.is_set():
+                return False
+        return True
+
+    async def _chunk_of(self, job: BackfillJob, collection: str) -> BackfillJob:
+        """Read and queue the next chunk of *collection*; the job as saved with it."""
+        query = self._query(job, collection)
+        async with self._client.start_session(causal_consistency=True) as session:
+            cursor = self._client[self._database][collection].find(
+                query,
+                projection=self._mapper.projection(),
+                sort=[("_id", 1)],
+                limit=self._chunk,
+                session=session,
+            )
+            documents = await cursor.to_list()
+            operation_time = session.operation_time
+        if operation_time is None:
+            raise ConfigurationError(
+                "the server reported no operationTime for a read: is it a replica set?"
+            )
+        version = pack_timestamp(operation_time)
+        namespace = f"{self._database}.{collection}"
+        events = [self._event(job, namespace, document, version) for document in documents]
+        last = (
+            json_util.dumps(documents[-1]["_id"], json_options=_EJSON)
+            if len(documents) == self._chunk
+            else None
+        )
+        advanced = job.advanced(collection, last, scanned=len(documents), queued=len(events))
+        await self._queue.append_bulk(
+            events, self._keys.backfill, advanced.to_json(), fence=self._current_fence()
+        )
+        return advanced
+
+    def _query(self, job: BackfillJob, collection: str) -> dict[str, Any]:
+        parts: list[Mapping[str, Any]] = [self._mapper.filter]
+        if job.filter:
+            parts.append(json_util.loads(job.filter, json_options=_EJSON))
+        resume = job.after.get(collection)
+        if resume is not None:
+            parts.append(after("_id", json_util.loads(resume, json_options=_EJSON)))
+        parts = [part for part in parts if part]
+        return {"$and": parts} if len(parts) > 1 else dict(parts[0]) if parts else {}
+
+    def _event(
+        self, job: BackfillJob, namespace: str, document: Mapping[str, Any], version: int
+    ) -> DocumentEvent:
+        key = document_id(document["_id"])
+        origin = ChangeOrigin(
+            event_id=f"backfill:{job.id}:{version}:{namespace}:{key}",
+            document_id=key,
+            namespace=namespace,
+            version=version,
+            timestamp=datetime.fromtimestamp(version >> 32, UTC),
+        )
+        try:
+            return self._mapper.created(document, origin)
+        except DocumentRejected as error:
+            log.error("document_rejected", namespace=namespace, document_id=key, error=str(error))
+            return self._mapper.rejected(origin, error)
+
+    def _current_fence(self) -> int:
+        return self._fence() if callable(self._fence) else self._fence

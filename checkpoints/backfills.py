@@ -1,0 +1,82 @@
+"""A backfill's job and progress, kept in Redis so a restart resumes it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from typing import Literal
+
+from redis.asyncio import Redis
+
+from checkpoints.audit import AuditEntry, AuditLog
+from checkpoints.keys import Keys
+
+State = Literal["running", "done"]
+
+
+@dataclass(frozen=True)
+class BackfillJob:
+    """One backfill: which collections (in order), the operator's extra filter
+    (canonical extended JSON, "" for none), who asked and when, and how far it got.
+    ``after`` maps a collection being scanned to the last ``_id`` queued (canonical
+    extended JSON); ``done`` lists the collections finished. ``estimated`` is the
+    collections' document count when the job started, for progress and ETA."""
+
+    id: str
+    collections: list[str]
+    filter: str
+    by: str
+    requested_at: str
+    estimated: int = 0
+    after: dict[str, str] = field(default_factory=dict)
+    done: list[str] = field(default_factory=list)
+    scanned: int = 0
+    queued: int = 0
+    state: State = "running"
+    finished_at: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> BackfillJob:
+        return cls(**json.loads(raw))
+
+    def advanced(
+        self, collection: str, last_id: str | None, scanned: int, queued: int
+    ) -> BackfillJob:
+        """This job after a chunk of *collection* up to *last_id* (None: the collection
+        is finished)."""
+        after = dict(self.after)
+        done = list(self.done)
+        if last_id is None:
+            after.pop(collection, None)
+            done.append(collection)
+        else:
+            after[collection] = last_id
+        scanned += self.scanned
+        queued += self.queued
+        return replace(self, after=after, done=done, scanned=scanned, queued=queued)
+
+
+class BackfillStore:
+    """The pipeline's current (or last) backfill. Progress is saved by
+    EventQueue.append_bulk together with the events it covers; starting a job goes
+    through the fence with its audit entry."""
+
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self._redis = redis
+        self._keys = keys
+
+    @property
+    def key(self) -> str:
+        return self._keys.backfill
+
+    async def load(self) -> BackfillJob | None:
+        raw = await self._redis.get(self._keys.backfill)
+        return None if raw is None else BackfillJob.from_json(raw)
+
+    async def start(self, job: BackfillJob, *, fence: int, audit: AuditEntry) -> None:
+        await AuditLog(self._redis, self._keys).set_key(
+            self._keys.backfill, job.to_json(), fence=fence, entry=audit
+        )
