@@ -92,6 +92,13 @@ def _print_status(report: dict[str, Any]) -> None:
     typer.echo(f"queue length    {report['queue_length']}")
     typer.echo(f"pending         {report['pending']}")
     typer.echo(f"dead letters    {report['dead_letters']}")
+    typer.echo(f"bulk backlog    {report['backlog_bulk']}")
+    job = report["backfill"]
+    if job is not None:
+        typer.echo(
+            f"backfill        {job['id']} {job['state']}: {job['queued']} of about "
+            f"{job['estimated']} documents queued ({', '.join(job['collections'])})"
+        )
     paused = report["paused"]
     if paused is not None:
         typer.echo(
@@ -183,6 +190,76 @@ def checkpoint_reset(
     typer.echo("position moved")
     typer.echo(f"  from {result['before']}")
     typer.echo(f"  to   {result['after']}")
+
+
+@cli.command()
+def backfill(
+    collection: Annotated[
+        list[str] | None,
+        typer.Option("--collection", help="Only this watched collection (repeatable)."),
+    ] = None,
+    filter_json: Annotated[
+        str, typer.Option("--filter", help='Only documents matching this query: {"lang": "zh"}')
+    ] = "",
+    follow: Annotated[
+        bool, typer.Option("--follow", help="Show progress until the backfill is indexed.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Queue watched documents again, in _id order, beside the live stream (live changes
+    go first). Resumes after a restart; unchanged documents embed nothing."""
+    settings = _settings()
+    from operations.backfills import parse_filter
+    from sidecar.commands import command
+
+    try:
+        parse_filter(filter_json)
+    except SidecarError as error:
+        raise _fail(error) from None
+    args = {"collections": collection or [], "filter": filter_json}
+    result = _run(command(settings, "backfill", args))
+    job = result["backfill"]
+    if as_json and not follow:
+        typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
+        return
+    typer.echo(
+        f"backfill {job['id']} started: {', '.join(job['collections'])}, about "
+        f"{job['estimated']} documents; `cdc-sidecar status` shows its progress"
+    )
+    if follow:
+        _follow_backfill(settings, job["id"])
+
+
+def _follow_backfill(settings: Settings, job_id: str) -> None:
+    """A progress bar until the job's scan is done and the bulk lane is indexed."""
+    import time
+
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from sidecar.commands import backfill_progress
+
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()
+    ) as bar:
+        task = bar.add_task("queued", total=None)
+        while True:
+            state = _run(backfill_progress(settings))
+            job = state["backfill"]
+            if job is None or job["id"] != job_id:
+                raise _fail(SidecarError(f"backfill {job_id} was replaced by another job"))
+            bar.update(task, completed=job["queued"], total=max(job["estimated"], job["queued"]))
+            if job["state"] == "done":
+                bar.update(task, description=f"indexing ({state['backlog_bulk']} left)")
+                if state["backlog_bulk"] == 0:
+                    break
+            time.sleep(0.5)
+    typer.echo(f"backfill {job_id} done: {job['queued']} documents queued and indexed")
 
 
 @cli.command()
@@ -300,8 +377,9 @@ def dlq_purge(
 
 
 def _run(work: Coroutine[Any, Any, T]) -> T:
-    """Run a command's coroutine; any failure becomes one error line and its status."""
-    configure_logging("warning")
+    """Run a command's coroutine; any failure becomes one error line and its status
+    (the command's own warnings are for the service's log, not for this terminal)."""
+    configure_logging("error")
     try:
         return asyncio.run(work)
     except Exception as error:  # noqa: BLE001 - the edge: every failure becomes one line

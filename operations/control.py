@@ -30,7 +30,7 @@ from checkpoints.lease import Lease
 from checkpoints.requests import Request, RequestChannel
 from core.errors import LeaseLost, NoAnswer, SidecarError, describe_failure, is_outage
 from core.retry import Stopped, outlast
-from operations import deadletters, indexing, positions
+from operations import backfills, deadletters, indexing, positions
 from operations.context import Context
 
 log = structlog.get_logger(__name__)
@@ -50,6 +50,7 @@ COMMANDS: dict[str, Handler] = {
     "checkpoint reset": _reset,
     "dlq replay": deadletters.replay,
     "dlq purge": deadletters.purge,
+    "backfill": backfills.start,
     "pause": indexing.pause,
     "resume": indexing.resume,
 }

@@ -19,11 +19,13 @@ from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from cdc.backfill import Backfill
 from cdc.capture import Capture
 from cdc.fields import IndexedText, MetadataFields, TextLimit, UserField
 from cdc.mapping import ChangeMapper
 from cdc.namespaces import WatchScope
 from cdc.snapshot import Snapshot
+from checkpoints.backfills import BackfillStore
 from checkpoints.consumer import EventReader
 from checkpoints.keys import Keys
 from checkpoints.lease import Lease
@@ -33,7 +35,7 @@ from checkpoints.stats import Stats
 from checkpoints.tokens import ResumeTokenStore
 from checkpoints.versions import VersionStore
 from core.errors import ConfigurationError, RedisUnavailable, is_outage, redact
-from core.retry import Stopped, outlast
+from core.retry import Stopped, outlast, sleep_unless
 from indexer.chunking import Chunker
 from indexer.embedding import Embedder, SentenceTransformerEmbedder
 from indexer.handlers import Dispatcher, EventHandler
@@ -51,6 +53,8 @@ from sidecar.status import pipeline_status
 log = structlog.get_logger(__name__)
 
 PRIVATE_REDIS_URL_FILE = "url"
+BACKFILL_POLL_SECONDS = 1.0
+"""How soon a backfill recorded by a command starts."""
 
 
 def replica_name() -> str:
@@ -171,6 +175,7 @@ class Sidecar:
                 tasks.create_task(self.lease.hold(stop))
                 tasks.create_task(self._capture_until(stop, fence))
                 tasks.create_task(serve_requests(self._context(fence), stop))
+                tasks.create_task(self._backfills(stop, fence))
                 if self.settings.index_auto_update:
                     tasks.create_task(self._scheduler().run(stop))
         except BaseExceptionGroup as group:
@@ -193,6 +198,27 @@ class Sidecar:
     def _context(self, fence: int) -> Context:
         scope = WatchScope(self.settings.database, self.settings.collections)
         return Context(self.redis, self.keys, fence, self.mongo, scope, self._capture_switch.paused)
+
+    async def _backfills(self, stop: asyncio.Event, fence: int) -> None:
+        """Run the pipeline's backfill job whenever one is running (one recorded by
+        `cdc-sidecar backfill`, or left half-done by a previous life): outages are
+        waited out and each try resumes from the progress saved last."""
+        store = BackfillStore(self.redis, self.keys)
+        runner = Backfill(
+            self.mongo, self.settings.database, self.mapper, self.queue, self.keys, fence
+        )
+
+        async def resume() -> None:
+            job = await store.load()
+            if job is not None and job.state == "running":
+                await runner.run(job, stop)
+
+        try:
+            while not stop.is_set():
+                await outlast(resume, what="the backfill (MongoDB or Redis)", stop=stop)
+                await sleep_unless(stop, BACKFILL_POLL_SECONDS)
+        except Stopped:
+            return
 
     async def _capture_until(self, stop: asyncio.Event, fence: int) -> None:
         """Capture until *stop*, stopping and starting again around each operator

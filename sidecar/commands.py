@@ -10,9 +10,12 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from cdc.namespaces import WatchScope
+from checkpoints.backfills import BackfillStore
 from checkpoints.keys import Keys
+from checkpoints.queue import EventQueue
 from core.errors import RedisUnavailable, is_outage, redact
 from operations import deadletters, positions
+from operations.backfills import progress
 from operations.control import perform
 from sidecar.app import redis_for
 from sidecar.settings import Settings
@@ -60,3 +63,12 @@ async def list_dead_letters(settings: Settings, limit: int, after: str | None) -
 async def show_dead_letter(settings: Settings, entry_id: str) -> dict[str, Any]:
     async with pipeline_redis(settings) as redis:
         return await deadletters.show(redis, Keys(settings.pipeline), entry_id)
+
+
+async def backfill_progress(settings: Settings) -> dict[str, Any]:
+    """The backfill job and the bulk lane's backlog, for `backfill --follow`."""
+    async with pipeline_redis(settings) as redis:
+        keys = Keys(settings.pipeline)
+        job = await BackfillStore(redis, keys).load()
+        backlog = await EventQueue(redis, keys).bulk_backlog()
+        return {"backfill": progress(job), "backlog_bulk": backlog}

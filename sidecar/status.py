@@ -7,11 +7,13 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from checkpoints.backfills import BackfillStore
 from checkpoints.keys import Keys
 from checkpoints.pause import PauseFlag
 from checkpoints.queue import EventQueue
 from checkpoints.stats import Stats
 from checkpoints.tokens import ResumeTokenStore, unpack_timestamp
+from operations.backfills import progress
 
 
 def _cluster_time(packed: int | None) -> dict[str, Any] | None:
@@ -46,6 +48,8 @@ async def pipeline_status(redis: Redis, keys: Keys) -> dict[str, Any]:
         "pending": await queue.pending(),
         "dead_letters": await queue.dead_letters(),
         "paused": await PauseFlag(redis, keys).read(),
+        "backlog_bulk": await queue.bulk_backlog(),
+        "backfill": progress(await BackfillStore(redis, keys).load()),
         "last_applied": await stats.last_applied(),
         "counters": await stats.read(),
     }

@@ -221,3 +221,23 @@ def test_pause_shows_in_status_until_resume(pipeline_name: str, tmp_path: Path) 
     assert ": Milvus upgrade (cdc-sidecar resume)" in while_paused.stdout
     assert resumed.returncode == 0 and resumed.stdout.strip() == "indexing resumed"
     assert "PAUSED" not in after.stdout
+
+
+def test_backfill_refuses_a_bad_filter_or_collection_before_anything_starts(
+    sim: ThreadedMongoSim, pipeline_name: str, tmp_path: Path
+) -> None:
+    env = {
+        "CDC_REDIS_URL": REDIS_URL, "CDC_PIPELINE": pipeline_name, "CDC_MONGO_URI": sim.uri,
+        "CDC_DATABASE": "app", "CDC_COLLECTIONS": "articles",
+    }
+
+    bad_json = cli("backfill", "--filter", "{lang: zh", cwd=tmp_path, **env)
+    unwatched = cli("backfill", "--collection", "users", cwd=tmp_path, **env)
+    status = cli("status", cwd=tmp_path, **env)
+
+    assert bad_json.returncode == 2 and bad_json.stderr.startswith("error: --filter is not JSON")
+    assert unwatched.returncode == 2
+    assert unwatched.stderr.strip() == (
+        "error: not a watched collection: users (watched: articles)"
+    )
+    assert "backfill " not in status.stdout

@@ -1,0 +1,116 @@
+"""`backfill` carried out by a running service (in-process, deterministic embedder): the
+job runs beside the live stream, and over an index already in sync it embeds nothing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from pymongo import AsyncMongoClient
+
+from cdc.namespaces import WatchScope
+from checkpoints.audit import AuditLog
+from checkpoints.backfills import BackfillStore
+from checkpoints.keys import Keys
+from checkpoints.queue import EventQueue
+from checkpoints.stats import Stats
+from core.errors import SidecarError
+from operations.control import perform
+from sidecar.app import Sidecar
+from sidecar.settings import Settings
+from tests.conftest import COLLECTION, DATABASE
+from tests.embedders import HashEmbedder
+from tests.waiting import eventually
+
+Client = AsyncMongoClient[dict[str, Any]]
+WITHIN = 60.0
+
+
+@pytest.fixture
+async def service(
+    make_settings: Callable[..., Settings], redis_client: aioredis.Redis, mongo: Client
+) -> AsyncIterator[Sidecar]:
+    """A running sidecar that has indexed 30 documents and streams."""
+    await mongo[DATABASE][COLLECTION].insert_many(
+        [{"_id": n, "title": f"title {n}", "body": f"body of document {n} " * 5} for n in range(30)]
+    )
+    stop = asyncio.Event()
+    async with Sidecar(make_settings(), redis=redis_client, embedder=HashEmbedder()) as sidecar:
+        task = asyncio.create_task(sidecar.run(stop))
+
+        async def indexed() -> bool:
+            if task.done():
+                task.result()
+            counters = await Stats(redis_client, sidecar.keys).read()
+            return counters["documents_indexed"] >= 30 and await idle(sidecar)
+
+        await eventually(indexed, within=WITHIN, what="the first scan to be indexed")
+        yield sidecar
+        stop.set()
+        await asyncio.wait_for(task, WITHIN)
+
+
+async def idle(sidecar: Sidecar) -> bool:
+    queue = EventQueue(sidecar.redis, sidecar.keys)
+    return (await queue.backlog(), await queue.bulk_backlog(), await queue.pending()) == (0, 0, 0)
+
+
+async def backfill(sidecar: Sidecar, **args: Any) -> dict[str, Any]:
+    settings = sidecar.settings
+    return await perform(
+        sidecar.redis, sidecar.keys, settings.mongo_uri,
+        WatchScope(settings.database, settings.collections), "backfill",
+        {"collections": [], "filter": ""} | args,
+    )
+
+
+async def test_a_backfill_of_an_index_in_sync_embeds_nothing_and_live_changes_still_flow(
+    service: Sidecar, mongo: Client
+) -> None:
+    stats = Stats(service.redis, service.keys)
+    before = await stats.read()
+
+    started = await backfill(service)
+    await mongo[DATABASE][COLLECTION].insert_one({"_id": "live", "title": "written during it"})
+
+    async def finished() -> bool:
+        job = await BackfillStore(service.redis, service.keys).load()
+        return job is not None and job.state == "done" and await idle(service)
+
+    await eventually(finished, within=WITHIN, what="the backfill to be indexed")
+    after = await stats.read()
+    job = await BackfillStore(service.redis, service.keys).load()
+    assert job is not None and job.id == started["backfill"]["id"]
+    assert job.queued == 31 and after["events_backfilled"] - before["events_backfilled"] == 31
+    # Only the live insert was embedded: the 30 unchanged documents cost no embedding.
+    assert after["embeddings_computed"] - before["embeddings_computed"] == after[
+        "chunks_embedded"
+    ] - before["chunks_embedded"]
+    assert after["chunks_embedded"] - before["chunks_embedded"] == 1
+    assert after["embeddings_skipped"] > before["embeddings_skipped"]
+
+
+async def test_a_backfill_names_only_watched_collections_and_runs_one_at_a_time(
+    redis_client: aioredis.Redis, pipeline_name: str, sim: Any
+) -> None:
+    keys = Keys(pipeline_name)
+    scope = WatchScope(DATABASE, [COLLECTION])
+
+    async def ask(**args: Any) -> dict[str, Any]:
+        body = {"collections": [], "filter": ""} | args
+        return await perform(redis_client, keys, sim.uri, scope, "backfill", body)
+
+    unwatched = rf"not a watched collection: nope \(watched: {COLLECTION}\)"
+    with pytest.raises(SidecarError, match=unwatched):
+        await ask(collections=["nope"])
+    with pytest.raises(SidecarError, match="--filter: "):
+        await ask(filter='{"$where": "true"}')
+    first = await ask(filter='{"lang": "zh"}')  # no service runs: it waits for one
+    assert first["backfill"]["state"] == "running" and first["backfill"]["filter"]
+    with pytest.raises(SidecarError, match=f"backfill {first['backfill']['id']} is still running"):
+        await ask()
+    (entry, *_) = await AuditLog(redis_client, keys).recent()
+    assert entry.outcome.startswith("failed: backfill ")
