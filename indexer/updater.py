@@ -130,7 +130,7 @@ class IndexUpdater:
             )
             for key, event in latest.items()
         ]
-        plans, stored = await self._heal_missing_rows(plans)
+        plans, stored = await self._heal_missing_rows(plans, records)
         rows = await self._rows(plans, stored)
         if self._before_write is not None:
             self._before_write()
@@ -176,16 +176,24 @@ class IndexUpdater:
         ]
 
     async def _heal_missing_rows(
-        self, plans: list[DocumentPlan]
+        self, plans: list[DocumentPlan], records: Mapping[str, VersionRecord]
     ) -> tuple[list[DocumentPlan], dict[str, ChunkRow]]:
-        """Re-plan from scratch any document whose rows to rewrite are gone from Milvus.
+        """Bring the plans in line with what Milvus actually holds.
 
-        The version record and Milvus can disagree (the Milvus data was lost or
-        restored); re-embedding that document is slower but converges."""
+        A document without any version record (new, or its record was lost with
+        Redis's data) reuses the stored rows of chunk ids Milvus already has: a
+        chunk id names the chunk's text, and a collection holds vectors of one
+        model only, so the stored vector is the one embedding would produce. A
+        document whose rows to rewrite are gone from Milvus (its data was lost or
+        restored) is re-planned from scratch: slower, but it converges."""
+        unrecorded = {p.event.key for p in plans if p.event.key not in records}
         wanted = [c.id for p in plans for c in p.with_action("rewrite")]
+        wanted += [c.id for p in plans if p.event.key in unrecorded for c in p.with_action("embed")]
         stored = await self._store.fetch(wanted) if wanted else {}
         healed = []
         for plan in plans:
+            if plan.event.key in unrecorded:
+                plan = _adopt(plan, stored)
             if all(c.id in stored for c in plan.with_action("rewrite")):
                 healed.append(plan)
             else:
@@ -270,3 +278,15 @@ class IndexUpdater:
                 "applied_at": now.isoformat(),
             }
         return outcome
+
+
+def _adopt(plan: DocumentPlan, stored: Mapping[str, ChunkRow]) -> DocumentPlan:
+    """*plan* with the chunks Milvus already stores rewritten from their stored rows
+    instead of embedded."""
+    chunks = tuple(
+        replace(chunk, action="rewrite")
+        if chunk.action == "embed" and chunk.id in stored
+        else chunk
+        for chunk in plan.chunks
+    )
+    return replace(plan, chunks=chunks)

@@ -1,0 +1,50 @@
+"""Losing Redis's data must not cost the embeddings: with the version records gone
+(a Redis without persistence, a FLUSHALL), replaying documents rewrites the rows
+Milvus already holds from their stored vectors and embeds only chunks it lacks."""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+from test_updater import KEY, Index, created, updated
+from test_updater import index as index  # the fixture
+
+from checkpoints.keys import Keys
+
+
+async def forget_versions(redis: aioredis.Redis, pipeline: str) -> None:
+    keys = [key async for key in redis.scan_iter(match=Keys(pipeline).version_prefix + "*")]
+    await redis.delete(*keys)
+
+
+async def test_replaying_documents_after_their_records_are_lost_embeds_nothing_new(
+    index: Index, redis_client: aioredis.Redis, pipeline_name: str
+) -> None:
+    await index.apply([created("one\n\ntwo\n\nthree", 10, lang="en")])
+    rows = await index.rows()
+    embedded = index.embedded
+    await forget_versions(redis_client, pipeline_name)
+    assert await index.record() is None
+
+    outcome = await index.apply([created("one\n\ntwo\n\nthree", 20, lang="en")])
+
+    assert index.embedded == embedded  # every chunk came from its stored row
+    assert outcome.counts["chunks_embedded"] == 0
+    assert [(r.id, r.text, r.vector) for r in await index.rows()] == [
+        (r.id, r.text, r.vector) for r in rows
+    ]
+    record = await index.record()
+    assert record is not None and record.version == 20
+    assert record.chunk_ids == tuple(r.id for r in rows)
+
+
+async def test_a_document_changed_while_its_record_was_lost_embeds_only_new_chunks(
+    index: Index, redis_client: aioredis.Redis, pipeline_name: str
+) -> None:
+    await index.apply([created("one\n\ntwo", 10)])
+    embedded = index.embedded
+    await forget_versions(redis_client, pipeline_name)
+
+    await index.apply([updated("one\n\ntwo\n\nthree", 20)])
+
+    assert index.embedded == embedded + 1
+    assert await index.texts(KEY) == ["one", "two", "three"]
