@@ -244,30 +244,53 @@ class VectorStore:
         )
         return sorted(map(from_entity, found), key=lambda row: row.chunk_index)
 
+    async def chunk_ids_of(self, doc_key: str) -> list[str]:
+        """The ids of *doc_key*'s stored chunks. A filter scan (slow before a flush):
+        only for a document whose version record is gone. Raises VectorStoreUnavailable."""
+        client = self._require()
+        found = await self._read(
+            lambda: client.query(
+                self._collection,
+                filter=f"doc_key == {_literal(doc_key)}",
+                output_fields=["id"],
+                limit=_SCAN_LIMIT,
+            )
+        )
+        return [str(row["id"]) for row in found]
+
     async def chunk_ids_by_document(self) -> dict[str, set[str]]:
         """Every stored chunk id, grouped by doc_key: a full scan, for verification
-        only (comparing the index with the source and the version records).
+        (comparing the index with the source and the version records).
+        Raises VectorStoreUnavailable."""
+        grouped: dict[str, set[str]] = {}
+        for row in await self._scan_all(["id", "doc_key"]):
+            grouped.setdefault(row["doc_key"], set()).add(row["id"])
+        return grouped
 
-        Milvus caps one query at _SCAN_LIMIT rows and Milvus Lite has no query
-        iterator, so the scan splits the id space by hex prefix until every
-        part fits. Raises VectorStoreUnavailable."""
+    async def documents(self) -> dict[str, tuple[str, str]]:
+        """Every document with rows stored: doc_key -> (namespace, document_id). A full
+        scan, for resynchronising. Raises VectorStoreUnavailable."""
+        rows = await self._scan_all(["doc_key", "namespace", "document_id"])
+        return {row["doc_key"]: (row["namespace"], row["document_id"]) for row in rows}
+
+    async def _scan_all(self, fields: list[str]) -> list[dict[str, Any]]:
+        """*fields* of every stored row. Milvus caps one query at _SCAN_LIMIT rows and
+        Milvus Lite has no query iterator, so the scan splits the id space by hex
+        prefix until every part fits."""
         client = self._require()
 
         def scan(prefix: str) -> list[dict[str, Any]]:
             rows: list[dict[str, Any]] = client.query(
                 self._collection,
                 filter=f"id like {_literal(prefix + '%')}" if prefix else "",
-                output_fields=["id", "doc_key"],
+                output_fields=fields,
                 limit=_SCAN_LIMIT,
             )
             if len(rows) < _SCAN_LIMIT:
                 return rows
             return [row for digit in "0123456789abcdef" for row in scan(prefix + digit)]
 
-        grouped: dict[str, set[str]] = {}
-        for row in await self._read(lambda: scan("")):
-            grouped.setdefault(row["doc_key"], set()).add(row["id"])
-        return grouped
+        return await self._read(lambda: scan(""))
 
     async def count(self) -> int:
         """Rows currently stored, flushed or not. Raises VectorStoreUnavailable."""

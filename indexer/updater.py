@@ -48,6 +48,8 @@ class ChunkStore(Protocol):
 
     async def fetch(self, ids: Sequence[str]) -> dict[str, ChunkRow]: ...
 
+    async def chunk_ids_of(self, doc_key: str) -> list[str]: ...
+
     async def flush_if_due(self) -> None: ...
 
 
@@ -181,12 +183,19 @@ class IndexUpdater:
         """Bring the plans in line with what Milvus actually holds.
 
         A document without any version record (new, or its record was lost with
-        Redis's data) reuses the stored rows of chunk ids Milvus already has: a
+        Redis's data) is deleted by the ids Milvus finds under its key (a filter
+        scan, rare), and reuses the stored rows of chunk ids Milvus already has: a
         chunk id names the chunk's text, and a collection holds vectors of one
         model only, so the stored vector is the one embedding would produce. A
         document whose rows to rewrite are gone from Milvus (its data was lost or
         restored) is re-planned from scratch: slower, but it converges."""
         unrecorded = {p.event.key for p in plans if p.event.key not in records}
+        plans = [
+            replace(p, stale_ids=tuple(await self._store.chunk_ids_of(p.event.key)))
+            if p.decision == "delete" and p.event.key in unrecorded
+            else p
+            for p in plans
+        ]
         wanted = [c.id for p in plans for c in p.with_action("rewrite")]
         wanted += [c.id for p in plans if p.event.key in unrecorded for c in p.with_action("embed")]
         stored = await self._store.fetch(wanted) if wanted else {}

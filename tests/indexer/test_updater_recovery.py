@@ -5,7 +5,7 @@ Milvus already holds from their stored vectors and embeds only chunks it lacks."
 from __future__ import annotations
 
 import redis.asyncio as aioredis
-from test_updater import KEY, Index, created, updated
+from test_updater import KEY, NAMESPACE, Index, created, deleted, updated
 from test_updater import index as index  # the fixture
 
 from checkpoints.keys import Keys
@@ -48,3 +48,17 @@ async def test_a_document_changed_while_its_record_was_lost_embeds_only_new_chun
 
     assert index.embedded == embedded + 1
     assert await index.texts(KEY) == ["one", "two", "three"]
+
+
+async def test_a_delete_finds_the_rows_of_a_document_whose_record_was_lost(
+    index: Index, redis_client: aioredis.Redis, pipeline_name: str
+) -> None:
+    await index.apply([created("one\n\ntwo", 10), updated("kept", 10, doc="d2")])
+    await forget_versions(redis_client, pipeline_name)
+
+    await index.apply([deleted(20)])
+
+    assert await index.rows(KEY) == []
+    assert await index.texts(f"{NAMESPACE}/d2") == ["kept"]
+    record = await index.record()
+    assert record is not None and record.deleted and record.version == 20
