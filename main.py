@@ -95,8 +95,9 @@ def _print_status(report: dict[str, Any]) -> None:
     typer.echo(f"bulk backlog    {report['backlog_bulk']}")
     job = report["backfill"]
     if job is not None:
+        why = f" ({job['reason']}; {job['swept']} deleted)" if job["reason"] else ""
         typer.echo(
-            f"backfill        {job['id']} {job['state']}: {job['queued']} of about "
+            f"backfill        {job['id']} {job['state']}{why}: {job['queued']} of about "
             f"{job['estimated']} documents queued ({', '.join(job['collections'])})"
         )
     paused = report["paused"]

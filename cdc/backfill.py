@@ -13,10 +13,10 @@ so a backfill of an index in sync embeds nothing."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from bson import json_util
@@ -31,11 +31,22 @@ from checkpoints.backfills import BackfillJob
 from checkpoints.keys import Keys
 from checkpoints.queue import EventQueue
 from checkpoints.tokens import pack_timestamp
+from checkpoints.versions import VersionRecord
 from core.errors import ConfigurationError, DocumentRejected
-from core.events import DocumentEvent
+from core.events import DocumentDeletedEvent, DocumentEvent
 from core.retry import raise_if_cancelling, sleep_unless
 
 log = structlog.get_logger("cdc.backfill")
+
+
+class IndexedDocuments(Protocol):
+    """What the index holds, for a resynchronisation's sweep."""
+
+    async def documents(self) -> Mapping[str, tuple[str, str]]:
+        """doc_key -> (namespace, document_id) of every document with rows."""
+        ...
+
+    async def versions(self, doc_keys: Sequence[str]) -> Mapping[str, VersionRecord]: ...
 
 _EJSON = json_util.CANONICAL_JSON_OPTIONS
 
@@ -57,7 +68,10 @@ class Backfill:
         *,
         chunk: int = 200,
         max_bulk: int = 1000,
+        indexed: IndexedDocuments | None = None,
     ) -> None:
+        """*indexed* lists the documents the index holds and their version records,
+        for the sweep of a resynchronisation (jobs with ``sweep_before``)."""
         if chunk < 1:
             raise ValueError(f"chunk must be positive, got {chunk}")
         self._client = client
@@ -68,6 +82,7 @@ class Backfill:
         self._fence = fence
         self._chunk = chunk
         self._max_bulk = max_bulk
+        self._indexed = indexed
 
     async def run(self, job: BackfillJob, stop: asyncio.Event) -> BackfillJob:
         """Scan what *job* has left and return it as saved last: finished, or as far
@@ -86,12 +101,58 @@ class Backfill:
             if stop.is_set():
                 log.info("backfill_stopped", id=job.id, scanned=job.scanned, queued=job.queued)
                 return job
+        if job.sweep_before is not None:
+            swept = await self._sweep(job, job.sweep_before, stop)
+            if swept is None:
+                return job
+            job = swept
         finished = replace(job, state="done", finished_at=datetime.now(UTC).isoformat())
         await self._queue.append_bulk(
             [], self._keys.backfill, finished.to_json(), fence=self._current_fence()
         )
         log.info("backfill_finished", id=job.id, scanned=job.scanned, queued=job.queued)
         return finished
+
+    async def _sweep(
+        self, job: BackfillJob, before: int, stop: asyncio.Event
+    ) -> BackfillJob | None:
+        """Once the scan's events are indexed, delete every indexed document of the
+        job's collections that the scan did not see (its version record is older than
+        *before*, or gone). The deletes carry *before* as version: a document
+        written again since has a later version and stays. None when stopped."""
+        if self._indexed is None:
+            raise ValueError("a sweeping backfill needs the indexed documents")
+        while await self._queue.bulk_backlog() > 0:
+            await sleep_unless(stop, 0.2)
+            if stop.is_set():
+                return None
+        namespaces = {f"{self._database}.{name}" for name in job.collections}
+        stored = await self._indexed.documents()
+        candidates = [(key, place) for key, place in stored.items() if place[0] in namespaces]
+        when = datetime.fromtimestamp(before >> 32, UTC)
+        for start in range(0, len(candidates), self._chunk):
+            raise_if_cancelling()
+            part = candidates[start : start + self._chunk]
+            records = await self._indexed.versions([key for key, _ in part])
+            gone = [
+                DocumentDeletedEvent(
+                    event_id=f"resync:{job.id}:{key}",
+                    document_id=document,
+                    namespace=namespace,
+                    version=before,
+                    timestamp=when,
+                    metadata={"reason": "not in the source"},
+                )
+                for key, (namespace, document) in part
+                if (record := records.get(key)) is None
+                or (not record.deleted and record.version < before)
+            ]
+            job = replace(job, swept=job.swept + len(gone))
+            await self._queue.append_bulk(
+                gone, self._keys.backfill, job.to_json(), fence=self._current_fence()
+            )
+        log.info("backfill_swept", id=job.id, deleted=job.swept)
+        return job
 
     async def _room(self, stop: asyncio.Event) -> bool:
         """Wait until the bulk lane has room; False when *stop* came first."""

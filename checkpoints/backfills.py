@@ -20,7 +20,12 @@ class BackfillJob:
     (canonical extended JSON, "" for none), who asked and when, and how far it got.
     ``after`` maps a collection being scanned to the last ``_id`` queued (canonical
     extended JSON); ``done`` lists the collections finished. ``estimated`` is the
-    collections' document count when the job started, for progress and ETA."""
+    collections' document count when the job started, for progress and ETA.
+
+    A resynchronisation (after lost history) sets *sweep_before* to the packed time
+    of the position it restarted capture from: once the scan is indexed, every
+    indexed document of the scanned collections whose version record is older
+    than that (or missing) was not seen by the scan and is deleted (*swept*)."""
 
     id: str
     collections: list[str]
@@ -34,6 +39,9 @@ class BackfillJob:
     queued: int = 0
     state: State = "running"
     finished_at: str | None = None
+    reason: str = ""
+    sweep_before: int | None = None
+    swept: int = 0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":"))

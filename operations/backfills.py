@@ -51,6 +51,8 @@ def progress(job: BackfillJob | None) -> dict[str, Any] | None:
         "queued": job.queued,
         "estimated": job.estimated,
         "done": job.done,
+        "reason": job.reason,
+        "swept": job.swept,
     }
 
 

@@ -11,6 +11,7 @@ import os
 import socket
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from checkpoints.queue import EventQueue
 from checkpoints.stats import Stats
 from checkpoints.tokens import ResumeTokenStore
 from checkpoints.versions import VersionStore
-from core.errors import ConfigurationError, RedisUnavailable, is_outage, redact
+from core.errors import ConfigurationError, HistoryLost, RedisUnavailable, is_outage, redact
 from core.retry import Stopped, outlast, sleep_unless
 from indexer.chunking import Chunker
 from indexer.embedding import Embedder, SentenceTransformerEmbedder
@@ -47,6 +48,7 @@ from operations.control import serve_requests
 from sidecar.capture_switch import CaptureSwitch
 from sidecar.preflight import preflight
 from sidecar.redis_server import PrivateRedis
+from sidecar.resync import IndexedDocuments, Resync
 from sidecar.settings import Settings
 from sidecar.status import pipeline_status
 
@@ -205,7 +207,13 @@ class Sidecar:
         waited out and each try resumes from the progress saved last."""
         store = BackfillStore(self.redis, self.keys)
         runner = Backfill(
-            self.mongo, self.settings.database, self.mapper, self.queue, self.keys, fence
+            self.mongo,
+            self.settings.database,
+            self.mapper,
+            self.queue,
+            self.keys,
+            fence,
+            indexed=IndexedDocuments(self.store, self.versions),
         )
 
         async def resume() -> None:
@@ -225,7 +233,17 @@ class Sidecar:
         command that moves the position (CaptureSwitch)."""
         while not stop.is_set():
             async with self._capture_switch.running(stop) as run_stop:
-                await self._capture(run_stop, fence)
+                try:
+                    await self._capture(run_stop, fence)
+                except HistoryLost as lost:
+                    if self.settings.on_history_lost == "halt":
+                        raise
+                    resync = Resync(self.mongo, self.redis, self.keys, self.settings)
+                    await outlast(
+                        partial(resync.start, self.lease.owner, fence, str(lost)),
+                        what="the resynchronisation (MongoDB or Redis)",
+                        stop=stop,
+                    )
 
     async def _capture(self, stop: asyncio.Event, fence: int) -> None:
         settings = self.settings

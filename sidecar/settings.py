@@ -67,6 +67,7 @@ class Settings(BaseSettings):
     max_text_chars: int = Field(default=100_000, ge=100)
     oversize_text: Literal["truncate", "reject"] = "truncate"
     full_document: Literal["updateLookup", "whenAvailable", "required"] = "updateLookup"
+    on_history_lost: Literal["resync", "halt"] = "resync"
     pre_images: bool = False
 
     redis_url: str | None = Field(default=None, pattern=r"^(rediss?|unix)://")

@@ -47,7 +47,18 @@ async def streaming(sidecar: Sidecar, stop: asyncio.Event) -> asyncio.Task[None]
     return task
 
 
-async def test_history_lost_ends_the_run_as_history_lost(
+async def test_history_lost_ends_the_run_as_history_lost_when_told_to_halt(
+    make_settings: Callable[..., Settings],
+    redis_client: aioredis.Redis,
+    mongo: AsyncMongoClient[dict[str, Any]],
+    sim: ThreadedMongoSim,
+) -> None:
+    settings = make_settings(on_history_lost="halt")
+    async with Sidecar(settings, redis=redis_client, embedder=HashEmbedder()) as sidecar:
+        await halts_on_lost_history(sidecar, mongo, sim)
+
+
+async def halts_on_lost_history(
     sidecar: Sidecar, mongo: AsyncMongoClient[dict[str, Any]], sim: ThreadedMongoSim
 ) -> None:
     stop = asyncio.Event()

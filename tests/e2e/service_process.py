@@ -40,6 +40,7 @@ def service_environment(settings: Settings) -> dict[str, str]:
         "CDC_INDEX_RETRY_TIMES": str(settings.index_retry_times),
         "CDC_INDEX_RETRY_DELAY": str(settings.index_retry_delay),
         "CDC_INDEX_DRAIN_SECONDS": str(settings.index_drain_seconds),
+        "CDC_ON_HISTORY_LOST": settings.on_history_lost,
     }
     return env
 

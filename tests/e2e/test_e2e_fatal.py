@@ -47,14 +47,14 @@ async def run_until_it_ends(settings: Settings, log: Path) -> Ended:
     return Ended(*await service.ended(CONVERGE_SECONDS))
 
 
-async def test_history_lost_exits_2_with_one_error_line(
+async def test_history_lost_exits_2_with_one_error_line_when_told_to_halt(
     make_settings: Callable[..., Settings],
     articles: Any,
     redis_client: aioredis.Redis,
     sim: ThreadedMongoSim,
     tmp_path: Path,
 ) -> None:
-    settings = make_settings()
+    settings = make_settings(on_history_lost="halt")
     keys = Keys(settings.pipeline)
     async with await articles.watch(max_await_time_ms=100) as stream:
         await articles.insert_one({"title": "seen"})
