@@ -5,16 +5,18 @@ serialise work per document."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from checkpoints.consumer import EventReader
+from checkpoints.consumer import EventReader, QueueEntry
 from checkpoints.keys import Keys
 from checkpoints.lease import Lease
 from checkpoints.queue import EventQueue
@@ -27,8 +29,12 @@ from indexer.scheduler import IndexScheduler
 
 def event(doc: str, version: int, content: str = "text") -> DocumentEvent:
     return DocumentUpdatedEvent(
-        event_id=f"{doc}-{version}", document_id=doc, namespace="app.docs", version=version,
-        timestamp=datetime.now(UTC), content=content,
+        event_id=f"{doc}-{version}",
+        document_id=doc,
+        namespace="app.docs",
+        version=version,
+        timestamp=datetime.now(UTC),
+        content=content,
     )
 
 
@@ -37,6 +43,7 @@ class Recorder:
 
     def __init__(self, fail: Callable[[Sequence[DocumentEvent]], Exception | None]) -> None:
         self.applied: list[DocumentEvent] = []
+        self.batch_sizes: list[int] = []
         self.calls = 0
         self.in_flight: set[str] = set()
         self.overlaps = 0
@@ -50,6 +57,7 @@ class Recorder:
 
     async def handle_batch(self, events: Sequence[DocumentEvent]) -> Outcome:
         self.calls += 1
+        self.batch_sizes.append(len(events))
         keys = {e.key for e in events}
         self.overlaps += bool(keys & self.in_flight)
         self.in_flight |= keys
@@ -74,19 +82,61 @@ async def wait_for(check: Callable[[], Awaitable[bool]], seconds: float = 15.0) 
         await asyncio.sleep(0.02)
 
 
+class Faulty:
+    """The real queue reader, whose calls fail with a Redis outage while told to."""
+
+    def __init__(self, reader: EventReader) -> None:
+        self.reader = reader
+        self.failures: dict[str, int] = {}  # method name -> failures left
+        self.reads: list[tuple[int, int]] = []
+
+    def _outage(self, method: str) -> None:
+        if self.failures.get(method, 0) > 0:
+            self.failures[method] -= 1
+            raise redis.exceptions.ConnectionError(f"{method}: Connection refused")
+
+    async def start(self) -> None:
+        self._outage("start")
+        await self.reader.start()
+
+    async def read(self, count: int, block_ms: int) -> list[QueueEntry]:
+        self.reads.append((count, block_ms))
+        self._outage("read")
+        return await self.reader.read(count, block_ms)
+
+    async def commit(self, entry_ids: Sequence[str], **applied: Any) -> None:
+        self._outage("commit")
+        await self.reader.commit(entry_ids, **applied)
+
+    async def dead_letter(self, entry: QueueEntry, error: str) -> None:
+        self._outage("dead_letter")
+        await self.reader.dead_letter(entry, error)
+
+
 @asynccontextmanager
 async def running(
-    redis_client: aioredis.Redis, keys: Keys, handler: Recorder, **options: float
+    redis_client: aioredis.Redis,
+    keys: Keys,
+    handler: Recorder,
+    *,
+    source: Faulty | None = None,
+    batch_interval: float = 0.05,
+    on_idle: Callable[[], Awaitable[None]] | None = None,
+    paused: Callable[[], Awaitable[bool]] | None = None,
+    drain_seconds: float = 5.0,
+    **options: int,
 ) -> AsyncIterator[asyncio.Event]:
-    reader = EventReader(redis_client, keys, consumer="c1")
     scheduler = IndexScheduler(
-        reader,
+        source or EventReader(redis_client, keys, consumer="c1"),
         Dispatcher([handler]),
-        batch_size=int(options.get("batch_size", 10)),
-        batch_interval=0.05,
-        max_workers=int(options.get("max_workers", 3)),
-        retry_times=int(options.get("retry_times", 2)),
+        batch_size=options.get("batch_size", 10),
+        batch_interval=batch_interval,
+        max_workers=options.get("max_workers", 3),
+        retry_times=options.get("retry_times", 2),
         retry_delay=0.01,
+        on_idle=on_idle,
+        drain_seconds=drain_seconds,
+        paused=paused,
     )
     stop = asyncio.Event()
     task = asyncio.create_task(scheduler.run(stop))
@@ -110,9 +160,7 @@ async def test_everything_is_applied_and_acknowledged(
     await enqueue(redis_client, keys, [event(f"d{i % 7}", i) for i in range(60)])
     async with running(redis_client, keys, handler):
         await wait_for(lambda: _queue_empty(redis_client, keys))
-    assert sorted(e.event_id for e in handler.applied) == sorted(
-        f"d{i % 7}-{i}" for i in range(60)
-    )
+    assert sorted(e.event_id for e in handler.applied) == sorted(f"d{i % 7}-{i}" for i in range(60))
     assert handler.overlaps == 0, "two batches worked on one document at once"
     assert (await Stats(redis_client, keys).read())["documents_indexed"] > 0
 
@@ -198,7 +246,7 @@ async def test_bad_document_is_dead_lettered_after_retries_and_the_rest_flows(
     assert attempts_on_bad["n"] == 3, "one first try plus retry_times retries"
     dead = await redis_client.xrange(keys.dead)
     assert len(dead) == 1
-    assert b"binary" in dead[0][1][b"error"]
+    assert dead[0][1][b"error"] == b"DocumentRejected: field 'content' is binary"
     assert (await Stats(redis_client, keys).read())["dead_lettered"] == 1
 
 
@@ -212,7 +260,8 @@ async def test_malformed_entry_is_dead_lettered(
     async with running(redis_client, keys, handler):
         await wait_for(lambda: _queue_empty(redis_client, keys))
     assert [e.document_id for e in handler.applied] == ["ok"]
-    assert await redis_client.xlen(keys.dead) == 1
+    dead = await redis_client.xrange(keys.dead)
+    assert [fields[b"error"].split(b":")[0] for _, fields in dead] == [b"not a document event"]
 
 
 async def test_stop_leaves_unapplied_entries_queued(
@@ -259,3 +308,232 @@ async def test_rejected_document_is_dead_lettered_without_retries(
 
 async def _dead_letters(redis_client: aioredis.Redis, keys: Keys, count: int) -> bool:
     return int(await redis_client.xlen(keys.dead)) >= count
+
+
+def reader(redis_client: aioredis.Redis, keys: Keys) -> Faulty:
+    return Faulty(EventReader(redis_client, keys, consumer="c1"))
+
+
+@pytest.mark.parametrize(("batch_interval", "block_ms"), [(1.0, 1000), (0.0001, 1)])
+async def test_reads_batches_of_batch_size_waiting_up_to_the_batch_interval(
+    redis_client: aioredis.Redis, pipeline_name: str, batch_interval: float, block_ms: int
+) -> None:
+    # BLOCK 0 would wait forever: the shortest wait is 1 ms.
+    keys = Keys(pipeline_name)
+    source = reader(redis_client, keys)
+    handler = Recorder(lambda events: None)
+    await enqueue(redis_client, keys, [event(f"d{i}", i) for i in range(25)])
+    async with running(
+        redis_client, keys, handler, source=source, batch_interval=batch_interval, batch_size=10
+    ):
+        await wait_for(lambda: _queue_empty(redis_client, keys))
+    assert set(source.reads) == {(10, block_ms)}
+    assert sum(handler.batch_sizes) == 25 and max(handler.batch_sizes) == 10
+
+
+async def test_the_idle_hook_runs_while_the_queue_is_empty_and_work_queued_later_is_done(
+    redis_client: aioredis.Redis, pipeline_name: str
+) -> None:
+    keys = Keys(pipeline_name)
+    idle = {"calls": 0, "failures": 2}
+
+    async def on_idle() -> None:
+        if idle["failures"]:  # Redis down while the hook flushes: waited out
+            idle["failures"] -= 1
+            raise redis.exceptions.ConnectionError("Connection refused")
+        idle["calls"] += 1
+
+    handler = Recorder(lambda events: None)
+    async with running(redis_client, keys, handler, on_idle=on_idle):
+        await wait_for(lambda: _is(lambda: idle["calls"] >= 2))
+        await enqueue(redis_client, keys, [event("a", 1)])
+        await wait_for(lambda: _queue_empty(redis_client, keys))
+    assert [e.document_id for e in handler.applied] == ["a"]
+
+
+async def test_the_idle_hook_does_not_run_between_batches(
+    redis_client: aioredis.Redis, pipeline_name: str
+) -> None:
+    keys = Keys(pipeline_name)
+    await enqueue(redis_client, keys, [event(f"d{i}", i) for i in range(30)])
+    idle_with_work_left: list[int] = []
+
+    async def on_idle() -> None:
+        idle_with_work_left.append(await EventQueue(redis_client, keys).backlog())
+
+    handler = Recorder(lambda events: None)
+    async with running(redis_client, keys, handler, on_idle=on_idle, batch_size=5, max_workers=1):
+        await wait_for(lambda: _queue_empty(redis_client, keys))
+        await wait_for(lambda: _is(lambda: bool(idle_with_work_left)))
+    assert idle_with_work_left[0] == 0
+
+
+@pytest.mark.parametrize("step", ["start", "read", "commit", "dead_letter"])
+async def test_a_redis_outage_at_any_step_is_waited_out(
+    redis_client: aioredis.Redis, pipeline_name: str, step: str
+) -> None:
+    keys = Keys(pipeline_name)
+    await redis_client.xadd(keys.events, {"event": b"{not json", "key": b"x"})
+    await enqueue(redis_client, keys, [event("ok", 1)])
+    source = reader(redis_client, keys)
+    source.failures[step] = 2
+    handler = Recorder(lambda events: None)
+    async with running(redis_client, keys, handler, source=source):
+        await wait_for(lambda: _queue_empty(redis_client, keys))
+    assert source.failures[step] == 0
+    assert [e.document_id for e in handler.applied] == ["ok"]
+    assert await redis_client.xlen(keys.dead) == 1
+
+
+async def test_a_redis_outage_while_dead_lettering_a_failing_document_is_waited_out(
+    redis_client: aioredis.Redis, pipeline_name: str
+) -> None:
+    keys = Keys(pipeline_name)
+    await enqueue(redis_client, keys, [event("bad", 1)])
+    source = reader(redis_client, keys)
+    source.failures["dead_letter"] = 2
+    handler = Recorder(lambda events: DocumentRejected("field 'content' is binary"))
+    async with running(redis_client, keys, handler, source=source, retry_times=0):
+        await wait_for(lambda: _queue_empty(redis_client, keys))
+    assert source.failures["dead_letter"] == 0
+    assert await redis_client.xlen(keys.dead) == 1
+
+
+async def test_a_redis_outage_while_dead_lettering_a_rejected_document_is_waited_out(
+    redis_client: aioredis.Redis, pipeline_name: str
+) -> None:
+    keys = Keys(pipeline_name)
+
+    class Rejecting(Recorder):
+        async def handle_batch(self, events: Sequence[DocumentEvent]) -> Outcome:
+            outcome = await super().handle_batch(events)
+            outcome.rejected.update({e.key: "content is binary" for e in events})
+            return outcome
+
+    await enqueue(redis_client, keys, [event("bad", 1)])
+    source = reader(redis_client, keys)
+    source.failures["dead_letter"] = 2
+    async with running(redis_client, keys, Rejecting(lambda events: None), source=source):
+        await wait_for(lambda: _queue_empty(redis_client, keys))
+    assert source.failures["dead_letter"] == 0
+    assert await redis_client.xlen(keys.dead) == 1
+
+
+async def test_a_redis_outage_while_committing_a_retried_document_is_waited_out(
+    redis_client: aioredis.Redis, pipeline_name: str
+) -> None:
+    keys = Keys(pipeline_name)
+    await enqueue(redis_client, keys, [event("flaky", 1)])
+    source = reader(redis_client, keys)
+    source.failures["commit"] = 2
+    handler = Recorder(lambda events: ValueError("once") if handler.calls == 1 else None)
+    async with running(redis_client, keys, handler, source=source):
+        await wait_for(lambda: _queue_empty(redis_client, keys))
+    assert source.failures["commit"] == 0
+    assert [e.document_id for e in handler.applied] == ["flaky"]
+    assert await redis_client.xlen(keys.dead) == 0
+
+
+async def test_the_last_applied_change_is_recorded_with_the_acknowledgement(
+    redis_client: aioredis.Redis, pipeline_name: str
+) -> None:
+    keys = Keys(pipeline_name)
+
+    class Positioned(Recorder):
+        async def handle_batch(self, events: Sequence[DocumentEvent]) -> Outcome:
+            outcome = await super().handle_batch(events)
+            outcome.last_applied = {"key": events[-1].key, "version": events[-1].version}
+            return outcome
+
+    await enqueue(redis_client, keys, [event("a", 7)])
+    async with running(redis_client, keys, Positioned(lambda events: None)):
+        await wait_for(lambda: _queue_empty(redis_client, keys))
+    assert json.loads(await redis_client.get(keys.last_applied)) == {
+        "key": "app.docs/a",
+        "version": 7,
+    }
+
+
+class Slow(Recorder):
+    """A handler that takes its time, counting the batches it works on at once."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda events: None)
+        self.now = self.peak = 0
+
+    async def handle_batch(self, events: Sequence[DocumentEvent]) -> Outcome:
+        self.now += 1
+        self.peak = max(self.peak, self.now)
+        try:
+            await asyncio.sleep(0.05)
+            return await super().handle_batch(events)
+        finally:
+            self.now -= 1
+
+
+async def test_no_more_than_max_workers_batches_are_in_flight(
+    redis_client: aioredis.Redis, pipeline_name: str
+) -> None:
+    keys = Keys(pipeline_name)
+    handler = Slow()
+    await enqueue(redis_client, keys, [event(f"d{i}", i) for i in range(12)])
+    async with running(redis_client, keys, handler, batch_size=1, max_workers=2):
+        await wait_for(lambda: _queue_empty(redis_client, keys))
+    assert handler.peak == 2
+    assert len(handler.applied) == 12
+
+
+class Stuck(Recorder):
+    """A handler whose batches never finish (a hung embedder)."""
+
+    async def handle_batch(self, events: Sequence[DocumentEvent]) -> Outcome:
+        self.calls += 1
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+@pytest.mark.parametrize("reads_fail", [False, True], ids=["", "during a read outage"])
+async def test_a_stop_cancels_the_batches_still_running_after_the_drain_deadline(
+    redis_client: aioredis.Redis, pipeline_name: str, reads_fail: bool
+) -> None:
+    keys = Keys(pipeline_name)
+    await enqueue(redis_client, keys, [event("a", 1)])
+    source = reader(redis_client, keys)
+    handler = Stuck(lambda events: None)
+    async with running(redis_client, keys, handler, source=source, drain_seconds=0.1):
+        await wait_for(lambda: _calls_at_least(handler, 1))
+        if reads_fail:
+            source.failures["read"] = 1_000_000
+            reads = len(source.reads)
+            await wait_for(lambda: _is(lambda: len(source.reads) > reads + 1))
+    # running() gave run() 10 s to return: the drain deadline cut the batch short.
+    assert await EventQueue(redis_client, keys).backlog() == 1
+    assert await EventQueue(redis_client, keys).pending() == 1
+
+
+async def test_nothing_is_read_while_paused_and_the_idle_hook_still_runs(
+    redis_client: aioredis.Redis, pipeline_name: str
+) -> None:
+    keys = Keys(pipeline_name)
+    await enqueue(redis_client, keys, [event("a", 1)])
+    pause = {"on": True, "asked": 0, "idle": 0}
+
+    async def paused() -> bool:
+        pause["asked"] += 1
+        return pause["on"]
+
+    async def on_idle() -> None:
+        pause["idle"] += 1
+
+    source = reader(redis_client, keys)
+    handler = Recorder(lambda events: None)
+    async with running(redis_client, keys, handler, source=source, paused=paused, on_idle=on_idle):
+        await wait_for(lambda: _is(lambda: pause["asked"] >= 3 and pause["idle"] >= 3))
+        assert source.reads == [] and handler.calls == 0
+        pause["on"] = False
+        await wait_for(lambda: _queue_empty(redis_client, keys))
+    assert [e.document_id for e in handler.applied] == ["a"]
+
+
+async def _is(condition: Callable[[], bool]) -> bool:
+    return condition()
