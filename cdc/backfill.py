@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import structlog
 from bson import json_util
+from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.mongo_client import AsyncMongoClient
 
 from cdc.bson_order import after
@@ -33,10 +34,15 @@ from checkpoints.queue import EventQueue
 from checkpoints.tokens import pack_timestamp
 from checkpoints.versions import VersionRecord
 from core.errors import ConfigurationError, DocumentRejected
-from core.events import DocumentDeletedEvent, DocumentEvent
+from core.events import REINDEX_PREFIX, DocumentDeletedEvent, DocumentEvent
 from core.retry import raise_if_cancelling, sleep_unless
 
 log = structlog.get_logger("cdc.backfill")
+
+
+def job_kind(job: BackfillJob) -> str:
+    """The event id prefix (without its colon) of *job*'s events."""
+    return REINDEX_PREFIX.rstrip(":") if job.force else "backfill"
 
 
 class IndexedDocuments(Protocol):
@@ -101,6 +107,8 @@ class Backfill:
             if stop.is_set():
                 log.info("backfill_stopped", id=job.id, scanned=job.scanned, queued=job.queued)
                 return job
+        if job.ids:
+            job = await self._delete_unfound(job)
         if job.sweep_before is not None:
             swept = await self._sweep(job, job.sweep_before, stop)
             if swept is None:
@@ -154,6 +162,40 @@ class Backfill:
         log.info("backfill_swept", id=job.id, deleted=job.swept)
         return job
 
+    async def _delete_unfound(self, job: BackfillJob) -> BackfillJob:
+        """A reindex of named ``_id``s: the ones no watched collection holds (or the
+        filter excludes) are deleted from the index, at the time of this read."""
+        named = [json_util.loads(raw, json_options=_EJSON) for raw in job.ids]
+        gone: list[DocumentEvent] = []
+        async with self._client.start_session(causal_consistency=True) as session:
+            found: dict[str, set[str]] = {}
+            for collection in job.collections:
+                cursor = self._client[self._database][collection].find(
+                    self._query(job, collection), projection={"_id": 1}, session=session
+                )
+                found[collection] = {document_id(doc["_id"]) async for doc in cursor}
+            version = self._version(session)
+        when = datetime.fromtimestamp(version >> 32, UTC)
+        for collection, present in found.items():
+            namespace = f"{self._database}.{collection}"
+            gone += [
+                DocumentDeletedEvent(
+                    event_id=f"{job_kind(job)}:{job.id}:{version}:{namespace}:{key}",
+                    document_id=key,
+                    namespace=namespace,
+                    version=version,
+                    timestamp=when,
+                    metadata={"reason": "not in the source"},
+                )
+                for key in dict.fromkeys(document_id(value) for value in named)
+                if key not in present
+            ]
+        advanced = replace(job, queued=job.queued + len(gone))
+        await self._queue.append_bulk(
+            gone, self._keys.backfill, advanced.to_json(), fence=self._current_fence()
+        )
+        return advanced
+
     async def _room(self, stop: asyncio.Event) -> bool:
         """Wait until the bulk lane has room; False when *stop* came first."""
         while await self._queue.bulk_backlog() > self._max_bulk:
@@ -174,12 +216,7 @@ class Backfill:
                 session=session,
             )
             documents = await cursor.to_list()
-            operation_time = session.operation_time
-        if operation_time is None:
-            raise ConfigurationError(
-                "the server reported no operationTime for a read: is it a replica set?"
-            )
-        version = pack_timestamp(operation_time)
+            version = self._version(session)
         namespace = f"{self._database}.{collection}"
         events = [self._event(job, namespace, document, version) for document in documents]
         last = (
@@ -193,10 +230,22 @@ class Backfill:
         )
         return advanced
 
+    @staticmethod
+    def _version(session: AsyncClientSession) -> int:
+        """The cluster time of the session's last read: the version of what it read."""
+        if session.operation_time is None:
+            raise ConfigurationError(
+                "the server reported no operationTime for a read: is it a replica set?"
+            )
+        return pack_timestamp(session.operation_time)
+
     def _query(self, job: BackfillJob, collection: str) -> dict[str, Any]:
         parts: list[Mapping[str, Any]] = [self._mapper.filter]
         if job.filter:
             parts.append(json_util.loads(job.filter, json_options=_EJSON))
+        if job.ids:
+            named = [json_util.loads(raw, json_options=_EJSON) for raw in job.ids]
+            parts.append({"_id": {"$in": named}})
         resume = job.after.get(collection)
         if resume is not None:
             parts.append(after("_id", json_util.loads(resume, json_options=_EJSON)))
@@ -208,7 +257,7 @@ class Backfill:
     ) -> DocumentEvent:
         key = document_id(document["_id"])
         origin = ChangeOrigin(
-            event_id=f"backfill:{job.id}:{version}:{namespace}:{key}",
+            event_id=f"{job_kind(job)}:{job.id}:{version}:{namespace}:{key}",
             document_id=key,
             namespace=namespace,
             version=version,

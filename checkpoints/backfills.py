@@ -25,7 +25,12 @@ class BackfillJob:
     A resynchronisation (after lost history) sets *sweep_before* to the packed time
     of the position it restarted capture from: once the scan is indexed, every
     indexed document of the scanned collections whose version record is older
-    than that (or missing) was not seen by the scan and is deleted (*swept*)."""
+    than that (or missing) was not seen by the scan and is deleted (*swept*).
+
+    A reindex sets *force*: its events make the indexer check Milvus instead of
+    trusting the version record (missing rows are written again, from stored
+    vectors where Milvus has them). *ids* (canonical extended JSON) are the
+    ``_id``s it names, if any: one the scan does not find is deleted from the index."""
 
     id: str
     collections: list[str]
@@ -42,6 +47,8 @@ class BackfillJob:
     reason: str = ""
     sweep_before: int | None = None
     swept: int = 0
+    force: bool = False
+    ids: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":"))

@@ -58,6 +58,15 @@ class DocumentDeletedEvent(DocumentEvent):
     event_type: ClassVar[EventType] = "deleted"
 
 
+REINDEX_PREFIX = "reindex:"
+"""What the event ids of an operator's reindex start with: for such an event the
+indexer checks Milvus instead of trusting the document's version record."""
+
+
+def is_reindex(event: DocumentEvent) -> bool:
+    return event.event_id.startswith(REINDEX_PREFIX)
+
+
 _BY_TYPE: dict[str, type[DocumentEvent]] = {
     cls.event_type: cls
     for cls in (DocumentCreatedEvent, DocumentUpdatedEvent, DocumentDeletedEvent)

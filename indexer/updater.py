@@ -19,7 +19,7 @@ from typing import Protocol
 import structlog
 
 from checkpoints.versions import VersionRecord
-from core.events import DocumentEvent
+from core.events import DocumentEvent, is_reindex
 from indexer.embedding import Embedder
 from indexer.handlers import Outcome
 from indexer.plan import (
@@ -150,6 +150,20 @@ class IndexUpdater:
         await self._store.flush_if_due()
 
     def _plan(self, event: DocumentEvent, record: VersionRecord | None) -> DocumentPlan:
+        """The plan of *event* against *record*. A reindex does not trust the record
+        (Milvus may have lost rows it lists): it plans from scratch, still behind the
+        version guard, and deletes the recorded chunks the new plan lacks."""
+        if is_reindex(event) and record is not None:
+            guarded = plan_document(
+                event, record, chunker=self._chunker, pipeline_fingerprint=self._fingerprint,
+                version_guard=self._version_guard,
+            )
+            if guarded.decision == "stale":
+                return guarded
+            fresh = self._plan(event, None)
+            keep = {chunk.id for chunk in fresh.chunks}
+            indexed = () if record.deleted else record.chunk_ids
+            return replace(fresh, stale_ids=tuple(cid for cid in indexed if cid not in keep))
         return plan_document(
             event,
             record,
@@ -190,6 +204,7 @@ class IndexUpdater:
         document whose rows to rewrite are gone from Milvus (its data was lost or
         restored) is re-planned from scratch: slower, but it converges."""
         unrecorded = {p.event.key for p in plans if p.event.key not in records}
+        adoptable = unrecorded | {p.event.key for p in plans if is_reindex(p.event)}
         plans = [
             replace(p, stale_ids=tuple(await self._store.chunk_ids_of(p.event.key)))
             if p.decision == "delete" and p.event.key in unrecorded
@@ -197,11 +212,11 @@ class IndexUpdater:
             for p in plans
         ]
         wanted = [c.id for p in plans for c in p.with_action("rewrite")]
-        wanted += [c.id for p in plans if p.event.key in unrecorded for c in p.with_action("embed")]
+        wanted += [c.id for p in plans if p.event.key in adoptable for c in p.with_action("embed")]
         stored = await self._store.fetch(wanted) if wanted else {}
         healed = []
         for plan in plans:
-            if plan.event.key in unrecorded:
+            if plan.event.key in adoptable:
                 plan = _adopt(plan, stored)
             if all(c.id in stored for c in plan.with_action("rewrite")):
                 healed.append(plan)

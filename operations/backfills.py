@@ -1,4 +1,4 @@
-"""`backfill`: queue every watched document (or some) again, beside the live stream."""
+"""`backfill` and `reindex`: queue watched documents again, beside the live stream."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from bson import json_util
+from bson import ObjectId, json_util
 from bson.errors import InvalidBSON
 
 from cdc.query import Query, UnsupportedQuery
@@ -58,14 +58,63 @@ def progress(job: BackfillJob | None) -> dict[str, Any] | None:
 
 async def start(context: Context, args: dict[str, Any], by: str) -> dict[str, Any]:
     """Record a new backfill job; the lease holder's backfill task runs it."""
-    query = parse_filter(str(args.get("filter") or ""))
-    watched = await context.scope.collection_names(context.mongo)
     asked = [str(name) for name in args.get("collections") or []]
+    query = parse_filter(str(args.get("filter") or ""))
+    collections = await _watched(context, asked)
+    command = "backfill" + "".join(f" --collection {name}" for name in asked)
+    return await _record(context, by, command, collections, query)
+
+
+async def reindex(context: Context, args: dict[str, Any], by: str) -> dict[str, Any]:
+    """Record a reindex: a backfill of the named documents (or those matching a filter)
+    whose events make the indexer check Milvus instead of trusting the version
+    records; named documents the source no longer has are deleted from the index."""
+    raw_ids = [str(value) for value in args.get("ids") or []]
+    query = parse_filter(str(args.get("filter") or ""))
+    if not raw_ids and not query:
+        raise InvalidRequest("give document ids or --filter (reindexing everything is a backfill)")
+    ids = [value for raw in raw_ids for value in id_candidates(raw)]
+    collections = await _watched(context, [])
+    command = "reindex" + "".join(f" {raw}" for raw in raw_ids)
+    return await _record(context, by, command, collections, query, ids=ids, named=len(raw_ids))
+
+
+def id_candidates(text: str) -> list[Any]:
+    """The ``_id`` values a document id typed on a command line may stand for: extended
+    JSON as written ({"$oid": ...}, 42, "x"), else the text itself, and also the
+    ObjectId of 24 hex digits or the integer of digits."""
+    try:
+        parsed = json_util.loads(text, json_options=_EJSON)
+    except (ValueError, TypeError, InvalidBSON):
+        parsed = text
+    candidates: list[Any] = [parsed]
+    if isinstance(parsed, str) and ObjectId.is_valid(parsed) and len(parsed) == 24:
+        candidates.append(ObjectId(parsed))
+    if isinstance(parsed, int) and not isinstance(parsed, bool):
+        candidates.append(text)
+    return candidates
+
+
+async def _watched(context: Context, asked: list[str]) -> list[str]:
+    watched = await context.scope.collection_names(context.mongo)
     unknown = [name for name in asked if name not in watched]
     if unknown:
         raise InvalidRequest(
             f"not a watched collection: {', '.join(unknown)} (watched: {', '.join(watched)})"
         )
+    return asked or watched
+
+
+async def _record(
+    context: Context,
+    by: str,
+    command: str,
+    collections: list[str],
+    query: dict[str, Any],
+    *,
+    ids: list[Any] | None = None,
+    named: int = 0,
+) -> dict[str, Any]:
     store = BackfillStore(context.redis, context.keys)
     current = await store.load()
     if current is not None and current.state == "running":
@@ -73,9 +122,11 @@ async def start(context: Context, args: dict[str, Any], by: str) -> dict[str, An
             f"backfill {current.id} is still running ({current.queued} of about "
             f"{current.estimated} documents queued): wait for it (`cdc-sidecar status`)"
         )
-    collections = asked or watched
     database = context.mongo[context.scope.database]
-    estimated = sum([await database[name].estimated_document_count() for name in collections])
+    if named:
+        estimated = named
+    else:
+        estimated = sum([await database[name].estimated_document_count() for name in collections])
     filter_json = json_util.dumps(query, json_options=_EJSON) if query else ""
     job = BackfillJob(
         id=uuid.uuid4().hex[:12],
@@ -84,8 +135,9 @@ async def start(context: Context, args: dict[str, Any], by: str) -> dict[str, An
         by=by,
         requested_at=datetime.now(UTC).isoformat(),
         estimated=estimated,
+        force=ids is not None,
+        ids=[json_util.dumps(value, json_options=_EJSON) for value in ids or []],
     )
-    command = "backfill" + "".join(f" --collection {name}" for name in asked)
     if filter_json:
         command += f" --filter {filter_json}"
     entry = AuditEntry(datetime.now(UTC), command, by, f"started {job.id}", None, None)

@@ -51,6 +51,7 @@ COMMANDS: dict[str, Handler] = {
     "dlq replay": deadletters.replay,
     "dlq purge": deadletters.purge,
     "backfill": backfills.start,
+    "reindex": backfills.reindex,
     "pause": indexing.pause,
     "resume": indexing.resume,
 }

@@ -4,6 +4,8 @@ Milvus already holds from their stored vectors and embeds only chunks it lacks."
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import redis.asyncio as aioredis
 from test_updater import KEY, NAMESPACE, Index, created, deleted, updated
 from test_updater import index as index  # the fixture
@@ -62,3 +64,31 @@ async def test_a_delete_finds_the_rows_of_a_document_whose_record_was_lost(
     assert await index.texts(f"{NAMESPACE}/d2") == ["kept"]
     record = await index.record()
     assert record is not None and record.deleted and record.version == 20
+
+
+async def test_a_reindex_rewrites_rows_milvus_lost_behind_the_records_back(
+    index: Index,
+) -> None:
+    await index.apply([created("one\n\ntwo\n\nthree", 10)])
+    rows = await index.rows()
+    await index.store.delete([rows[1].id])  # Milvus lost one row; the record still lists it
+    await index.store.flush()
+    embedded = index.embedded
+
+    trusted = await index.apply([created("one\n\ntwo\n\nthree", 20)])
+    assert trusted.counts["chunks_embedded"] == 0 and len(await index.rows()) == 2
+    reindexed = replace(created("one\n\ntwo\n\nthree", 30), event_id="reindex:j1:30:app.docs:d1")
+    await index.apply([reindexed])
+
+    assert index.embedded == embedded + 1  # only the lost chunk; the others kept their vectors
+    assert [(r.id, r.text) for r in await index.rows()] == [(r.id, r.text) for r in rows]
+
+
+async def test_a_reindex_older_than_the_indexed_version_changes_nothing(index: Index) -> None:
+    await index.apply([created("new text", 20)])
+    stale = replace(created("old text", 10), event_id="reindex:j1:10:app.docs:d1")
+
+    outcome = await index.apply([stale])
+
+    assert outcome.counts["documents_indexed"] == 0
+    assert await index.texts() == ["new text"]

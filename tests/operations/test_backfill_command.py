@@ -11,6 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 from pymongo import AsyncMongoClient
 
+from cdc.fields import document_id
 from cdc.namespaces import WatchScope
 from checkpoints.audit import AuditLog
 from checkpoints.backfills import BackfillStore
@@ -18,6 +19,7 @@ from checkpoints.keys import Keys
 from checkpoints.queue import EventQueue
 from checkpoints.stats import Stats
 from core.errors import SidecarError
+from indexer.store import ChunkRow
 from operations.control import perform
 from sidecar.app import Sidecar
 from sidecar.settings import Settings
@@ -114,3 +116,42 @@ async def test_a_backfill_names_only_watched_collections_and_runs_one_at_a_time(
         await ask()
     (entry, *_) = await AuditLog(redis_client, keys).recent()
     assert entry.outcome.startswith("failed: backfill ")
+
+
+async def test_a_reindex_by_id_heals_rows_milvus_lost_and_deletes_what_the_source_lacks(
+    service: Sidecar,
+) -> None:
+    keys = {n: f"{DATABASE}.{COLLECTION}/{document_id(n)}" for n in (4, 6, 99)}
+    rows = await service.store.chunk_ids_by_document()
+    # Milvus lost two documents' rows behind their records' back, and holds an orphan.
+    await service.store.delete(sorted(rows[keys[4]] | rows[keys[6]]))
+    await service.store.upsert(await orphan_rows(service, keys[99]))
+
+    started = await perform(
+        service.redis, service.keys, service.settings.mongo_uri,
+        WatchScope(DATABASE, [COLLECTION]), "reindex", {"ids": ["4", "99"], "filter": ""},
+    )
+
+    async def healed() -> bool:
+        job = await BackfillStore(service.redis, service.keys).load()
+        return job is not None and job.state == "done" and await idle(service)
+
+    await eventually(healed, within=WITHIN, what="the reindex to be indexed")
+    indexed = await service.store.chunk_ids_by_document()
+    assert indexed[keys[4]] == rows[keys[4]]
+    assert keys[99] not in indexed
+    assert keys[6] not in indexed  # not named: a reindex touches only what it names
+    assert started["backfill"]["estimated"] == 2
+
+
+async def orphan_rows(service: Sidecar, doc_key: str) -> list[ChunkRow]:
+    """A row for a document the source never had (a leftover of another system)."""
+    namespace, _, document = doc_key.partition("/")
+    (vector,) = await service.embedder.embed(["orphan"])
+    return [
+        ChunkRow(
+            id=f"orphan-{document}", doc_key=doc_key, namespace=namespace,
+            document_id=document, chunk_index=0, text="orphan", vector=vector,
+            updated_at=0, metadata={},
+        )
+    ]
