@@ -279,14 +279,15 @@ def bulk_documents(count: int, prefix: str) -> list[Doc]:
     return [{**source[i % len(source)], "_id": f"{prefix}{i}"} for i in range(count)]
 
 
-def latency_documents(count: int) -> list[Doc]:
+def latency_documents(count: int, prefix: str = "lat-") -> list[Doc]:
     """Documents of about LATENCY_CHARACTERS characters, cut from the corpus at a space."""
     source = [d for d in documents(10_000) if len(d["content"]) > LATENCY_CHARACTERS]
     out = []
     for i in range(count):
         base = source[i % len(source)]
         room = LATENCY_CHARACTERS - len(base["title"]) - 2
-        out.append({**base, "_id": f"lat-{i}", "content": base["content"][:room].rsplit(" ", 1)[0]})
+        text = base["content"][:room].rsplit(" ", 1)[0]
+        out.append({**base, "_id": f"{prefix}{i}", "content": text})
     return out
 
 
@@ -424,10 +425,11 @@ async def latency(
     milvus: MilvusClient,
     model: Model,
     seconds: float,
+    prefix: str = "lat-",
 ) -> tuple[list[float], list[float]]:
     """Seconds from each insert_one returning to its event being queued (capture) and to
-    its chunks being queryable in Milvus (end to end)."""
-    docs = latency_documents(round(seconds * LATENCY_RATE))
+    its chunks being queryable in Milvus (end to end), for documents with ids *prefix*N."""
+    docs = latency_documents(round(seconds * LATENCY_RATE), prefix)
     ids = [model.chunk_ids(doc) for doc in docs]
     captured_before = int(await redis.hget(keys.stats, "events_captured") or 0)
     written: list[float] = []

@@ -1,0 +1,157 @@
+"""Live changes during a backfill: the priority lanes, measured.
+
+Runs ``cdc-sidecar run`` as a child process against a mongosim child process, the
+shared Redis (a throwaway pipeline) and a Milvus Lite database in a temporary
+directory, with the real model, and measures the write-to-searchable latency of
+live inserts at 5 documents/s of about 500 characters (bench_pipeline's latency
+probe) twice in the same run:
+
+1. baseline: the sidecar streams and has nothing else to do;
+2. during a backfill of N documents that are not indexed yet (inserted while the
+   sidecar was stopped, the position then reset to now, so only the backfill
+   brings them in): every one of them is embedded, so the model is saturated.
+
+It prints both P95s, their ratio, and how far the backfill advanced during the
+second window (documents per second): the lanes must keep live latency low and
+still let the backfill progress. The backfill must still have work left (queued
+in the bulk lane or not yet scanned) when the window ends, or the window did not
+measure what it claims (raise N).
+
+    .venv/bin/python bench/bench_lanes.py [--documents 3000] [--latency-seconds 30]
+        [--precision fp32|bf16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+import redis.asyncio as aioredis
+from bench_pipeline import (
+    COLLECTION,
+    DATABASE,
+    REDIS_URL,
+    ROOT,
+    CpuMeter,
+    Model,
+    Mongo,
+    Run,
+    SidecarProcess,
+    bulk_documents,
+    latency,
+    percentile,
+    sidecar_env,
+    start_mongosim,
+    wait_for,
+)
+from pymongo import AsyncMongoClient
+
+from checkpoints.backfills import BackfillStore
+from checkpoints.keys import Keys
+from checkpoints.tokens import ResumeTokenStore
+from indexer.embedding import DEFAULT_BATCH_SIZE
+
+
+def command(run: Run, *args: str) -> None:
+    env = sidecar_env(run.args, run.mongo_uri, run.workdir, run.keys.pipeline)
+    done = subprocess.run(
+        [str(ROOT / ".venv/bin/cdc-sidecar"), *args], env=env, capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"cdc-sidecar {' '.join(args)} failed: {done.stderr}")
+
+
+async def streaming(run: Run) -> SidecarProcess:
+    sidecar = run.start_sidecar()
+    tokens = ResumeTokenStore(run.redis, run.keys)
+
+    async def positioned() -> bool:
+        return sidecar.logged_at("capture_started") is not None and await tokens.load() is not None
+
+    await wait_for(positioned, "the sidecar to stream", sidecar)
+    return sidecar
+
+
+async def indexed_documents(run: Run) -> int:
+    return int(await run.redis.hget(run.keys.stats, "documents_indexed") or 0)
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    model = Model(args.precision, args.batch_size)
+    keys = Keys(f"bench-{uuid.uuid4().hex[:8]}")
+    sim, mongo_uri = start_mongosim()
+    redis = aioredis.Redis.from_url(REDIS_URL)
+    mongo: Mongo = AsyncMongoClient(mongo_uri)
+    meter = CpuMeter([psutil.Process(), psutil.Process(sim.pid)])
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-lanes-") as tmp:
+            run = Run(args, model, keys, redis, mongo, mongo_uri, Path(tmp), meter)
+            sidecar = await streaming(run)
+            milvus = sidecar.milvus()
+            meter.others()
+            seconds = args.latency_seconds
+            _, base = await latency(redis, keys, mongo, milvus, model, seconds, "base-")
+            base_others = meter.others()
+            milvus.close()
+            sidecar.stop()
+
+            docs = bulk_documents(args.documents, "bf-")
+            for start in range(0, len(docs), 500):
+                await mongo[DATABASE][COLLECTION].insert_many(docs[start : start + 500])
+            command(run, "checkpoint", "reset", "--to-now")
+            sidecar = await streaming(run)
+            milvus = sidecar.milvus()
+            command(run, "backfill")
+            jobs = BackfillStore(redis, keys)
+            indexed_before, began = await indexed_documents(run), time.monotonic()
+            meter.others()
+            _, during = await latency(
+                redis, keys, mongo, milvus, model, args.latency_seconds, "during-"
+            )
+            during_others = meter.others()
+            window = time.monotonic() - began
+            advanced = await indexed_documents(run) - indexed_before - len(during)
+            job = await jobs.load()
+            bulk_left = int(await redis.xlen(keys.bulk))
+            milvus.close()
+            sidecar.stop()
+    finally:
+        await mongo.close()
+        async for key in redis.scan_iter(match=f"{keys.prefix}*"):
+            await redis.delete(key)
+        await redis.aclose()
+        sim.terminate()
+        sim.wait()
+    still_running = bulk_left > 0 or (job is not None and job.state == "running")
+    p95_base, p95_during = percentile(base, 0.95), percentile(during, 0.95)
+    print(f"live inserts at 5/s, {args.latency_seconds:g} s each, write to searchable:")
+    print(f"  baseline         P50 {percentile(base, 0.5):.3f} s  P95 {p95_base:.3f} s"
+          f"  (others' CPU share {base_others:.0%})")
+    print(f"  during backfill  P50 {percentile(during, 0.5):.3f} s  P95 {p95_during:.3f} s"
+          f"  (others' CPU share {during_others:.0%})")
+    print(f"  ratio during/baseline P95: {p95_during / p95_base:.2f}")
+    print(f"backfill of {args.documents} documents advanced {advanced} documents in "
+          f"{window:.1f} s ({advanced / window:.1f}/s) during the window; "
+          f"{'work left at its end' if still_running else 'FINISHED before its end'}")
+    if not still_running:
+        raise SystemExit("the backfill ended inside the window: raise --documents")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--documents", type=int, default=3000)
+    parser.add_argument("--latency-seconds", type=float, default=30.0)
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    parser.add_argument("--env", action="append", default=[], help="CDC_NAME=value for the sidecar")
+    asyncio.run(main_async(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
