@@ -1,0 +1,229 @@
+"""The operator's commands against the real service process (`main.py run`, the model,
+mongosim, Redis, Milvus Lite), run as operators run them (`main.py checkpoint ...`,
+`main.py backfill`): each reset form while the service runs and while it is stopped,
+a backfill killed twice and resumed, and Redis's data lost without losing the
+embeddings."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from bson import json_util
+from e2e_harness import CONVERGE_SECONDS, assert_index_equals_source, opened_store, wait_applied
+from pymongo import AsyncMongoClient
+from service_process import PROJECT, ServiceProcess, service_environment, service_process
+
+from checkpoints.audit import AuditLog
+from checkpoints.backfills import BackfillStore
+from checkpoints.keys import Keys
+from checkpoints.lease import Lease
+from checkpoints.stats import Stats
+from checkpoints.tokens import ResumeTokenStore
+from checkpoints.versions import VersionStore
+from sidecar.settings import Settings
+from tests.embedders import CountingEmbedder
+from tests.waiting import eventually
+
+pytestmark = [pytest.mark.model, pytest.mark.slow]
+Mongo = AsyncMongoClient[dict[str, Any]]
+
+
+async def cdc(settings: Settings, *args: str) -> dict[str, Any]:
+    """`main.py ARGS --json` as an operator runs it; its JSON output. Fails the test on
+    a non-zero exit."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "main.py", *args, "--json", cwd=PROJECT,
+        env=service_environment(settings),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), CONVERGE_SECONDS)
+    assert process.returncode == 0, err.decode()
+    result: dict[str, Any] = json.loads(out)
+    return result
+
+
+async def streaming(service: ServiceProcess, redis: aioredis.Redis, keys: Keys) -> None:
+    tokens = ResumeTokenStore(redis, keys)
+
+    async def positioned() -> bool:
+        service.require_alive()
+        return await tokens.load() is not None
+
+    await eventually(positioned, within=CONVERGE_SECONDS, what="the service streams")
+
+
+async def next_second(articles: Any) -> str:
+    """After a write, the start of the next whole second as ISO 8601 (reset times have a
+    one-second resolution): a time the server's history holds."""
+    await articles.insert_one({"title": "marks a second"})
+    first = datetime.now(UTC)
+
+    async def later() -> bool:
+        return datetime.now(UTC).replace(microsecond=0) > first
+
+    await eventually(later, what="the next second")
+    return datetime.now(UTC).replace(microsecond=0).isoformat()
+
+
+async def test_every_reset_form_works_while_the_service_runs_and_while_it_is_stopped(
+    make_settings: Callable[..., Settings],
+    redis_client: aioredis.Redis,
+    mongo: Mongo,
+    articles: Any,
+    embedder: CountingEmbedder,
+    tmp_path: Path,
+) -> None:
+    settings = make_settings()
+    keys = Keys(settings.pipeline)
+    stats = Stats(redis_client, keys)
+    log = tmp_path / "service.log"
+    async with service_process(settings, log) as service:
+        await streaming(service, redis_client, keys)
+        since = await next_second(articles)
+        await articles.insert_many([{"_id": n, "title": f"Doc {n}"} for n in range(3)])
+        await wait_applied(redis_client, keys, mongo)
+        captured = (await stats.read())["events_captured"]
+        token = json_util.dumps((await ResumeTokenStore(redis_client, keys).load()).token)  # type: ignore[union-attr]
+
+        moved = await cdc(settings, "checkpoint", "reset", "--to-time", since)
+        assert moved["after"] == f"at {since.replace('+00:00', 'Z')}"
+
+        async def replayed() -> bool:
+            service.require_alive()
+            return (await stats.read())["events_captured"] >= captured + 3
+
+        await eventually(replayed, within=CONVERGE_SECONDS, what="the replay from the time")
+        for form in (("--to-token", token), ("--to-now",), ("--rescan",)):
+            await cdc(settings, "checkpoint", "reset", *form)
+        await articles.insert_one({"_id": "during", "title": "written while it runs"})
+        await wait_applied(redis_client, keys, mongo)
+        assert await service.signal_and_wait(signal.SIGTERM) == 0, service.log_tail()
+
+    await articles.insert_one({"_id": "stopped", "title": "written while it is stopped"})
+    since = await next_second(articles)
+    for form in (("--to-time", since), ("--to-token", token), ("--rescan",), ("--to-now",)):
+        await cdc(settings, "checkpoint", "reset", *form)
+    assert await Lease(redis_client, keys, owner="probe").holder() is None
+    audit = await AuditLog(redis_client, keys).recent(20)
+    assert [entry.outcome for entry in audit[:8]] == ["done"] * 8
+    assert all(entry.by.count("@") == 1 for entry in audit[:8])
+
+    # --to-now came last: the write made while stopped is skipped on purpose, and a
+    # backfill brings it in; the index then equals the source.
+    stopped_key = f"{settings.database}.{settings.collections[0]}/stopped"
+    versions = VersionStore(redis_client, keys, ttl_seconds=None)
+    async with service_process(settings, log) as service:
+        await streaming(service, redis_client, keys)
+        await articles.insert_one({"_id": "after", "title": "written after the restart"})
+        await wait_applied(redis_client, keys, mongo)
+        assert await versions.get_many([stopped_key]) == {}
+        await cdc(settings, "backfill")
+        await backfilled(service, redis_client, keys)
+        assert await service.signal_and_wait(signal.SIGTERM) == 0, service.log_tail()
+    assert stopped_key in await versions.get_many([stopped_key])
+    async with opened_store(settings, embedder) as store:
+        await assert_index_equals_source(settings, store, redis_client, mongo, embedder)
+
+
+async def backfilled(service: ServiceProcess, redis: aioredis.Redis, keys: Keys) -> None:
+    jobs = BackfillStore(redis, keys)
+
+    async def done() -> bool:
+        service.require_alive()
+        job = await jobs.load()
+        drained = int(await redis.xlen(keys.bulk)) == 0 and int(await redis.xlen(keys.events)) == 0
+        return job is not None and job.state == "done" and drained
+
+    await eventually(done, within=CONVERGE_SECONDS * 3, what="the backfill to be indexed")
+
+
+async def test_a_backfill_killed_twice_resumes_from_its_last_chunk(
+    make_settings: Callable[..., Settings],
+    redis_client: aioredis.Redis,
+    mongo: Mongo,
+    articles: Any,
+    embedder: CountingEmbedder,
+    tmp_path: Path,
+) -> None:
+    settings = make_settings()
+    keys = Keys(settings.pipeline)
+    jobs = BackfillStore(redis_client, keys)
+    log = tmp_path / "service.log"
+    async with service_process(settings, log) as service:
+        await streaming(service, redis_client, keys)
+        assert await service.signal_and_wait(signal.SIGTERM) == 0
+    # Not indexed yet: written while stopped, then the position moved past them.
+    total = 1500
+    await articles.insert_many([{"_id": n, "title": f"Short note {n}."} for n in range(total)])
+    await cdc(settings, "checkpoint", "reset", "--to-now")
+    await cdc(settings, "backfill")
+
+    progress: list[int] = []
+    for _ in range(2):
+        async with service_process(settings, log) as service:
+
+            async def advanced() -> bool:
+                service.require_alive()
+                job = await jobs.load()
+                return job is not None and job.queued > (progress[-1] if progress else 0)
+
+            await eventually(advanced, within=CONVERGE_SECONDS, what="the backfill to advance")
+            assert await service.signal_and_wait(signal.SIGKILL) == -signal.SIGKILL
+        job = await jobs.load()
+        assert job is not None and job.state == "running", "the kill came after the end"
+        progress.append(job.queued)
+    assert progress[0] < progress[1] < total
+
+    async with service_process(settings, log) as service:
+        await backfilled(service, redis_client, keys)
+        assert await service.signal_and_wait(signal.SIGTERM) == 0, service.log_tail()
+    job = await jobs.load()
+    assert job is not None and job.queued == total  # no chunk was scanned twice
+    assert (await Stats(redis_client, keys).read())["events_backfilled"] == total
+    async with opened_store(settings, embedder) as store:
+        await assert_index_equals_source(settings, store, redis_client, mongo, embedder)
+
+
+async def test_losing_redis_data_costs_a_rescan_not_the_embeddings(
+    make_settings: Callable[..., Settings],
+    redis_client: aioredis.Redis,
+    mongo: Mongo,
+    articles: Any,
+    embedder: CountingEmbedder,
+    tmp_path: Path,
+) -> None:
+    settings = make_settings()
+    keys = Keys(settings.pipeline)
+    await articles.insert_many(
+        [{"_id": n, "title": f"Doc {n}", "body": f"Body of document {n}. " * 8} for n in range(20)]
+    )
+    log = tmp_path / "service.log"
+    async with service_process(settings, log) as service:
+        await streaming(service, redis_client, keys)
+        await wait_applied(redis_client, keys, mongo)
+        assert await service.signal_and_wait(signal.SIGTERM) == 0
+    # Everything the pipeline kept in Redis is gone (FLUSHALL, for this pipeline only:
+    # the Redis is shared with other tests).
+    lost = [key async for key in redis_client.scan_iter(match=f"{keys.prefix}*")]
+    await redis_client.delete(*lost)
+
+    async with service_process(settings, log) as service:
+        await streaming(service, redis_client, keys)
+        await wait_applied(redis_client, keys, mongo)  # the first start's rescan
+        await cdc(settings, "backfill")
+        await backfilled(service, redis_client, keys)
+        assert await service.signal_and_wait(signal.SIGTERM) == 0, service.log_tail()
+    counters = await Stats(redis_client, keys).read()
+    assert counters["embeddings_computed"] == 0 and counters["chunks_embedded"] == 0
+    assert counters["embeddings_skipped"] > 0
+    async with opened_store(settings, embedder) as store:
+        await assert_index_equals_source(settings, store, redis_client, mongo, embedder)
