@@ -214,6 +214,22 @@ async def test_an_outage_of_any_dependency_never_dead_letters_a_document(
     assert await redis_client.xlen(keys.dead) == 0
 
 
+async def test_an_outage_on_a_one_document_batch_never_dead_letters_it(
+    redis_client: aioredis.Redis, pipeline_name: str
+) -> None:
+    # A single document's batch skips isolation: it must still wait the outage out.
+    keys = Keys(pipeline_name)
+    outage = {"on": True}
+    handler = Recorder(lambda events: VectorStoreUnavailable("down") if outage["on"] else None)
+    await enqueue(redis_client, keys, [event("a", 1)])
+    async with running(redis_client, keys, handler, retry_times=0):
+        await wait_for(lambda: _calls_at_least(handler, 3))
+        outage["on"] = False
+        await wait_for(lambda: _queue_empty(redis_client, keys))
+    assert [e.document_id for e in handler.applied] == ["a"]
+    assert await redis_client.xlen(keys.dead) == 0
+
+
 async def test_a_redis_error_that_is_not_an_outage_is_the_batchs_fault(
     redis_client: aioredis.Redis, pipeline_name: str
 ) -> None:
