@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -13,7 +14,7 @@ from checkpoints.keys import Keys
 from checkpoints.lease import Lease
 from checkpoints.queue import EventQueue
 from checkpoints.stats import Stats
-from checkpoints.tokens import ResumeTokenStore
+from checkpoints.tokens import Checkpoint, ResumeTokenStore
 from core.events import DocumentEvent, event_from_json
 
 DATABASE = "app"
@@ -53,3 +54,23 @@ def article_mapper(query: dict[str, Any] | None = None) -> ChangeMapper:
         UserField("owner"),
         query,
     )
+
+
+class CountingQueue(EventQueue):
+    """The real queue, counting capture's reads (it checks the backlog before each)
+    and its writes (one append per saved batch, with the batch's event count)."""
+
+    def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
+        super().__init__(redis, keys)
+        self.reads = 0
+        self.appended: list[int] = []
+
+    async def backlog(self) -> int:
+        self.reads += 1
+        return await super().backlog()
+
+    async def append(
+        self, events: Sequence[DocumentEvent], checkpoint: Checkpoint | None, *, fence: int
+    ) -> None:
+        self.appended.append(len(events))
+        await super().append(events, checkpoint, fence=fence)

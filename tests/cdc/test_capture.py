@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 import structlog.testing
 from bson import Timestamp
-from capture_support import DATABASE, PipelineParts, article_mapper
+from capture_support import DATABASE, CountingQueue, PipelineParts, article_mapper
 from pymongo import AsyncMongoClient
 
 from cdc.capture import CHECKPOINT_INTERVAL, Capture
@@ -466,3 +467,138 @@ async def test_a_reset_to_a_time_before_the_history_is_history_lost(
     await reset_to_time(parts, long_ago)
     with pytest.raises(HistoryLost, match="no longer holds the saved position, at 2001-01-01T"):
         await make_capture(mongo, parts).run(asyncio.Event())
+
+
+def counting(parts: PipelineParts) -> PipelineParts:
+    return dataclasses.replace(parts, queue=CountingQueue(parts.redis, parts.keys))
+
+
+async def reads_done(queue: CountingQueue, count: int) -> None:
+    """Return once capture has finished *count* more reads from the stream."""
+    target = queue.reads + count + 1
+
+    async def done() -> bool:
+        return queue.reads >= target
+
+    await eventually(done, what=f"{count} more reads")
+
+
+async def test_a_quiet_stream_that_does_not_move_is_not_saved_again(
+    mongo: Client, parts: PipelineParts
+) -> None:
+    parts = counting(parts)
+    queue = parts.queue
+    assert isinstance(queue, CountingQueue)
+    async with running(make_capture(mongo, parts, checkpoint_interval=0), parts):
+        await reads_done(queue, 5)
+        saves = len(queue.appended)
+        await reads_done(queue, 5)
+        assert len(queue.appended) == saves
+
+
+async def test_a_quiet_stream_that_moves_is_saved_at_most_once_per_checkpoint_interval(
+    mongo: Client, parts: PipelineParts
+) -> None:
+    parts = counting(parts)
+    queue = parts.queue
+    assert isinstance(queue, CountingQueue)
+    async with running(make_capture(mongo, parts, checkpoint_interval=3600), parts):
+        saves = len(queue.appended)
+        for _ in range(3):
+            await unwatched_write(mongo)
+            await reads_done(queue, 2)
+        assert len(queue.appended) == saves
+    # The read before stopping saves the position however recent the last save.
+    assert len(queue.appended) == saves + 1
+
+
+async def test_changes_queued_while_capture_was_down_are_read_in_batches_of_max_batch(
+    mongo: Client, parts: PipelineParts
+) -> None:
+    articles = mongo[DATABASE]["articles"]
+    for max_batch, sizes in [(2, [2, 2, 1]), (500, [5])]:
+        async with running(make_capture(mongo, parts), parts):
+            pass
+        await articles.insert_many([{"title": f"t{n}"} for n in range(5)])
+        counted = counting(parts)
+        queue = counted.queue
+        assert isinstance(queue, CountingQueue)
+        capture = make_capture(mongo, counted, max_batch=max_batch, max_await=1.0)
+        async with running(capture, counted):
+            await queued(counted, 5)
+        assert [n for n in queue.appended if n] == sizes
+        await counted.drain()
+
+
+async def test_a_callable_fence_is_asked_for_the_current_fence(
+    mongo: Client, parts: PipelineParts
+) -> None:
+    capture = Capture(
+        mongo,
+        DATABASE,
+        ["articles"],
+        article_mapper(),
+        parts.queue,
+        parts.tokens,
+        parts.stats,
+        lambda: parts.lease.fence,
+        max_await=0.1,
+    )
+    async with running(capture, parts):
+        await mongo[DATABASE]["articles"].insert_one({"_id": 1, "title": "fenced"})
+        await queued(parts, 1)
+    assert [e.document_id for e in await parts.events()] == [document_id(1)]
+
+
+async def test_a_missing_post_image_is_looked_up_and_a_present_one_is_used(
+    mongo: Client, parts: PipelineParts
+) -> None:
+    # Every write happens while capture is down, so a lookup can only see the last state.
+    database = mongo[DATABASE]
+    await database.create_collection("articles", changeStreamPreAndPostImages={"enabled": True})
+    await database.create_collection("plain")
+
+    def capture() -> Capture:
+        return make_capture(
+            mongo, parts, collections=["articles", "plain"], full_document="whenAvailable"
+        )
+
+    async with running(capture(), parts):
+        pass
+    await database["articles"].insert_one({"_id": 1, "title": "v1"})
+    await database["articles"].update_one({"_id": 1}, {"$set": {"title": "v2"}})
+    await database["articles"].update_one({"_id": 1}, {"$set": {"title": "v3"}})
+    await database["plain"].insert_many([{"_id": 1, "title": "one"}, {"_id": 2, "title": "p1"}])
+    await database["plain"].update_one({"_id": 2}, {"$set": {"title": "p2"}})
+    async with running(capture(), parts):
+        await queued(parts, 6)
+    updates = [e for e in await parts.events() if isinstance(e, DocumentUpdatedEvent)]
+    assert [(e.namespace, e.document_id, e.content) for e in updates] == [
+        ("app.articles", document_id(1), "v2"),
+        ("app.articles", document_id(1), "v3"),
+        ("app.plain", document_id(2), "p2"),
+    ]
+
+
+async def test_dropping_one_of_several_watched_collections_keeps_the_stream_open(
+    mongo: Client, parts: PipelineParts
+) -> None:
+    database = mongo[DATABASE]
+    with structlog.testing.capture_logs() as logs:
+        async with running(make_capture(mongo, parts, collections=["a", "b"]), parts):
+            await database["a"].insert_one({"_id": 1, "title": "a1"})
+            await database["b"].insert_one({"_id": 1, "title": "b1"})
+            await queued(parts, 2)
+            await database["b"].drop()
+            await database["a"].insert_one({"_id": 2, "title": "a2"})
+            await queued(parts, 3)
+    assert [e["event"] for e in logs if e["event"] in ("stream_opened", "collection_changed")] == [
+        "stream_opened",
+        "collection_changed",
+    ]
+
+
+async def test_max_batch_must_be_positive(mongo: Client, parts: PipelineParts) -> None:
+    with pytest.raises(ValueError, match="max_batch must be positive, got 0"):
+        make_capture(mongo, parts, max_batch=0)
+    make_capture(mongo, parts, max_batch=1)
