@@ -212,6 +212,14 @@ def test_chunk_ids_are_32_hex_digits_and_number_repeated_texts_by_occurrence() -
     assert all(len(c.id) == 32 and int(c.id, 16) >= 0 for c in result.chunks)
 
 
+def test_metadata_hash_is_the_one_version_records_already_hold() -> None:
+    # Stored in every version record: a different hash of the same metadata (say,
+    # JSON with escaped non-ASCII) would rewrite every such document after an upgrade.
+    assert metadata_hash({"lang": "中文", "tags": ["é"]}) == (
+        "3e09c64bf9de014319ef3761c38de9bdab48098bda3238b8912c18d7b6f09228"
+    )
+
+
 def test_metadata_hash_ignores_key_order_and_takes_any_bson_value() -> None:
     assert metadata_hash({"a": 1, "b": 2}) == metadata_hash({"b": 2, "a": 1})
     when = {"updated": datetime(2026, 1, 1, tzinfo=UTC)}
