@@ -26,34 +26,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import subprocess
-import tempfile
 import time
-import uuid
-from pathlib import Path
 
-import psutil
-import redis.asyncio as aioredis
 from bench_pipeline import (
     COLLECTION,
     DATABASE,
-    REDIS_URL,
     ROOT,
-    CpuMeter,
     Model,
-    Mongo,
     Run,
     SidecarProcess,
+    bench_run,
     bulk_documents,
     latency,
     percentile,
     sidecar_env,
-    start_mongosim,
     wait_for,
 )
-from pymongo import AsyncMongoClient
 
 from checkpoints.backfills import BackfillStore
-from checkpoints.keys import Keys
 from checkpoints.tokens import ResumeTokenStore
 from indexer.embedding import DEFAULT_BATCH_SIZE
 
@@ -84,50 +74,34 @@ async def indexed_documents(run: Run) -> int:
 
 async def main_async(args: argparse.Namespace) -> None:
     model = Model(args.precision, args.batch_size)
-    keys = Keys(f"bench-{uuid.uuid4().hex[:8]}")
-    sim, mongo_uri = start_mongosim()
-    redis = aioredis.Redis.from_url(REDIS_URL)
-    mongo: Mongo = AsyncMongoClient(mongo_uri)
-    meter = CpuMeter([psutil.Process(), psutil.Process(sim.pid)])
-    try:
-        with tempfile.TemporaryDirectory(prefix="bench-lanes-") as tmp:
-            run = Run(args, model, keys, redis, mongo, mongo_uri, Path(tmp), meter)
-            sidecar = await streaming(run)
-            milvus = sidecar.milvus()
-            meter.others()
-            seconds = args.latency_seconds
-            _, base = await latency(redis, keys, mongo, milvus, model, seconds, "base-")
-            base_others = meter.others()
-            milvus.close()
-            sidecar.stop()
+    async with bench_run(args, model, "lanes") as run:
+        redis, keys, mongo, meter = run.redis, run.keys, run.mongo, run.meter
+        sidecar = await streaming(run)
+        milvus = sidecar.milvus()
+        meter.others()
+        seconds = args.latency_seconds
+        _, base = await latency(redis, keys, mongo, milvus, model, seconds, "base-")
+        base_others = meter.others()
+        milvus.close()
+        sidecar.stop()
 
-            docs = bulk_documents(args.documents, "bf-")
-            for start in range(0, len(docs), 500):
-                await mongo[DATABASE][COLLECTION].insert_many(docs[start : start + 500])
-            command(run, "checkpoint", "reset", "--to-now")
-            sidecar = await streaming(run)
-            milvus = sidecar.milvus()
-            command(run, "backfill")
-            jobs = BackfillStore(redis, keys)
-            indexed_before, began = await indexed_documents(run), time.monotonic()
-            meter.others()
-            _, during = await latency(
-                redis, keys, mongo, milvus, model, args.latency_seconds, "during-"
-            )
-            during_others = meter.others()
-            window = time.monotonic() - began
-            advanced = await indexed_documents(run) - indexed_before - len(during)
-            job = await jobs.load()
-            bulk_left = int(await redis.xlen(keys.bulk))
-            milvus.close()
-            sidecar.stop()
-    finally:
-        await mongo.close()
-        async for key in redis.scan_iter(match=f"{keys.prefix}*"):
-            await redis.delete(key)
-        await redis.aclose()
-        sim.terminate()
-        sim.wait()
+        docs = bulk_documents(args.documents, "bf-")
+        for start in range(0, len(docs), 500):
+            await mongo[DATABASE][COLLECTION].insert_many(docs[start : start + 500])
+        command(run, "checkpoint", "reset", "--to-now")
+        sidecar = await streaming(run)
+        milvus = sidecar.milvus()
+        command(run, "backfill")
+        jobs = BackfillStore(redis, keys)
+        indexed_before, began = await indexed_documents(run), time.monotonic()
+        meter.others()
+        _, during = await latency(redis, keys, mongo, milvus, model, seconds, "during-")
+        during_others = meter.others()
+        window = time.monotonic() - began
+        advanced = await indexed_documents(run) - indexed_before - len(during)
+        job = await jobs.load()
+        bulk_left = int(await redis.xlen(keys.bulk))
+        milvus.close()
     still_running = bulk_left > 0 or (job is not None and job.state == "running")
     p95_base, p95_during = percentile(base, 0.95), percentile(during, 0.95)
     print(f"live inserts at 5/s, {args.latency_seconds:g} s each, write to searchable:")

@@ -45,7 +45,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -503,31 +504,21 @@ def sidecar_env(
     return env
 
 
-async def main_async(args: argparse.Namespace) -> None:
-    model = Model(args.precision, args.batch_size)
-    model.encode_rate(model.chunks(bulk_documents(10, "warm-")))
+@asynccontextmanager
+async def bench_run(args: argparse.Namespace, model: Model, name: str) -> AsyncIterator[Run]:
+    """A mongosim child process, the shared Redis under a throwaway pipeline, a temporary
+    directory for Milvus Lite: everything a run needs, all of it removed at the end
+    (the sidecar stopped, the pipeline's keys deleted)."""
     keys = Keys(f"bench-{uuid.uuid4().hex[:8]}")
     sim, mongo_uri = start_mongosim()
     redis = aioredis.Redis.from_url(REDIS_URL)
     mongo: Mongo = AsyncMongoClient(mongo_uri)
     meter = CpuMeter([psutil.Process(), psutil.Process(sim.pid)])
     try:
-        with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
+        with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
             run = Run(args, model, keys, redis, mongo, mongo_uri, Path(tmp), meter)
             try:
-                phases = await bulk(run, args.documents)
-                if run.sidecar is None:
-                    raise RuntimeError("the sidecar did not start")
-                meter.others()
-                milvus = run.sidecar.milvus()
-                try:
-                    latencies = await latency(
-                        redis, keys, mongo, milvus, model, args.latency_seconds
-                    )
-                finally:
-                    milvus.close()
-                latency_others = meter.others()
-                rss = (run.started_rss, run.sidecar.ps.memory_info().rss, run.sidecar.peak_rss())
+                yield run
             finally:
                 if run.sidecar is not None:
                     run.sidecar.stop()
@@ -538,6 +529,25 @@ async def main_async(args: argparse.Namespace) -> None:
         await redis.aclose()
         sim.terminate()
         sim.wait()
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    model = Model(args.precision, args.batch_size)
+    model.encode_rate(model.chunks(bulk_documents(10, "warm-")))
+    async with bench_run(args, model, "pipeline") as run:
+        phases = await bulk(run, args.documents)
+        if run.sidecar is None:
+            raise RuntimeError("the sidecar did not start")
+        run.meter.others()
+        milvus = run.sidecar.milvus()
+        try:
+            latencies = await latency(
+                run.redis, run.keys, run.mongo, milvus, model, args.latency_seconds
+            )
+        finally:
+            milvus.close()
+        latency_others = run.meter.others()
+        rss = (run.started_rss, run.sidecar.ps.memory_info().rss, run.sidecar.peak_rss())
     report(args, phases, (*latencies, latency_others), rss)
 
 

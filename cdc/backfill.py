@@ -137,20 +137,12 @@ class Backfill:
         namespaces = {f"{self._database}.{name}" for name in job.collections}
         stored = await self._indexed.documents()
         candidates = [(key, place) for key, place in stored.items() if place[0] in namespaces]
-        when = datetime.fromtimestamp(before >> 32, UTC)
         for start in range(0, len(candidates), self._chunk):
             raise_if_cancelling()
             part = candidates[start : start + self._chunk]
             records = await self._indexed.versions([key for key, _ in part])
             gone = [
-                DocumentDeletedEvent(
-                    event_id=f"resync:{job.id}:{key}",
-                    document_id=document,
-                    namespace=namespace,
-                    version=before,
-                    timestamp=when,
-                    metadata={"reason": "not in the source"},
-                )
+                _not_in_source(f"resync:{job.id}:{key}", namespace, document, before)
                 for key, (namespace, document) in part
                 if (record := records.get(key)) is None
                 or (not record.deleted and record.version < before)
@@ -175,17 +167,11 @@ class Backfill:
                 )
                 found[collection] = {document_id(doc["_id"]) async for doc in cursor}
             version = self._version(session)
-        when = datetime.fromtimestamp(version >> 32, UTC)
         for collection, present in found.items():
             namespace = f"{self._database}.{collection}"
             gone += [
-                DocumentDeletedEvent(
-                    event_id=f"{job_kind(job)}:{job.id}:{version}:{namespace}:{key}",
-                    document_id=key,
-                    namespace=namespace,
-                    version=version,
-                    timestamp=when,
-                    metadata={"reason": "not in the source"},
+                _not_in_source(
+                    f"{job_kind(job)}:{job.id}:{version}:{namespace}:{key}", namespace, key, version
                 )
                 for key in dict.fromkeys(document_id(value) for value in named)
                 if key not in present
@@ -271,3 +257,15 @@ class Backfill:
 
     def _current_fence(self) -> int:
         return self._fence() if callable(self._fence) else self._fence
+
+
+def _not_in_source(event_id: str, namespace: str, document: str, version: int) -> DocumentEvent:
+    """The event that deletes a document the source does not hold (as of *version*)."""
+    return DocumentDeletedEvent(
+        event_id=event_id,
+        document_id=document,
+        namespace=namespace,
+        version=version,
+        timestamp=datetime.fromtimestamp(version >> 32, UTC),
+        metadata={"reason": "not in the source"},
+    )

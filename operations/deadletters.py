@@ -73,19 +73,22 @@ async def show(redis: Redis, keys: Keys, entry_id: str) -> dict[str, Any]:
 
 
 async def replay(context: Context, args: dict[str, Any], by: str) -> dict[str, Any]:
-    selection = Selection.from_args(args)
-    letters = DeadLetters(context.redis, context.keys)
-    ids = await letters.ids() if selection.all else list(selection.ids)
-    moved = await letters.replay(ids, fence=context.fence)
-    return await _audited(context, f"dlq replay {selection.describe()}", by, moved, "replayed")
+    return await _move(context, args, by, "replay", "replayed")
 
 
 async def purge(context: Context, args: dict[str, Any], by: str) -> dict[str, Any]:
+    return await _move(context, args, by, "purge", "purged")
+
+
+async def _move(
+    context: Context, args: dict[str, Any], by: str, action: str, verb: str
+) -> dict[str, Any]:
     selection = Selection.from_args(args)
     letters = DeadLetters(context.redis, context.keys)
     ids = await letters.ids() if selection.all else list(selection.ids)
-    moved = await letters.purge(ids, fence=context.fence)
-    return await _audited(context, f"dlq purge {selection.describe()}", by, moved, "purged")
+    act = letters.replay if action == "replay" else letters.purge
+    moved = await act(ids, fence=context.fence)
+    return await _audited(context, f"dlq {action} {selection.describe()}", by, moved, verb)
 
 
 async def _audited(

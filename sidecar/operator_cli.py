@@ -109,26 +109,8 @@ def backfill(
 ) -> None:
     """Queue watched documents again, in _id order, beside the live stream (live changes
     go first). Resumes after a restart; unchanged documents embed nothing."""
-    settings = settings_or_exit()
-    from operations.backfills import parse_filter
-    from sidecar.commands import command
-
-    try:
-        parse_filter(filter_json)
-    except SidecarError as error:
-        raise fail(error) from None
     args = {"collections": collection or [], "filter": filter_json}
-    result = run_command(command(settings, "backfill", args))
-    job = result["backfill"]
-    if as_json and not follow:
-        typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
-        return
-    typer.echo(
-        f"backfill {job['id']} started: {', '.join(job['collections'])}, about "
-        f"{job['estimated']} documents; `cdc-sidecar status` shows its progress"
-    )
-    if follow:
-        _follow_backfill(settings, job["id"])
+    _start_job("backfill", args, follow, as_json)
 
 
 def reindex(
@@ -147,20 +129,29 @@ def reindex(
     """Bring documents' vectors in line with MongoDB without trusting what Redis says is
     indexed: rows Milvus lost are written again (from stored vectors where it has
     them), documents the source no longer has are deleted. Runs like a backfill."""
+    _start_job("reindex", {"ids": ids or [], "filter": filter_json}, follow, as_json)
+
+
+def _start_job(name: str, args: dict[str, Any], follow: bool, as_json: bool) -> None:
+    """Start a backfill or reindex job: the filter checked here first, then the command;
+    print its start (or its JSON) and, with *follow*, its progress."""
     settings = settings_or_exit()
     from operations.backfills import parse_filter
     from sidecar.commands import command
 
     try:
-        parse_filter(filter_json)
+        parse_filter(args["filter"])
     except SidecarError as error:
         raise fail(error) from None
-    result = run_command(command(settings, "reindex", {"ids": ids or [], "filter": filter_json}))
+    result = run_command(command(settings, name, args))
     job = result["backfill"]
     if as_json and not follow:
         typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
         return
-    typer.echo(f"reindex {job['id']} started: about {job['estimated']} documents")
+    typer.echo(
+        f"{name} {job['id']} started: {', '.join(job['collections'])}, about "
+        f"{job['estimated']} documents; `cdc-sidecar status` shows its progress"
+    )
     if follow:
         _follow_backfill(settings, job["id"])
 

@@ -29,6 +29,7 @@ from operations.positions import ResetTarget
 from sidecar.app import Sidecar
 from sidecar.settings import Settings
 from tests.conftest import COLLECTION, DATABASE
+from tests.e2e.e2e_harness import running
 from tests.embedders import HashEmbedder
 from tests.waiting import eventually
 
@@ -221,19 +222,8 @@ async def service(
     make_settings: Callable[..., Settings], redis_client: aioredis.Redis
 ) -> AsyncIterator[Sidecar]:
     """A running sidecar that has finished its first scan and streams."""
-    stop = asyncio.Event()
-    async with Sidecar(make_settings(), redis=redis_client, embedder=HashEmbedder()) as sidecar:
-        task = asyncio.create_task(sidecar.run(stop))
-
-        async def positioned() -> bool:
-            if task.done():
-                task.result()
-            return await sidecar.tokens.load() is not None
-
-        await eventually(positioned, within=WITHIN, what="the sidecar to stream")
-        yield sidecar
-        stop.set()
-        await asyncio.wait_for(task, WITHIN)
+    async with running(make_settings(), redis_client, HashEmbedder()) as service:
+        yield service.sidecar
 
 
 async def captured(redis: aioredis.Redis, keys: Keys) -> int:
