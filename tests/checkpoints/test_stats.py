@@ -5,11 +5,10 @@ import redis.asyncio as aioredis
 
 from checkpoints.keys import Keys
 from checkpoints.stats import Stats
+from tests.conftest import REDIS_URL
 
 
-async def test_counters_start_at_zero_and_add_up(
-    redis_client: aioredis.Redis, keys: Keys
-) -> None:
+async def test_counters_start_at_zero_and_add_up(redis_client: aioredis.Redis, keys: Keys) -> None:
     stats = Stats(redis_client, keys)
     assert await stats.read() == dict.fromkeys(Stats.COUNTERS, 0)
 
@@ -33,3 +32,15 @@ async def test_nothing_applied_before_the_first_commit(
     redis_client: aioredis.Redis, keys: Keys
 ) -> None:
     assert await Stats(redis_client, keys).last_applied() is None
+
+
+async def test_counters_read_through_a_client_that_decodes_replies(
+    redis_client: aioredis.Redis, keys: Keys
+) -> None:
+    await Stats(redis_client, keys).incr({"deletes": 2})
+    decoding = aioredis.Redis.from_url(REDIS_URL, decode_responses=True)
+    try:
+        counts = await Stats(decoding, keys).read()
+    finally:
+        await decoding.aclose()
+    assert counts["deletes"] == 2
