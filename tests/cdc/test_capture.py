@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+import redis.exceptions
 import structlog.testing
 from bson import Timestamp
 from capture_support import DATABASE, CountingQueue, PipelineParts, article_mapper
@@ -19,7 +20,7 @@ from cdc.capture import CHECKPOINT_INTERVAL, Capture
 from cdc.fields import document_id
 from cdc.mapping import ChangeMapper
 from checkpoints.audit import AuditEntry
-from checkpoints.tokens import Checkpoint, pack_timestamp
+from checkpoints.tokens import Checkpoint, ResumeTokenStore, pack_timestamp
 from core.errors import HistoryLost, LeaseLost
 from core.events import DocumentCreatedEvent, DocumentDeletedEvent, DocumentUpdatedEvent
 from mongosim import ThreadedMongoSim
@@ -602,3 +603,30 @@ async def test_max_batch_must_be_positive(mongo: Client, parts: PipelineParts) -
     with pytest.raises(ValueError, match="max_batch must be positive, got 0"):
         make_capture(mongo, parts, max_batch=0)
     make_capture(mongo, parts, max_batch=1)
+
+
+async def test_a_stop_while_redis_is_down_at_start_returns_without_an_error(
+    mongo: Client, parts: PipelineParts
+) -> None:
+    class Unreachable(ResumeTokenStore):
+        loads = 0
+
+        async def load(self) -> Checkpoint | None:
+            self.loads += 1
+            raise redis.exceptions.ConnectionError("Connection refused")
+
+    tokens = Unreachable(parts.redis, parts.keys)
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        make_capture(mongo, dataclasses.replace(parts, tokens=tokens)).run(stop)
+    )
+
+    async def retried() -> bool:
+        if task.done():
+            task.result()
+        return tokens.loads >= 2
+
+    await eventually(retried, what="capture to try the checkpoint again")
+    stop.set()
+    await asyncio.wait_for(task, 30)
+    assert await parts.queue.backlog() == 0
