@@ -213,6 +213,8 @@ class Sidecar:
             self.queue,
             self.keys,
             fence,
+            chunk=self.settings.backfill_chunk,
+            max_bulk=self.settings.backfill_max_queued,
             indexed=IndexedDocuments(self.store, self.versions),
         )
 

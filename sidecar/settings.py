@@ -99,6 +99,8 @@ class Settings(BaseSettings):
     index_drain_seconds: float = Field(default=5.0, gt=0, le=60)
     index_version_enabled: bool = True
     index_version_ttl: int = Field(default=86400 * 30, ge=60)
+    backfill_chunk: int = Field(default=200, ge=1, le=10_000)
+    backfill_max_queued: int = Field(default=1000, ge=1)
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

@@ -41,6 +41,8 @@ def service_environment(settings: Settings) -> dict[str, str]:
         "CDC_INDEX_RETRY_DELAY": str(settings.index_retry_delay),
         "CDC_INDEX_DRAIN_SECONDS": str(settings.index_drain_seconds),
         "CDC_ON_HISTORY_LOST": settings.on_history_lost,
+        "CDC_BACKFILL_CHUNK": str(settings.backfill_chunk),
+        "CDC_BACKFILL_MAX_QUEUED": str(settings.backfill_max_queued),
     }
     return env
 

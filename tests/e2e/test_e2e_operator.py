@@ -154,7 +154,8 @@ async def test_a_backfill_killed_twice_resumes_from_its_last_chunk(
     embedder: CountingEmbedder,
     tmp_path: Path,
 ) -> None:
-    settings = make_settings()
+    # Small chunks and a small bulk lane, so the scan is still running at each kill.
+    settings = make_settings(backfill_chunk=40, backfill_max_queued=80)
     keys = Keys(settings.pipeline)
     jobs = BackfillStore(redis_client, keys)
     log = tmp_path / "service.log"
@@ -162,7 +163,7 @@ async def test_a_backfill_killed_twice_resumes_from_its_last_chunk(
         await streaming(service, redis_client, keys)
         assert await service.signal_and_wait(signal.SIGTERM) == 0
     # Not indexed yet: written while stopped, then the position moved past them.
-    total = 1500
+    total = 400
     await articles.insert_many([{"_id": n, "title": f"Short note {n}."} for n in range(total)])
     await cdc(settings, "checkpoint", "reset", "--to-now")
     await cdc(settings, "backfill")
