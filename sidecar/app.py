@@ -241,11 +241,14 @@ class Sidecar:
                     if self.settings.on_history_lost == "halt":
                         raise
                     resync = Resync(self.mongo, self.redis, self.keys, self.settings)
-                    await outlast(
-                        partial(resync.start, self.lease.owner, fence, str(lost)),
-                        what="the resynchronisation (MongoDB or Redis)",
-                        stop=stop,
-                    )
+                    try:
+                        await outlast(
+                            partial(resync.start, self.lease.owner, fence, str(lost)),
+                            what="the resynchronisation (MongoDB or Redis)",
+                            stop=stop,
+                        )
+                    except Stopped:
+                        return  # the next start meets the lost history again and resyncs
 
     async def _capture(self, stop: asyncio.Event, fence: int) -> None:
         settings = self.settings

@@ -9,6 +9,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
 from pymongo import AsyncMongoClient
 
@@ -19,6 +20,7 @@ from checkpoints.queue import EventQueue
 from checkpoints.stats import Stats
 from mongosim import ThreadedMongoSim
 from sidecar.app import Sidecar
+from sidecar.resync import Resync
 from sidecar.settings import Settings
 from tests.conftest import COLLECTION, DATABASE
 from tests.embedders import HashEmbedder
@@ -101,3 +103,40 @@ async def test_lost_history_is_resynchronised_by_the_running_service(
         assert audit[:2] == ["checkpoint reset --to-now (history lost)", "resync (history lost)"]
         counters = await Stats(redis_client, sidecar.keys).read()
         assert counters["dead_lettered"] == 0
+
+
+async def test_a_stop_while_the_resync_waits_out_an_outage_ends_the_run_cleanly(
+    make_settings: Callable[..., Settings],
+    redis_client: aioredis.Redis,
+    mongo: Client,
+    sim: ThreadedMongoSim,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with Sidecar(make_settings(), redis=redis_client, embedder=HashEmbedder()) as sidecar:
+        stop = asyncio.Event()
+        first = asyncio.create_task(sidecar.run(stop))
+
+        async def positioned() -> bool:
+            return await sidecar.tokens.load() is not None
+
+        await eventually(positioned, within=WITHIN, what="the sidecar to stream")
+        stop.set()
+        await asyncio.wait_for(first, WITHIN)
+        await mongo[DATABASE][COLLECTION].insert_one({"title": "written while down"})
+        sim.truncate_oplog()
+        attempts: list[str] = []
+
+        async def unreachable(self: Resync, by: str, fence: int, why: str) -> None:
+            attempts.append(why)
+            raise ConnectionError("MongoDB is down")
+
+        monkeypatch.setattr(Resync, "start", unreachable)
+        stop = asyncio.Event()
+        second = asyncio.create_task(sidecar.run(stop))
+
+        async def waiting_it_out() -> bool:
+            return len(attempts) >= 2
+
+        await eventually(waiting_it_out, within=WITHIN, what="the resync to be retried")
+        stop.set()
+        await asyncio.wait_for(second, WITHIN)  # returns: no Stopped, no HistoryLost
