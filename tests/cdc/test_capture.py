@@ -14,7 +14,7 @@ import redis.exceptions
 import structlog.testing
 from bson import Timestamp
 from capture_support import DATABASE, CountingQueue, PipelineParts, article_mapper
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, monitoring
 
 from cdc.capture import CHECKPOINT_INTERVAL, Capture
 from cdc.fields import document_id
@@ -630,3 +630,37 @@ async def test_a_stop_while_redis_is_down_at_start_returns_without_an_error(
     stop.set()
     await asyncio.wait_for(task, 30)
     assert await parts.queue.backlog() == 0
+
+
+class GetMores(monitoring.CommandListener):
+    """The maxTimeMS of every getMore the driver sends: how long the server may wait."""
+
+    def __init__(self) -> None:
+        self.max_time_ms: list[int | None] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name == "getMore":
+            self.max_time_ms.append(event.command.get("maxTimeMS"))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("max_await", "max_time_ms"), [(1.0, 1000), (0.0001, 1)])
+async def test_the_server_waits_max_await_for_changes_and_at_least_a_millisecond(
+    sim: ThreadedMongoSim, parts: PipelineParts, max_await: float, max_time_ms: int
+) -> None:
+    listener = GetMores()
+    client: Client = AsyncMongoClient(
+        sim.uri, serverSelectionTimeoutMS=10_000, event_listeners=[listener]
+    )
+    try:
+        async with running(make_capture(client, parts, max_await=max_await), parts):
+            await client[DATABASE]["articles"].insert_one({"_id": 1, "title": "t"})
+            await queued(parts, 1)
+    finally:
+        await client.close()
+    assert listener.max_time_ms and set(listener.max_time_ms) == {max_time_ms}
