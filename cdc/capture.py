@@ -164,10 +164,10 @@ class Capture:
             f"the change stream no longer holds the saved position, "
             f"{self._position.explain()}: the oplog rolled past it while nothing read "
             f"the stream, so the changes made since cannot be replayed ("
-            f"the service resynchronises by itself unless CDC_ON_HISTORY_LOST=halt; by "
-            f"hand: `cdc-sidecar checkpoint reset --rescan`, then start the service: it "
-            f"rescans every watched collection and re-embeds only documents whose text "
-            f"changed)"
+            f"with CDC_ON_HISTORY_LOST=resync, the default, the service resynchronises by "
+            f"itself, deletes included; by hand: `cdc-sidecar checkpoint reset --rescan`, "
+            f"then start the service: it rescans every watched collection and re-embeds only "
+            f"documents whose text changed, but vectors of documents deleted meanwhile stay)"
         )
 
     async def _open(self) -> AsyncChangeStream[Document]:

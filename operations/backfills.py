@@ -71,8 +71,9 @@ async def reindex(context: Context, args: dict[str, Any], by: str) -> dict[str, 
     records; named documents the source no longer has are deleted from the index."""
     raw_ids = [str(value) for value in args.get("ids") or []]
     query = parse_filter(str(args.get("filter") or ""))
-    if not raw_ids and not query:
-        raise InvalidRequest("give document ids or --filter (reindexing everything is a backfill)")
+    if bool(raw_ids) == bool(query):
+        both = "both (a named document the filter excludes would be deleted)"
+        raise InvalidRequest(f"give document ids or --filter, not {both if query else 'neither'}")
     ids = [value for raw in raw_ids for value in id_candidates(raw)]
     collections = await _watched(context, [])
     command = "reindex" + "".join(f" {raw}" for raw in raw_ids)

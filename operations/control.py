@@ -15,6 +15,7 @@ import os
 import socket
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -84,7 +85,8 @@ async def carry_out(context: Context, request: Request) -> dict[str, Any]:
             2,
         )
     try:
-        result = await handler(context, request.args, request.by)
+        with_deadline = replace(context, deadline=request.deadline)
+        result = await handler(with_deadline, request.args, request.by)
     except LeaseLost:
         raise
     except Exception as error:
@@ -197,6 +199,15 @@ async def _carry_out_here(
                 return await carry_out(Context(redis, keys, fence, mongo, scope), request)
             finally:
                 stop.set()
+    except BaseExceptionGroup as group:
+        error = group.exceptions[0]
+        if is_outage(error):
+            raise _Failed(
+                f"{request.command}: MongoDB or Redis did not answer ({error}); nothing was "
+                "changed: check CDC_MONGO_URI and CDC_REDIS_URL and run the command again",
+                1,
+            ) from None
+        raise error from None
     finally:
         await lease.release()
         await mongo.close()

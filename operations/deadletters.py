@@ -53,8 +53,19 @@ class Selection:
         return "--all" if self.all else " ".join(self.ids)
 
 
+def check_id(entry_id: str, option: str) -> None:
+    """Raises InvalidRequest unless *entry_id* looks like a dead-letter id."""
+    if not _ENTRY_ID.fullmatch(entry_id):
+        raise InvalidRequest(
+            f"{option} {entry_id!r} is not a dead-letter id (ids look like 1764520000000-0; "
+            "`cdc-sidecar dlq list` shows them)"
+        )
+
+
 async def listing(redis: Redis, keys: Keys, *, limit: int, after: str | None) -> dict[str, Any]:
     """The number of dead letters and up to *limit* of them, oldest first, after *after*."""
+    if after is not None:
+        check_id(after, "--after")
     letters = DeadLetters(redis, keys)
     page = await letters.page(limit, after)
     return {
@@ -66,6 +77,7 @@ async def listing(redis: Redis, keys: Keys, *, limit: int, after: str | None) ->
 
 async def show(redis: Redis, keys: Keys, entry_id: str) -> dict[str, Any]:
     """One dead letter with its event. Raises InvalidRequest when there is none."""
+    check_id(entry_id, "dlq show")
     letter = await DeadLetters(redis, keys).get(entry_id)
     if letter is None:
         raise InvalidRequest(f"no dead letter {entry_id} (`cdc-sidecar dlq list` shows them)")

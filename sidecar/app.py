@@ -138,6 +138,7 @@ class Sidecar:
         self.dispatcher = Dispatcher([self.updater, *handlers])
         self._uncounted = 0
         self._capture_switch = CaptureSwitch()
+        self._first_scan_running = False
         self._stack = AsyncExitStack()
 
     async def _count_embedded(self, texts: int) -> None:
@@ -199,7 +200,15 @@ class Sidecar:
 
     def _context(self, fence: int) -> Context:
         scope = WatchScope(self.settings.database, self.settings.collections)
-        return Context(self.redis, self.keys, fence, self.mongo, scope, self._capture_switch.paused)
+        return Context(
+            self.redis,
+            self.keys,
+            fence,
+            self.mongo,
+            scope,
+            self._capture_switch.paused,
+            scanning=lambda: self._first_scan_running,
+        )
 
     async def _backfills(self, stop: asyncio.Event, fence: int) -> None:
         """Run the pipeline's backfill job whenever one is running (one recorded by
@@ -267,6 +276,7 @@ class Sidecar:
                 max_batch=settings.capture_batch_size,
                 max_backlog=settings.index_queue_max_size,
             )
+            self._first_scan_running = True
             try:
                 # An outage restarts the scan: what it queued twice replays harmlessly.
                 scanned = await outlast(
@@ -274,6 +284,8 @@ class Sidecar:
                 )
             except Stopped:
                 return
+            finally:
+                self._first_scan_running = False
             if scanned is None:
                 return
         await Capture(

@@ -110,6 +110,9 @@ async def test_a_backfill_names_only_watched_collections_and_runs_one_at_a_time(
         await ask(collections=["nope"])
     with pytest.raises(SidecarError, match="--filter: "):
         await ask(filter='{"$where": "true"}')
+    with pytest.raises(SidecarError, match="give document ids or --filter, not both"):
+        body = {"ids": ["4"], "filter": '{"lang": "zh"}'}
+        await perform(redis_client, keys, sim.uri, scope, "reindex", body)
     first = await ask(filter='{"lang": "zh"}')  # no service runs: it waits for one
     assert first["backfill"]["state"] == "running" and first["backfill"]["filter"]
     with pytest.raises(SidecarError, match=f"backfill {first['backfill']['id']} is still running"):

@@ -166,3 +166,13 @@ async def test_a_replay_while_another_holder_does_not_answer_is_not_done(
             answer_seconds=0.3,
         )
     assert await DeadLetters(redis_client, keys).count() == 1
+
+
+async def test_show_and_list_refuse_what_is_not_a_dead_letter_id(
+    redis_client: aioredis.Redis, pipeline_name: str
+) -> None:
+    keys = Keys(pipeline_name)
+    with pytest.raises(InvalidRequest, match="dlq show 'latest' is not a dead-letter id"):
+        await deadletters.show(redis_client, keys, "latest")
+    with pytest.raises(InvalidRequest, match="--after '12' is not a dead-letter id"):
+        await deadletters.listing(redis_client, keys, limit=5, after="12")
