@@ -30,7 +30,7 @@ from cdc.mapping import ChangeMapper, ChangeOrigin
 from cdc.namespaces import Document
 from checkpoints.backfills import BackfillJob
 from checkpoints.keys import Keys
-from checkpoints.queue import EventQueue
+from checkpoints.queue import EventQueue, JobReplaced
 from checkpoints.tokens import pack_timestamp
 from checkpoints.versions import VersionRecord
 from core.errors import ConfigurationError, DocumentRejected
@@ -91,8 +91,16 @@ class Backfill:
         self._indexed = indexed
 
     async def run(self, job: BackfillJob, stop: asyncio.Event) -> BackfillJob:
-        """Scan what *job* has left and return it as saved last: finished, or as far
-        as it got when *stop* was set."""
+        """Scan what *job* has left and return it as saved last: finished, as far as it
+        got when *stop* was set, or when another job replaced it (the caller then
+        runs that one)."""
+        try:
+            return await self._run(job, stop)
+        except JobReplaced:
+            log.warning("backfill_replaced", id=job.id, note="another job took its place")
+            return job
+
+    async def _run(self, job: BackfillJob, stop: asyncio.Event) -> BackfillJob:
         log.info("backfill_started", id=job.id, done=job.done, queued=job.queued)
         for collection in job.collections:
             if collection in job.done:
@@ -115,9 +123,7 @@ class Backfill:
                 return job
             job = swept
         finished = replace(job, state="done", finished_at=datetime.now(UTC).isoformat())
-        await self._queue.append_bulk(
-            [], self._keys.backfill, finished.to_json(), fence=self._current_fence()
-        )
+        await self._save([], finished)
         log.info("backfill_finished", id=job.id, scanned=job.scanned, queued=job.queued)
         return finished
 
@@ -148,9 +154,7 @@ class Backfill:
                 or (not record.deleted and record.version < before)
             ]
             job = replace(job, swept=job.swept + len(gone))
-            await self._queue.append_bulk(
-                gone, self._keys.backfill, job.to_json(), fence=self._current_fence()
-            )
+            await self._save(gone, job)
         log.info("backfill_swept", id=job.id, deleted=job.swept)
         return job
 
@@ -177,9 +181,7 @@ class Backfill:
                 if key not in present
             ]
         advanced = replace(job, queued=job.queued + len(gone))
-        await self._queue.append_bulk(
-            gone, self._keys.backfill, advanced.to_json(), fence=self._current_fence()
-        )
+        await self._save(gone, advanced)
         return advanced
 
     async def _room(self, stop: asyncio.Event) -> bool:
@@ -211,9 +213,7 @@ class Backfill:
             else None
         )
         advanced = job.advanced(collection, last, scanned=len(documents), queued=len(events))
-        await self._queue.append_bulk(
-            events, self._keys.backfill, advanced.to_json(), fence=self._current_fence()
-        )
+        await self._save(events, advanced)
         return advanced
 
     @staticmethod
@@ -254,6 +254,13 @@ class Backfill:
         except DocumentRejected as error:
             log.error("document_rejected", namespace=namespace, document_id=key, error=str(error))
             return self._mapper.rejected(origin, error)
+
+    async def _save(self, events: Sequence[DocumentEvent], job: BackfillJob) -> None:
+        """Queue *events* with *job* as the saved progress, unless another job replaced it
+        (JobReplaced)."""
+        await self._queue.append_bulk(
+            events, self._keys.backfill, job.to_json(), fence=self._current_fence(), job_id=job.id
+        )
 
     def _current_fence(self) -> int:
         return self._fence() if callable(self._fence) else self._fence

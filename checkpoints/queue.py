@@ -11,27 +11,41 @@ from redis.typing import EncodableT
 from checkpoints.keys import Keys
 from checkpoints.lua import FENCE_CHECK, LuaScript, raise_unless_fenced
 from checkpoints.tokens import Checkpoint
+from core.errors import SidecarError
 from core.events import DocumentEvent
 
 # KEYS: fence, stream (a lane), position (the checkpoint, or a backfill's progress),
 # stats. ARGV: fence, position JSON ("" to keep the saved one), the counter to add the
-# events to, then event JSON and key per event.
+# events to, the id the saved position must have ("" for no check), then event JSON and
+# key per event. Returns 1, 0 when the fence is stale, -1 when the saved position is
+# another's (nothing written either way).
 _APPEND = LuaScript(
     FENCE_CHECK
     + """
-for i = 4, #ARGV, 2 do
+if ARGV[4] ~= '' then
+  local saved = redis.call('GET', KEYS[3])
+  if not saved or cjson.decode(saved)['id'] ~= ARGV[4] then
+    return -1
+  end
+end
+for i = 5, #ARGV, 2 do
   redis.call('XADD', KEYS[2], '*', 'event', ARGV[i], 'key', ARGV[i + 1])
 end
 if ARGV[2] ~= '' then
   redis.call('SET', KEYS[3], ARGV[2])
 end
-local added = (#ARGV - 3) / 2
+local added = (#ARGV - 4) / 2
 if added > 0 then
   redis.call('HINCRBY', KEYS[4], ARGV[3], added)
 end
 return 1
 """
 )
+
+
+class JobReplaced(SidecarError):
+    """A backfill's progress was not saved (nor its events queued): another job took
+    its place (a resynchronisation, or an operator's) and the writer must stop."""
 
 
 class EventQueue:
@@ -54,15 +68,23 @@ class EventQueue:
         the same events after resuming from the saved checkpoint is safe
         because the indexer's version guard drops duplicates."""
         position = "" if checkpoint is None else checkpoint.to_json()
-        await self._append(self._keys.events, events, self._keys.checkpoint, position, fence)
+        await self._append(self._keys.events, events, self._keys.checkpoint, position, fence, "")
 
     async def append_bulk(
-        self, events: Sequence[DocumentEvent], progress_key: str, progress: str, *, fence: int
+        self,
+        events: Sequence[DocumentEvent],
+        progress_key: str,
+        progress: str,
+        *,
+        fence: int,
+        job_id: str,
     ) -> None:
         """Queue *events* in the bulk lane (read after live changes) and save *progress*
         under *progress_key*, in one atomic write behind the fence, as append does
-        for capture: a backfill's progress moves exactly when its events are queued."""
-        await self._append(self._keys.bulk, events, progress_key, progress, fence)
+        for capture: a backfill's progress moves exactly when its events are queued.
+        Raises JobReplaced, writing nothing, unless the progress saved there is job
+        *job_id*'s."""
+        await self._append(self._keys.bulk, events, progress_key, progress, fence, job_id)
 
     async def _append(
         self,
@@ -71,13 +93,17 @@ class EventQueue:
         position_key: str,
         position: str,
         fence: int,
+        guard: str,
     ) -> None:
         counter = "events_captured" if stream == self._keys.events else "events_backfilled"
-        args: list[EncodableT] = [fence, position, counter]
+        args: list[EncodableT] = [fence, position, counter, guard]
         for event in events:
             args += (event.to_json(), event.key)
         keys = [self._keys.fence, stream, position_key, self._keys.stats]
-        raise_unless_fenced(await _APPEND(self._redis, keys, args), fence)
+        done = int(await _APPEND(self._redis, keys, args))
+        if done == -1:
+            raise JobReplaced(f"backfill {guard} was replaced by another job")
+        raise_unless_fenced(done, fence)
 
     async def pending(self) -> int:
         """Entries (of both lanes) delivered to the indexer and not acknowledged; 0

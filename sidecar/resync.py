@@ -79,8 +79,14 @@ class Resync:
             "the collections and deletes vectors of documents the source no longer has",
             error=why,
         )
-        started = AuditEntry(now, "resync (history lost)", by, f"started backfill {job.id}")
-        await BackfillStore(self._redis, self._keys).start(job, fence=fence, audit=started)
+        store = BackfillStore(self._redis, self._keys)
+        running = await store.load()
+        outcome = f"started backfill {job.id}"
+        if running is not None and running.state == "running":
+            # It stops at its next write (JobReplaced): the resync covers every collection.
+            outcome += f", replacing backfill {running.id} (it had queued {running.queued})"
+        started = AuditEntry(now, "resync (history lost)", by, outcome)
+        await store.start(job, fence=fence, audit=started)
         tokens = ResumeTokenStore(self._redis, self._keys)
         before, after = await tokens.load(), position.checkpoint()
         moved = AuditEntry(

@@ -5,6 +5,7 @@ chunk queued, with versions that let later live changes win."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -15,6 +16,7 @@ from pymongo import AsyncMongoClient
 
 from cdc.backfill import Backfill
 from cdc.fields import document_id
+from checkpoints.audit import AuditEntry
 from checkpoints.backfills import BackfillJob, BackfillStore
 from checkpoints.tokens import pack_timestamp
 from core.events import DocumentEvent, event_from_json
@@ -30,6 +32,13 @@ MIXED_IDS: list[Any] = [
 
 def job(collections: list[str], filter_json: str = "") -> BackfillJob:
     return BackfillJob("b1", collections, filter_json, "test", datetime.now(UTC).isoformat())
+
+
+async def started(parts: PipelineParts, new: BackfillJob) -> BackfillJob:
+    """*new* saved as the pipeline's job, as `cdc-sidecar backfill` does."""
+    entry = AuditEntry(datetime.now(UTC), "backfill", "test", "started")
+    await BackfillStore(parts.redis, parts.keys).start(new, fence=parts.fence, audit=entry)
+    return new
 
 
 async def bulk_events(parts: PipelineParts) -> list[DocumentEvent]:
@@ -50,7 +59,8 @@ async def test_every_document_is_queued_once_in_id_order_across_id_types(
     await articles.insert_many([{"_id": i, "title": f"t {i!r}"} for i in MIXED_IDS])
     await notes.insert_many([{"_id": n, "title": f"note {n}"} for n in range(5)])
 
-    done = await backfill(mongo, parts, chunk=3).run(job(["articles", "notes"]), asyncio.Event())
+    both = await started(parts, job(["articles", "notes"]))
+    done = await backfill(mongo, parts, chunk=3).run(both, asyncio.Event())
 
     events = await bulk_events(parts)
     server_order = [doc["_id"] async for doc in articles.find({}, sort=[("_id", 1)])]
@@ -72,7 +82,8 @@ async def test_a_killed_backfill_resumes_after_the_last_chunk_it_queued(
     await articles.insert_many([{"_id": n, "title": f"t {n}"} for n in range(400)])
     store = BackfillStore(parts.redis, parts.keys)
     runner = backfill(mongo, parts, chunk=4)
-    first = asyncio.create_task(runner.run(job(["articles"]), asyncio.Event()))
+    one = await started(parts, job(["articles"]))
+    first = asyncio.create_task(runner.run(one, asyncio.Event()))
 
     async def some_chunks_queued() -> bool:
         return len(await bulk_events(parts)) >= 8
@@ -106,7 +117,7 @@ async def test_the_operators_filter_and_the_pipelines_filter_both_apply(
         parts.fence, chunk=3,
     )
 
-    await runner.run(job(["articles"], '{"lang": "zh"}'), asyncio.Event())
+    await runner.run(await started(parts, job(["articles"], '{"lang": "zh"}')), asyncio.Event())
 
     assert [e.document_id for e in await bulk_events(parts)] == [
         document_id(n) for n in (1, 3, 5, 7)
@@ -118,9 +129,24 @@ async def test_a_change_after_the_read_has_a_later_version_than_the_backfills_ev
 ) -> None:
     articles = mongo[DATABASE]["articles"]
     await articles.insert_one({"_id": 1, "title": "as read"})
-    await backfill(mongo, parts, chunk=10).run(job(["articles"]), asyncio.Event())
+    one = await started(parts, job(["articles"]))
+    await backfill(mongo, parts, chunk=10).run(one, asyncio.Event())
     (read,) = await bulk_events(parts)
     async with await articles.watch() as stream:
         await articles.update_one({"_id": 1}, {"$set": {"title": "changed after the read"}})
         change = await stream.next()
     assert pack_timestamp(change["clusterTime"]) > read.version
+
+
+async def test_a_backfill_replaced_by_another_job_stops_without_writing(
+    mongo: Client, parts: PipelineParts
+) -> None:
+    articles = mongo[DATABASE]["articles"]
+    await articles.insert_many([{"_id": n, "title": f"t {n}"} for n in range(10)])
+    replaced = await started(parts, job(["articles"]))
+    resync = await started(parts, replace(job(["articles"]), id="resync", reason="history lost"))
+
+    left = await backfill(mongo, parts, chunk=3).run(replaced, asyncio.Event())
+
+    assert left == replaced and await bulk_events(parts) == []
+    assert await BackfillStore(parts.redis, parts.keys).load() == resync

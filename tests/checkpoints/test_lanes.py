@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
 import redis.asyncio as aioredis
 
 from checkpoints.consumer import BULK_PREFIX, EventReader, QueueEntry
 from checkpoints.keys import Keys
-from checkpoints.queue import EventQueue
+from checkpoints.queue import EventQueue, JobReplaced
 from checkpoints.stats import Stats
 from core.events import DocumentCreatedEvent, DocumentEvent
 
@@ -24,8 +25,11 @@ def created(doc: str) -> DocumentEvent:
 
 async def fill(redis: aioredis.Redis, keys: Keys, fence: int, live: int, bulk: int) -> None:
     queue = EventQueue(redis, keys)
+    progress = '{"id": "job-1"}'
+    await redis.set(keys.backfill, progress)  # the job, as starting it saves it
     await queue.append_bulk(
-        [created(f"bulk-{n}") for n in range(bulk)], keys.prefix + "progress", "{}", fence=fence
+        [created(f"bulk-{n}") for n in range(bulk)], keys.backfill, progress, fence=fence,
+        job_id="job-1",
     )
     await queue.append([created(f"live-{n}") for n in range(live)], None, fence=fence)
 
@@ -82,3 +86,17 @@ async def test_each_lane_is_acknowledged_and_dead_lettered_in_its_own_stream(
     await again.start()
     assert documents(await again.read(10, block_ms=0)) == ["live-0", "live-1"]
     assert documents(await again.read(10, block_ms=0)) == ["bulk-1"]
+
+
+async def test_a_bulk_append_of_a_replaced_job_writes_nothing(
+    redis_client: aioredis.Redis, keys: Keys, fence: int
+) -> None:
+    await redis_client.set(keys.backfill, '{"id": "resync"}')  # another job took its place
+
+    with pytest.raises(JobReplaced, match="backfill job-1 was replaced"):
+        await EventQueue(redis_client, keys).append_bulk(
+            [created("late")], keys.backfill, '{"id": "job-1"}', fence=fence, job_id="job-1"
+        )
+
+    assert await EventQueue(redis_client, keys).bulk_backlog() == 0
+    assert await redis_client.get(keys.backfill) == b'{"id": "resync"}'
