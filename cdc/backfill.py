@@ -3,10 +3,11 @@
 The scan reads each collection in ``_id`` order, in chunks. Each chunk's events go
 to the queue's bulk lane in one atomic write with the job's progress (the last
 ``_id`` queued), so a crash or stop resumes after the last chunk queued, not from
-the start. A chunk's events carry as version the cluster time of the read that
-produced them (a causally consistent session's operationTime): a live change
-committed after that read has a later version and wins whichever is applied
-first, and a live change the read already reflects is dropped as older. The
+the start. A chunk's events carry as version the cluster time taken just before the
+read that produced them, in the same causally consistent session: every live
+change the read missed is later than that and wins whichever is applied first;
+a live change the read already saw may apply again after it, harmlessly (its
+updateLookup state is as new or newer). The
 indexer embeds only documents whose content hash differs from the one indexed,
 so a backfill of an index in sync embeds nothing."""
 
@@ -164,13 +165,13 @@ class Backfill:
         named = [json_util.loads(raw, json_options=_EJSON) for raw in job.ids]
         gone: list[DocumentEvent] = []
         async with self._client.start_session(causal_consistency=True) as session:
+            version = await self._read_time(session)
             found: dict[str, set[str]] = {}
             for collection in job.collections:
                 cursor = self._client[self._database][collection].find(
                     self._query(job, collection), projection={"_id": 1}, session=session
                 )
                 found[collection] = {document_id(doc["_id"]) async for doc in cursor}
-            version = self._version(session)
         for collection, present in found.items():
             namespace = f"{self._database}.{collection}"
             gone += [
@@ -196,6 +197,7 @@ class Backfill:
         """Read and queue the next chunk of *collection*; the job as saved with it."""
         query = self._query(job, collection)
         async with self._client.start_session(causal_consistency=True) as session:
+            version = await self._read_time(session)
             cursor = self._client[self._database][collection].find(
                 query,
                 projection=self._mapper.projection(),
@@ -204,7 +206,6 @@ class Backfill:
                 session=session,
             )
             documents = await cursor.to_list()
-            version = self._version(session)
         namespace = f"{self._database}.{collection}"
         events = [self._event(job, namespace, document, version) for document in documents]
         last = (
@@ -216,9 +217,13 @@ class Backfill:
         await self._save(events, advanced)
         return advanced
 
-    @staticmethod
-    def _version(session: AsyncClientSession) -> int:
-        """The cluster time of the session's last read: the version of what it read."""
+    async def _read_time(self, session: AsyncClientSession) -> int:
+        """The cluster's time now, read in *session* before the session's reads: what
+        they read is at least as new (causal consistency), so events carrying it as
+        version never outrank a change the reads missed, and a change they saw but
+        that the stream delivers later applies again harmlessly (same state or newer).
+        Raises ConfigurationError when the server reports no time (not a replica set)."""
+        await self._client[self._database].command("ping", session=session)
         if session.operation_time is None:
             raise ConfigurationError(
                 "the server reported no operationTime for a read: is it a replica set?"
