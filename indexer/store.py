@@ -244,19 +244,26 @@ class VectorStore:
         )
         return sorted(map(from_entity, found), key=lambda row: row.chunk_index)
 
-    async def chunk_ids_of(self, doc_key: str) -> list[str]:
-        """The ids of *doc_key*'s stored chunks. A filter scan (slow before a flush):
-        only for a document whose version record is gone. Raises VectorStoreUnavailable."""
+    async def chunk_ids_of(self, doc_keys: Sequence[str]) -> dict[str, list[str]]:
+        """The ids of the stored chunks of *doc_keys*, by doc_key (absent: none). One
+        filter scan (slow before a flush): only for documents whose version record is
+        gone, or that a reindex checks. Raises VectorStoreUnavailable."""
+        if not doc_keys:
+            return {}
         client = self._require()
+        listed = ", ".join(_literal(key) for key in dict.fromkeys(doc_keys))
         found = await self._read(
             lambda: client.query(
                 self._collection,
-                filter=f"doc_key == {_literal(doc_key)}",
-                output_fields=["id"],
+                filter=f"doc_key in [{listed}]",
+                output_fields=["id", "doc_key"],
                 limit=_SCAN_LIMIT,
             )
         )
-        return [str(row["id"]) for row in found]
+        grouped: dict[str, list[str]] = {}
+        for row in found:
+            grouped.setdefault(row["doc_key"], []).append(str(row["id"]))
+        return grouped
 
     async def chunk_ids_by_document(self) -> dict[str, set[str]]:
         """Every stored chunk id, grouped by doc_key: a full scan, for verification

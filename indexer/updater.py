@@ -48,7 +48,7 @@ class ChunkStore(Protocol):
 
     async def fetch(self, ids: Sequence[str]) -> dict[str, ChunkRow]: ...
 
-    async def chunk_ids_of(self, doc_key: str) -> list[str]: ...
+    async def chunk_ids_of(self, doc_keys: Sequence[str]) -> dict[str, list[str]]: ...
 
     async def flush_if_due(self) -> None: ...
 
@@ -197,20 +197,24 @@ class IndexUpdater:
         """Bring the plans in line with what Milvus actually holds.
 
         A document without any version record (new, or its record was lost with
-        Redis's data) is deleted by the ids Milvus finds under its key (a filter
-        scan, rare), and reuses the stored rows of chunk ids Milvus already has: a
-        chunk id names the chunk's text, and a collection holds vectors of one
-        model only, so the stored vector is the one embedding would produce. A
-        document whose rows to rewrite are gone from Milvus (its data was lost or
-        restored) is re-planned from scratch: slower, but it converges."""
+        Redis's data) is deleted by the ids Milvus finds under its key, and a
+        reindexed one drops every row Milvus holds under its key that its plan
+        lacks (one filter scan for the batch; rare). Both reuse the stored rows of
+        chunk ids Milvus already has: a chunk id names the chunk's text, and a
+        collection holds vectors of one model only, so the stored vector is the
+        one embedding would produce. A document whose rows to rewrite are gone
+        from Milvus (its data was lost or restored) is re-planned from scratch:
+        slower, but it converges."""
         unrecorded = {p.event.key for p in plans if p.event.key not in records}
-        adoptable = unrecorded | {p.event.key for p in plans if is_reindex(p.event)}
-        plans = [
-            replace(p, stale_ids=tuple(await self._store.chunk_ids_of(p.event.key)))
-            if p.decision == "delete" and p.event.key in unrecorded
-            else p
+        reindexed = {p.event.key for p in plans if is_reindex(p.event) and p.decision != "stale"}
+        adoptable = unrecorded | reindexed
+        scanned = [
+            p.event.key
             for p in plans
+            if p.event.key in reindexed or (p.decision == "delete" and p.event.key in unrecorded)
         ]
+        found = await self._store.chunk_ids_of(scanned)
+        plans = [_drop_unplanned(p, found.get(p.event.key, [])) for p in plans]
         wanted = [c.id for p in plans for c in p.with_action("rewrite")]
         wanted += [c.id for p in plans if p.event.key in adoptable for c in p.with_action("embed")]
         stored = await self._store.fetch(wanted) if wanted else {}
@@ -314,3 +318,11 @@ def _adopt(plan: DocumentPlan, stored: Mapping[str, ChunkRow]) -> DocumentPlan:
         for chunk in plan.chunks
     )
     return replace(plan, chunks=chunks)
+
+
+def _drop_unplanned(plan: DocumentPlan, stored_ids: Sequence[str]) -> DocumentPlan:
+    """*plan* also deleting the stored chunk ids (found in Milvus under its document)
+    that it does not plan to keep."""
+    planned = {chunk.id for chunk in plan.chunks}
+    extra = [cid for cid in stored_ids if cid not in planned]
+    return replace(plan, stale_ids=tuple(dict.fromkeys([*plan.stale_ids, *extra])))

@@ -92,3 +92,19 @@ async def test_a_reindex_older_than_the_indexed_version_changes_nothing(index: I
 
     assert outcome.counts["documents_indexed"] == 0
     assert await index.texts() == ["new text"]
+
+
+async def test_a_reindex_removes_rows_of_its_document_that_no_record_lists(
+    index: Index,
+) -> None:
+    await index.apply([created("one\n\ntwo", 10)])
+    rows = await index.rows()
+    stray = replace(rows[0], id="stray-row-of-d1", text="left by a restore")
+    await index.store.upsert([stray])  # a row of d1 its version record does not list
+    await index.apply([deleted(20)])
+    await index.store.upsert(rows)  # a restore brings the deleted document's rows back
+    await index.store.flush()
+
+    await index.apply([replace(deleted(30), event_id="reindex:j1:30:app.docs:d1")])
+
+    assert await index.rows() == []
