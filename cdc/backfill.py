@@ -133,17 +133,25 @@ class Backfill:
     ) -> BackfillJob | None:
         """Once the scan's events are indexed, delete every indexed document of the
         job's collections that the scan did not see (its version record is older than
-        *before*, or gone). The deletes carry *before* as version: a document
-        written again since has a later version and stays. None when stopped."""
+        *before*, or gone), and every indexed document of a collection of the
+        database that no longer exists (dropped while the history was lost). The
+        deletes carry *before* as version: a document written again since has a
+        later version and stays. None when stopped."""
         if self._indexed is None:
             raise ValueError("a sweeping backfill needs the indexed documents")
         while await self._queue.bulk_backlog() > 0:
             await sleep_unless(stop, 0.2)
             if stop.is_set():
                 return None
-        namespaces = {f"{self._database}.{name}" for name in job.collections}
         stored = await self._indexed.documents()
-        candidates = [(key, place) for key, place in stored.items() if place[0] in namespaces]
+        prefix = f"{self._database}."
+        existing = set(await self._client[self._database].list_collection_names())
+        swept = {prefix + name for name in job.collections} | {
+            namespace
+            for namespace, _ in stored.values()
+            if namespace.startswith(prefix) and namespace[len(prefix) :] not in existing
+        }
+        candidates = [(key, place) for key, place in stored.items() if place[0] in swept]
         for start in range(0, len(candidates), self._chunk):
             raise_if_cancelling()
             part = candidates[start : start + self._chunk]

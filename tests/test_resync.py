@@ -18,6 +18,7 @@ from checkpoints.audit import AuditLog
 from checkpoints.backfills import BackfillStore
 from checkpoints.queue import EventQueue
 from checkpoints.stats import Stats
+from indexer.store import ChunkRow
 from mongosim import ThreadedMongoSim
 from sidecar.app import Sidecar
 from sidecar.resync import Resync
@@ -63,6 +64,13 @@ async def test_lost_history_is_resynchronised_by_the_running_service(
         await articles.delete_one({"_id": 3})
         await articles.update_one({"_id": 5}, {"$set": {"title": "rewritten while down"}})
         await articles.insert_one({"_id": 10, "title": "created while down"})
+        # A collection dropped while down (its vectors, planted here, must go too).
+        dropped = ChunkRow(
+            id="dropped-1", doc_key=f"{DATABASE}.dropped/x", namespace=f"{DATABASE}.dropped",
+            document_id="x", chunk_index=0, text="gone", vector=[0.5] * embedder.dimension,
+            updated_at=0, metadata={},
+        )
+        await sidecar.store.upsert([dropped])
         sim.truncate_oplog()
         embedded_before = embedder.counter.texts
 
@@ -98,7 +106,7 @@ async def test_lost_history_is_resynchronised_by_the_running_service(
         # Only the changed and new documents were embedded again.
         assert embedder.counter.texts - embedded_before == 3
         job = await store.load()
-        assert job is not None and (job.reason, job.swept, job.queued) == ("history lost", 1, 10)
+        assert job is not None and (job.reason, job.swept, job.queued) == ("history lost", 2, 10)
         audit = [entry.command for entry in await AuditLog(redis_client, sidecar.keys).recent()]
         assert audit[:2] == ["checkpoint reset --to-now (history lost)", "resync (history lost)"]
         counters = await Stats(redis_client, sidecar.keys).read()
