@@ -25,7 +25,7 @@ from core.events import (
 from indexer.handlers import Outcome
 from indexer.plan import chunk_id
 from indexer.store import ChunkRow, VectorStore
-from indexer.updater import IndexUpdater
+from indexer.updater import IndexUpdater, RememberedChunks
 from tests.embedders import HashEmbedder
 
 NAMESPACE = "app.docs"
@@ -509,3 +509,44 @@ async def test_a_stale_change_does_not_stop_the_batchs_other_documents(index: In
 async def test_an_empty_batch_changes_nothing(index: Index) -> None:
     outcome = await index.updater.handle_batch([])
     assert (outcome.versions, outcome.last_applied, dict(outcome.counts)) == ({}, None, {})
+
+
+async def test_a_document_whose_record_was_lost_gets_its_new_metadata_on_its_stored_rows(
+    index: Index, redis_client: aioredis.Redis, pipeline_name: str
+) -> None:
+    await index.apply([created("one\n\ntwo", 10, lang="en")])
+    embedded = index.embedded
+    await redis_client.delete(Keys(pipeline_name).version(KEY))
+
+    await index.apply([created("one\n\ntwo", 20, lang="fr")])
+
+    assert index.embedded == embedded
+    assert [(r.text, r.metadata["lang"]) for r in await index.rows()] == [
+        ("one", "fr"),
+        ("two", "fr"),
+    ]
+
+
+async def test_a_reindex_of_changed_text_embeds_the_new_chunk_and_drops_the_old(
+    index: Index,
+) -> None:
+    await index.apply([created("one\n\ntwo", 10)])
+
+    await index.apply([replace(created("one\n\nthree", 30), event_id="reindex:j1:30:app.docs:d1")])
+
+    assert await index.texts() == ["one", "three"]
+
+
+def test_remembered_chunks_forget_the_oldest_text_past_their_size() -> None:
+    seen: list[str] = []
+
+    class Recording(Paragraphs):
+        def __call__(self, text: str) -> list[str]:
+            seen.append(text)
+            return super().__call__(text)
+
+    remembered = RememberedChunks(Recording(), size=2)
+    for text in ["a", "b", "a", "c", "a", "b"]:
+        assert remembered(text) == [text]
+
+    assert seen == ["a", "b", "c", "b"]
