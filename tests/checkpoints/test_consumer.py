@@ -14,6 +14,8 @@ from checkpoints.queue import EventQueue
 from checkpoints.stats import Stats
 from checkpoints.versions import VersionRecord, VersionStore
 from core.events import DocumentCreatedEvent, DocumentEvent
+from tests.conftest import REDIS_URL
+from tests.waiting import eventually
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 
@@ -230,7 +232,10 @@ async def test_dead_letter_moves_the_entry_with_its_error(
     [(_, dead)] = await redis_client.xrange(keys.dead)
     assert dead[b"event"] == first.raw["event"] and dead[b"key"] == first.raw["key"]
     assert (dead[b"error"], dead[b"deliveries"], dead[b"entry_id"]) == (
-        b"oversize document", b"1", first.entry_id.encode())
+        b"oversize document",
+        b"1",
+        first.entry_id.encode(),
+    )
     assert datetime.fromisoformat(dead[b"failed_at"].decode()).tzinfo is not None
     assert (await Stats(redis_client, keys).read())["dead_lettered"] == 1
 
@@ -311,3 +316,27 @@ async def test_a_lease_holder_takes_over_a_dead_replicas_entries_before_new_ones
     assert [e.event for e in then] == [created(3)]
     owners = await redis_client.xpending_range(keys.events, keys.group, "-", "+", 10)
     assert {row["consumer"] for row in owners} == {b"replica-1"}
+
+
+async def test_a_read_on_an_empty_queue_waits_for_new_entries_up_to_count(
+    redis_client: aioredis.Redis,
+    keys: Keys,
+    produce: Callable[[list[DocumentEvent]], Awaitable[None]],
+) -> None:
+    name = f"reader-{keys.pipeline}"
+    own = aioredis.Redis.from_url(REDIS_URL, client_name=name)
+    try:
+        reader = await started(own, keys, "c1")
+        waiting = asyncio.create_task(reader.read(2, block_ms=30_000))
+
+        async def blocked() -> bool:
+            clients = await redis_client.client_list()
+            return any(c.get("name") == name and c.get("cmd") == "xreadgroup" for c in clients)
+
+        await eventually(blocked, within=10, what="the read to block in XREADGROUP")
+        await produce([created(1), created(2), created(3)])
+
+        entries = await asyncio.wait_for(waiting, 10)
+    finally:
+        await own.aclose()
+    assert [e.event for e in entries] == [created(1), created(2)]
