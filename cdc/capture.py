@@ -46,7 +46,6 @@ class _Batch:
     token: Mapping[str, Any] | None
     events: list[DocumentEvent] = field(default_factory=list)
     filtered: int = 0
-    changes: int = 0
     cluster_time: int | None = None
     invalidated_by: Mapping[str, Any] | None = None
 
@@ -194,7 +193,6 @@ class Capture:
             if change is None:
                 batch.token = stream.resume_token
                 break
-            batch.changes += 1
             result = await self._map(change)
             if isinstance(result, CollectionChange) and self._collection_changed(result):
                 # The server refuses to resume after an invalidate: the batch

@@ -65,7 +65,6 @@ class RememberedChunks:
 
     def __init__(self, chunker: Chunking, size: int = 256) -> None:
         self._split = functools.lru_cache(maxsize=size)(lambda text: tuple(chunker(text)))
-        self.fingerprint = chunker.fingerprint
 
     def __call__(self, text: str) -> list[str]:
         return list(self._split(text))
@@ -151,26 +150,19 @@ class IndexUpdater:
 
     def _plan(self, event: DocumentEvent, record: VersionRecord | None) -> DocumentPlan:
         """The plan of *event* against *record*. A reindex does not trust the record
-        (Milvus may have lost rows it lists): it plans from scratch, still behind the
-        version guard, and deletes the recorded chunks the new plan lacks."""
-        if is_reindex(event) and record is not None:
-            guarded = plan_document(
-                event, record, chunker=self._chunker, pipeline_fingerprint=self._fingerprint,
-                version_guard=self._version_guard,
-            )
-            if guarded.decision == "stale":
-                return guarded
-            fresh = self._plan(event, None)
-            keep = {chunk.id for chunk in fresh.chunks}
-            indexed = () if record.deleted else record.chunk_ids
-            return replace(fresh, stale_ids=tuple(cid for cid in indexed if cid not in keep))
-        return plan_document(
+        (Milvus may have lost rows it lists, or hold rows it does not): behind the
+        version guard it plans from scratch, and _heal_missing_rows deletes the rows
+        Milvus holds under the document that the plan lacks."""
+        guarded = plan_document(
             event,
             record,
             chunker=self._chunker,
             pipeline_fingerprint=self._fingerprint,
             version_guard=self._version_guard,
         )
+        if is_reindex(event) and record is not None and guarded.decision != "stale":
+            return self._plan(event, None)
+        return guarded
 
     def _leftovers(
         self,

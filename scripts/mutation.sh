@@ -9,7 +9,8 @@
 # Core modules: checkpoints/*.py, cdc/capture.py, cdc/mapping.py, indexer/plan.py,
 # indexer/updater.py, indexer/scheduler.py (a file without a function is skipped: mutmut
 # only mutates code inside functions). Tests: `pytest -m "not model"` over tests/cdc,
-# tests/checkpoints, tests/indexer, tests/core and tests/test_*.py (whichever exist), less
+# tests/checkpoints, tests/indexer, tests/core, tests/operations (the only tests of the
+# audit log, requests, dead letters, pause and backfill jobs) and tests/test_*.py, less
 # tests/test_command_line.py (runs main.py in a child process, where mutmut's instrumented
 # code cannot run) and, unless MUTATION_TESTS names it, the ~23 s tests/test_outages.py.
 #
@@ -35,13 +36,13 @@
 # 6-8 s), so a mutant that hangs a test fails it in 15 s at most. mutmut also stops a worker
 # after 4 x (its tests' clean time + 10 s) and reports that mutant as "timeout".
 #
-# Time on the 2-core machine (2,099 mutants, Nov 2026): about 2 h for all core modules in
-# one run (module times summed: capture 29 min, scheduler 22, consumer 19, mapping 16, the
-# other checkpoints 1-7 each, plan and updater 3-4 each; measured with other runs sharing the
-# CPUs), plus ~1 min for mutmut's first pass over the tests. Each module's time is in the
+# Time on the 2-core machine (2,698 mutants, Nov 2026, one worker per run, two runs
+# sharing the CPUs): capture about 60 min with its own tests, scheduler 20, updater 12-14,
+# plan 10, consumer 5-10, mapping 3, the other checkpoints modules 1-6 each; a full run of
+# every core module with every fast test takes a few hours. Each module's time is in the
 # report. Faster: pass only the module you work on, and point MUTATION_TESTS at its own tests,
 # e.g. MUTATION_TESTS="tests/cdc/test_mapping.py tests/cdc/test_filter_semantics.py" for
-# cdc/mapping.py (1 min instead of 16: the capture tests that also reach it are slow).
+# cdc/mapping.py, MUTATION_TESTS="tests/checkpoints tests/operations" for checkpoints.
 #
 # Environment: MUTATION_TESTS (test paths, space separated), MUTATION_JOBS (default: cores),
 # MUTATION_TEST_TIMEOUT (default 15), MUTATION_WORKDIR (default /tmp/cdc-mutation),
@@ -100,7 +101,14 @@ CORE = [
     "indexer/updater.py",
     "indexer/scheduler.py",
 ]
-FAST_TESTS = ["tests/cdc", "tests/checkpoints", "tests/indexer", "tests/core", "tests/test_*.py"]
+FAST_TESTS = [
+    "tests/cdc",
+    "tests/checkpoints",
+    "tests/indexer",
+    "tests/core",
+    "tests/operations",
+    "tests/test_*.py",
+]
 # Runs main.py in a child process: mutmut's instrumented code cannot run there (it looks for
 # its config in the child's working directory and fails), and a child's code is not measured.
 NOT_UNDER_MUTMUT = ["tests/test_command_line.py"]

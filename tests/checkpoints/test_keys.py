@@ -48,3 +48,16 @@ def test_a_bad_pipeline_name_says_what_is_allowed() -> None:
     allowed = r"must be non-empty and use only \[A-Za-z0-9_.-\]"
     with pytest.raises(ConfigurationError, match=allowed):
         Keys("a b")
+
+
+def test_the_operator_keys_have_fixed_names_under_the_pipeline_prefix() -> None:
+    """Key names are stored data: renaming one orphans what an older version wrote."""
+    keys = Keys("p")
+    assert (keys.bulk, keys.audit, keys.paused, keys.backfill, keys.requests) == (
+        "cdc:p:events:bulk",
+        "cdc:p:audit",
+        "cdc:p:paused",
+        "cdc:p:backfill",
+        "cdc:p:requests",
+    )
+    assert keys.reply("r1") == "cdc:p:reply:r1"

@@ -102,3 +102,11 @@ async def test_resets_with_a_stale_fence_change_nothing(
     assert await AuditLog(redis_client, keys).recent() == [audit("kept")]
     loaded = await store.load()
     assert loaded is not None and loaded.token == {"_data": "kept"}
+
+
+def test_a_checkpoint_is_stored_as_compact_json() -> None:
+    checkpoint = Checkpoint({"_data": "82AA"}, 42, None, datetime(2026, 1, 2, tzinfo=UTC))
+    assert checkpoint.to_json() == (
+        '{"token":{"_data":"82AA"},"cluster_time":42,'
+        '"start_at_operation_time":null,"saved_at":"2026-01-02T00:00:00+00:00"}'
+    )
