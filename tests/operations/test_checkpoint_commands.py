@@ -22,7 +22,7 @@ from checkpoints.lease import Lease
 from checkpoints.requests import Request, RequestChannel
 from checkpoints.tokens import Checkpoint, ResumeTokenStore, unpack_timestamp
 from core.errors import InvalidRequest, NoAnswer, SidecarError
-from operations import positions
+from operations import control, positions
 from operations.context import Context
 from operations.control import perform, serve_requests
 from operations.positions import ResetTarget
@@ -305,15 +305,18 @@ async def test_a_reset_is_refused_during_the_first_scan_and_after_its_deadline(
     ]
 
 
-async def test_without_a_service_an_unreachable_mongodb_is_one_clear_error(
-    redis_client: aioredis.Redis, pipeline_name: str
+async def test_without_a_service_an_outage_is_one_clear_error(
+    redis_client: aioredis.Redis, pipeline_name: str, sim: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     keys = Keys(pipeline_name)
-    unreachable = "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=300"
 
-    clear = r"MongoDB or Redis did not answer .* nothing was changed"
+    async def unreachable(context: Context, request: Request) -> dict[str, Any]:
+        raise ConnectionError("MongoDB is down")
+
+    monkeypatch.setattr(control, "carry_out", unreachable)
+    clear = r"MongoDB or Redis did not answer \(MongoDB is down\); nothing was changed"
     with pytest.raises(SidecarError, match=clear):
-        await perform(redis_client, keys, unreachable, SCOPE, "checkpoint reset",
+        await perform(redis_client, keys, sim.uri, SCOPE, "checkpoint reset",
                       target(to_now=True).args())
 
     assert await Lease(redis_client, keys, owner="probe").holder() is None
