@@ -14,6 +14,8 @@ from core.errors import SidecarError
 from sidecar.cli_support import fail, run_command, settings_or_exit
 from sidecar.settings import Settings
 
+JSON_OPTION = typer.Option("--json", help="Print one JSON document.")
+
 checkpoint_cli = typer.Typer(
     help="See or move the change stream position (works whether the service runs or not).",
     no_args_is_help=True,
@@ -22,7 +24,7 @@ checkpoint_cli = typer.Typer(
 
 @checkpoint_cli.command("show")
 def checkpoint_show(
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    as_json: Annotated[bool, JSON_OPTION] = False,
 ) -> None:
     """Show the saved position, who holds the lease, and the latest operator commands."""
     settings = settings_or_exit()
@@ -70,7 +72,7 @@ def checkpoint_reset(
             "--rescan", help="No position: scan every watched collection, then stream on."
         ),
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    as_json: Annotated[bool, JSON_OPTION] = False,
 ) -> None:
     """Move the position. A running service carries it out within about a second
     (capture stops, the position moves, capture starts again from it); with none
@@ -105,7 +107,7 @@ def backfill(
     follow: Annotated[
         bool, typer.Option("--follow", help="Show progress until the backfill is indexed.")
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    as_json: Annotated[bool, JSON_OPTION] = False,
 ) -> None:
     """Queue watched documents again, in _id order, beside the live stream (live changes
     go first). Resumes after a restart; unchanged documents embed nothing."""
@@ -124,7 +126,7 @@ def reindex(
     follow: Annotated[
         bool, typer.Option("--follow", help="Show progress until it is indexed.")
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    as_json: Annotated[bool, JSON_OPTION] = False,
 ) -> None:
     """Bring documents' vectors in line with MongoDB without trusting what Redis says is
     indexed: rows Milvus lost are written again (from stored vectors where it has
@@ -188,7 +190,7 @@ def _follow_backfill(settings: Settings, job_id: str) -> None:
 
 def pause(
     reason: Annotated[str, typer.Option(help="Why, for whoever reads `status`.")] = "",
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    as_json: Annotated[bool, JSON_OPTION] = False,
 ) -> None:
     """Stop indexing until `resume` (also across restarts): batches in flight finish,
     nothing new is read; capture goes on until the queue's limit
@@ -197,7 +199,7 @@ def pause(
 
 
 def resume(
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    as_json: Annotated[bool, JSON_OPTION] = False,
 ) -> None:
     """Let indexing go on after `pause`."""
     _simple_command("resume", {}, as_json)
@@ -218,7 +220,6 @@ dlq_cli = typer.Typer(
     help="List, show, replay or purge dead letters (works whether the service runs or not).",
     no_args_is_help=True,
 )
-JSON_OPTION = typer.Option("--json", help="Print one JSON document.")
 
 
 @dlq_cli.command("list")
