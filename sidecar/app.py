@@ -108,7 +108,9 @@ class Sidecar:
         self.mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
             settings.mongo_uri, tz_aware=True
         )
-        self.lease = Lease(redis, self.keys, owner=f"{replica_name()}-{os.getpid()}")
+        self.lease = Lease(
+            redis, self.keys, owner=f"{replica_name()}-{os.getpid()}", ttl=settings.lease_ttl
+        )
         self.queue = EventQueue(redis, self.keys)
         self.tokens = ResumeTokenStore(redis, self.keys)
         self.stats = Stats(redis, self.keys)

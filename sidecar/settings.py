@@ -101,6 +101,7 @@ class Settings(BaseSettings):
     index_version_ttl: int = Field(default=86400 * 30, ge=60)
     backfill_chunk: int = Field(default=200, ge=1, le=10_000)
     backfill_max_queued: int = Field(default=1000, ge=1)
+    lease_ttl: float = Field(default=15.0, ge=1, le=300)
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

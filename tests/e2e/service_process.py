@@ -43,6 +43,7 @@ def service_environment(settings: Settings) -> dict[str, str]:
         "CDC_ON_HISTORY_LOST": settings.on_history_lost,
         "CDC_BACKFILL_CHUNK": str(settings.backfill_chunk),
         "CDC_BACKFILL_MAX_QUEUED": str(settings.backfill_max_queued),
+        "CDC_LEASE_TTL": str(settings.lease_ttl),
     }
     return env
 

@@ -59,7 +59,8 @@ async def test_sigkill_during_a_batch_then_restart_converges(
     embedder: CountingEmbedder,
     tmp_path: Path,
 ) -> None:
-    settings = make_settings()
+    # A short lease: the restart takes over from the killed process within seconds.
+    settings = make_settings(lease_ttl=5)
     keys = Keys(settings.pipeline)
     stats = Stats(redis_client, keys)
     total = 40
