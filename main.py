@@ -121,6 +121,8 @@ for command in (
     operator_cli.reindex,
     operator_cli.pause,
     operator_cli.resume,
+    operator_cli.explain,
+    operator_cli.check,
 ):
     cli.command()(command)
 

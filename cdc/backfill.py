@@ -29,12 +29,12 @@ from cdc.capture import Fence
 from cdc.fields import document_id
 from cdc.mapping import ChangeMapper, ChangeOrigin
 from cdc.namespaces import Document
+from cdc.positions import cluster_time
 from checkpoints.backfills import BackfillJob
 from checkpoints.keys import Keys
 from checkpoints.queue import EventQueue, JobReplaced
-from checkpoints.tokens import pack_timestamp
 from checkpoints.versions import VersionRecord
-from core.errors import ConfigurationError, DocumentRejected
+from core.errors import DocumentRejected
 from core.events import REINDEX_PREFIX, DocumentDeletedEvent, DocumentEvent
 from core.retry import raise_if_cancelling, sleep_unless
 
@@ -229,14 +229,8 @@ class Backfill:
         """The cluster's time now, read in *session* before the session's reads: what
         they read is at least as new (causal consistency), so events carrying it as
         version never outrank a change the reads missed, and a change they saw but
-        that the stream delivers later applies again harmlessly (same state or newer).
-        Raises ConfigurationError when the server reports no time (not a replica set)."""
-        await self._client[self._database].command("ping", session=session)
-        if session.operation_time is None:
-            raise ConfigurationError(
-                "the server reported no operationTime for a read: is it a replica set?"
-            )
-        return pack_timestamp(session.operation_time)
+        that the stream delivers later applies again harmlessly (same state or newer)."""
+        return await cluster_time(self._client, self._database, session)
 
     def _query(self, job: BackfillJob, collection: str) -> dict[str, Any]:
         parts: list[Mapping[str, Any]] = [self._mapper.filter]

@@ -261,6 +261,28 @@ def document_id(value: Any) -> str:
     return "$ejson:" + json_util.dumps({"_id": value}, json_options=_ID_JSON)
 
 
+def id_value(key: str) -> Any:
+    """The ``_id`` value that :func:`document_id` named *key* (a non-integral number
+    comes back as a double when its text round-trips as one, else as a Decimal128:
+    MongoDB matches equal numbers across types)."""
+    if key.startswith("$str:"):
+        return key[len("$str:") :]
+    if key.startswith("$num:"):
+        text = key[len("$num:") :]
+        if re.fullmatch(r"-?\d+", text):
+            return int(text)
+        try:
+            number = float(text)
+        except ValueError:
+            return Decimal128(text)
+        return number if repr(number) == text else Decimal128(text)
+    if key.startswith("$ejson:"):
+        return json_util.loads(key[len("$ejson:") :], json_options=_ID_JSON)["_id"]
+    if _OBJECT_ID_HEX.fullmatch(key):
+        return ObjectId(key)
+    return key
+
+
 def _canonical_number(value: int | float | Decimal128) -> str:
     if isinstance(value, int):
         return str(int(value))

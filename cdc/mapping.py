@@ -120,7 +120,7 @@ class ChangeMapper:
             return DocumentDeletedEvent(**_fields(origin), metadata={"reason": "filtered_out"})
         if operation == "insert":
             return self.created(document, origin)
-        content, metadata = self._content(document)
+        content, metadata = self.content(document)
         return DocumentUpdatedEvent(
             **_fields(origin),
             content=content,
@@ -133,7 +133,7 @@ class ChangeMapper:
         """The event that indexes *document* as it is now (an insert or a snapshot scan).
 
         Raises DocumentRejected as the mapper does."""
-        content, metadata = self._content(document)
+        content, metadata = self.content(document)
         return DocumentCreatedEvent(
             **_fields(origin),
             content=content,
@@ -142,7 +142,7 @@ class ChangeMapper:
             metadata=metadata,
         )
 
-    def _content(self, document: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    def content(self, document: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
         """The document's indexed text within the limit, and its metadata (marked
         with the full length when the text was cut)."""
         text, metadata = self._text(document), self._metadata(document)

@@ -101,6 +101,23 @@ class StreamPosition:
         )
 
 
+async def cluster_time(
+    client: AsyncMongoClient[Document], database: str, session: AsyncClientSession | None = None
+) -> int:
+    """The cluster's time now (packed), from a ping's operationTime. Read in a causally
+    consistent *session* before the session's reads, what they read is at least as new.
+    Raises ConfigurationError when the server reports no time (not a replica set)."""
+    if session is None:
+        async with client.start_session(causal_consistency=True) as own:
+            return await cluster_time(client, database, own)
+    await client[database].command("ping", session=session)
+    if session.operation_time is None:
+        raise ConfigurationError(
+            "the server reported no operationTime for a read: is it a replica set?"
+        )
+    return pack_timestamp(session.operation_time)
+
+
 async def current_position(
     client: AsyncMongoClient[Document],
     scope: WatchScope,

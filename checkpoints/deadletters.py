@@ -136,6 +136,15 @@ class DeadLetters:
             after = page[-1].id
         return found
 
+    async def of_document(self, doc_key: str) -> list[DeadLetter]:
+        """The dead letters about *doc_key*, oldest first (a scan of the stream)."""
+        found: list[DeadLetter] = []
+        after: str | None = None
+        while page := await self.page(CHUNK, after):
+            found += [letter for letter in page if letter.doc_key == doc_key]
+            after = page[-1].id
+        return found
+
     async def replay(self, entry_ids: Sequence[str], *, fence: int) -> Moved:
         """Queue the events of *entry_ids* again (the indexer applies them as new
         deliveries) and remove them from the dead-letter stream."""

@@ -10,6 +10,7 @@ from redis.typing import EncodableT
 
 from checkpoints.keys import Keys
 from checkpoints.lua import FENCE_CHECK, LuaScript, raise_unless_fenced
+from checkpoints.stats import StreamEntry, as_text
 from checkpoints.tokens import Checkpoint
 from core.errors import SidecarError
 from core.events import DocumentEvent
@@ -41,6 +42,9 @@ end
 return 1
 """
 )
+
+
+_SCAN_PAGE = 1000
 
 
 class JobReplaced(SidecarError):
@@ -130,3 +134,24 @@ class EventQueue:
     async def bulk_backlog(self) -> int:
         """Bulk-lane entries (backfill, reindex) queued and not yet acknowledged."""
         return int(await self._redis.xlen(self._keys.bulk))
+
+    async def entries_of(self, doc_key: str) -> list[dict[str, str]]:
+        """The queued entries (both lanes, not yet acknowledged) about *doc_key*, oldest
+        first per lane: ``{"lane", "id", "event"}``. A scan of both streams, whose
+        length the backpressure and backfill limits bound."""
+        found: list[dict[str, str]] = []
+        for lane, stream in (("live", self._keys.events), ("bulk", self._keys.bulk)):
+            start = "-"
+            while True:
+                rows: list[StreamEntry] = await self._redis.xrange(  # type: ignore[assignment]
+                    stream, min=start, count=_SCAN_PAGE
+                )
+                if not rows:
+                    break
+                for entry_id, fields in rows:
+                    text = {as_text(k): as_text(v) for k, v in (fields or {}).items()}
+                    if text.get("key") == doc_key:
+                        entry = {"lane": lane, "id": as_text(entry_id), "event": text["event"]}
+                        found.append(entry)
+                start = f"({as_text(rows[-1][0])}"
+        return found

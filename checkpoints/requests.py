@@ -64,10 +64,12 @@ class RequestChannel:
     async def submit(self, request: Request) -> None:
         await self._redis.xadd(self._keys.requests, {"request": request.to_json()})
 
-    async def wait_answer(self, request: Request) -> dict[str, Any] | None:
-        """The holder's answer, or None when none came before the request's deadline
-        (plus a second for the answer to travel)."""
-        timeout = max(1.0, request.deadline - time.time() + 1.0)
+    async def wait_answer(
+        self, request: Request, seconds: float | None = None
+    ) -> dict[str, Any] | None:
+        """The holder's answer, or None when none came within *seconds* (by
+        default: before the request's deadline, plus a second for the answer to travel)."""
+        timeout = seconds if seconds is not None else max(1.0, request.deadline - time.time() + 1.0)
         reply = await self._redis.blpop([self._keys.reply(request.id)], timeout=timeout)
         if reply is None:
             return None

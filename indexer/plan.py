@@ -26,6 +26,12 @@ def chunk_id(doc_key: str, text: str, occurrence: int) -> str:
     return digest[:32]
 
 
+def pipeline_fingerprint(embedder: str, chunker: str) -> str:
+    """What content hashes are built on: the embedder's and the chunker's identity, so
+    that a change of either makes every document's chunks planned again."""
+    return f"{embedder}|{chunker}"
+
+
 def content_hash(text: str, pipeline_fingerprint: str) -> str:
     return hashlib.sha256(f"{pipeline_fingerprint}\x00{text}".encode()).hexdigest()
 

@@ -117,6 +117,9 @@ class IndexScheduler:
         self._drain_seconds = drain_seconds
         self._paused = paused
         self._was_paused = False
+        self.reading_paused = asyncio.Event()
+        """Set while the pause is in force and no read is outstanding: an entry queued
+        from then on is not read until the pause ends."""
         self._locks = DocumentLocks()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -179,6 +182,10 @@ class IndexScheduler:
         if paused != self._was_paused:
             log.warning("indexing_paused" if paused else "indexing_resumed")
             self._was_paused = paused
+        if paused:
+            self.reading_paused.set()
+        else:
+            self.reading_paused.clear()
         return paused
 
     async def _process(self, entries: list[QueueEntry], stop: asyncio.Event) -> None:

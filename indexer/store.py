@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -281,23 +282,53 @@ class VectorStore:
         return {row["doc_key"]: (row["namespace"], row["document_id"]) for row in rows}
 
     async def _scan_all(self, fields: list[str]) -> list[dict[str, Any]]:
-        """*fields* of every stored row. Milvus caps one query at _SCAN_LIMIT rows and
-        Milvus Lite has no query iterator, so the scan splits the id space by hex
-        prefix until every part fits."""
+        return [row async for page in self.pages(fields) for row in page]
+
+    async def pages(
+        self, fields: list[str], *, prefix: str = ""
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """*fields* of every stored row whose id starts with *prefix*, a page at a time
+        (at most _SCAN_LIMIT rows each, so a caller holds one page in memory). Milvus
+        caps one query at _SCAN_LIMIT rows and Milvus Lite has no query iterator, so
+        the scan splits the id space by hex prefix until every part fits.
+        Raises VectorStoreUnavailable."""
         client = self._require()
 
-        def scan(prefix: str) -> list[dict[str, Any]]:
+        def query(part: str) -> list[dict[str, Any]]:
             rows: list[dict[str, Any]] = client.query(
                 self._collection,
-                filter=f"id like {_literal(prefix + '%')}" if prefix else "",
+                filter=f"id like {_literal(part + '%')}" if part else "",
                 output_fields=fields,
                 limit=_SCAN_LIMIT,
             )
-            if len(rows) < _SCAN_LIMIT:
-                return rows
-            return [row for digit in "0123456789abcdef" for row in scan(prefix + digit)]
+            return rows
 
-        return await self._read(lambda: scan(""))
+        parts = [prefix]
+        while parts:
+            part = parts.pop()
+            rows = await self._read(partial(query, part))
+            if len(rows) == _SCAN_LIMIT:
+                parts += [part + digit for digit in reversed("0123456789abcdef")]
+            elif rows:
+                yield rows
+
+    async def existing(self, ids: Sequence[str]) -> set[str]:
+        """Which of *ids* are stored (primary-key lookups, cheap before a flush too).
+        Raises VectorStoreUnavailable."""
+        if not ids:
+            return set()
+        client = self._require()
+        unique = list(dict.fromkeys(ids))
+
+        def query() -> set[str]:
+            found: set[str] = set()
+            for start in range(0, len(unique), _PAGE):
+                page = unique[start : start + _PAGE]
+                rows = client.query(self._collection, ids=page, output_fields=["id"])
+                found.update(str(row["id"]) for row in rows)
+            return found
+
+        return await self._read(query)
 
     async def count(self) -> int:
         """Rows currently stored, flushed or not. Raises VectorStoreUnavailable."""

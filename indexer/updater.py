@@ -26,6 +26,7 @@ from indexer.plan import (
     DocumentPlan,
     PlannedChunk,
     leftover_ids,
+    pipeline_fingerprint,
     plan_document,
     rewrite_overwritten,
 )
@@ -107,7 +108,12 @@ class IndexUpdater:
         self._chunker = RememberedChunks(chunker)
         self._versions = versions
         self._version_guard = version_guard
-        self._fingerprint = f"{embedder.fingerprint}|{chunker.fingerprint}"
+        self._fingerprint = pipeline_fingerprint(embedder.fingerprint, chunker.fingerprint)
+
+    @property
+    def fingerprint(self) -> str:
+        """The pipeline fingerprint the content hashes of its version records use."""
+        return self._fingerprint
 
     def can_handle(self, event: DocumentEvent) -> bool:
         return True

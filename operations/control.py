@@ -31,8 +31,8 @@ from checkpoints.lease import Lease
 from checkpoints.requests import Request, RequestChannel
 from core.errors import LeaseLost, NoAnswer, SidecarError, describe_failure, is_outage
 from core.retry import Stopped, outlast
-from operations import backfills, deadletters, indexing, positions
-from operations.context import Context
+from operations import backfills, consistency, deadletters, indexing, inspection, positions
+from operations.context import Context, IndexOpener, no_index
 
 log = structlog.get_logger(__name__)
 
@@ -55,6 +55,8 @@ COMMANDS: dict[str, Handler] = {
     "reindex": backfills.reindex,
     "pause": indexing.pause,
     "resume": indexing.resume,
+    "explain": inspection.explain,
+    "check": consistency.check,
 }
 
 
@@ -94,7 +96,12 @@ async def carry_out(context: Context, request: Request) -> dict[str, Any]:
             raise
         status, message = describe_failure(error)
         return await _refuse(context, request, message, status)
-    log.info("operator_command_done", command=request.command, by=request.by, **result)
+    scalars = {
+        name: value
+        for name, value in result.items()
+        if isinstance(value, str | int | float | bool) and name not in ("command", "by")
+    }
+    log.info("operator_command_done", command=request.command, by=request.by, **scalars)
     return {"ok": True, "result": result}
 
 
@@ -106,32 +113,59 @@ async def _refuse(context: Context, request: Request, message: str, status: int)
     return {"ok": False, "error": message, "status": status}
 
 
+LONG_COMMANDS = frozenset({"check"})
+"""Commands that may run for minutes: the lease holder runs them beside its request
+loop (other commands go on meanwhile) and the requester waits for as long as the
+holder that took the request keeps its lease."""
+
+
 async def serve_requests(context: Context, stop: asyncio.Event, *, block: float = 0.5) -> None:
     """The lease holder's side: carry out requests as they come until *stop*, waiting
-    out Redis outages. Raises LeaseLost as carry_out does."""
+    out Redis outages; long commands run beside the loop and are cancelled at *stop*.
+    Raises LeaseLost as carry_out does."""
     channel = RequestChannel(context.redis, context.keys)
     after = "0"  # requests left by a previous holder are taken (or expire) too
     block_ms = max(1, round(block * 1000))
+    started: list[asyncio.Task[None]] = []
     try:
-        while not stop.is_set():
-            taken = await outlast(
-                partial(channel.take, after, block_ms), what="operator requests (Redis)", stop=stop
-            )
-            for entry_id, request in taken:
-                after = entry_id
-                if request is None:
-                    log.warning("operator_request_malformed", entry=entry_id)
-                    continue
-                answer = await outlast(
-                    partial(carry_out, context, request),
-                    what=f"operator command {request.command} (Redis or MongoDB)",
-                    stop=stop,
-                )
-                await outlast(
-                    partial(channel.answer, request, answer),
-                    what="operator answer (Redis)",
-                    stop=stop,
-                )
+        async with asyncio.TaskGroup() as long_running:
+            try:
+                while not stop.is_set():
+                    taken = await outlast(
+                        partial(channel.take, after, block_ms),
+                        what="operator requests (Redis)",
+                        stop=stop,
+                    )
+                    for entry_id, request in taken:
+                        after = entry_id
+                        if request is None:
+                            log.warning("operator_request_malformed", entry=entry_id)
+                        elif request.command in LONG_COMMANDS:
+                            started.append(
+                                long_running.create_task(_serve(context, channel, request, stop))
+                            )
+                        else:
+                            await _serve(context, channel, request, stop)
+            except Stopped:
+                pass
+            for task in started:
+                task.cancel()
+    except BaseExceptionGroup as group:
+        raise group.exceptions[0] from None
+
+
+async def _serve(
+    context: Context, channel: RequestChannel, request: Request, stop: asyncio.Event
+) -> None:
+    """Carry out one request and answer it (an outage is waited out; at *stop* the
+    request stays unanswered and its requester is told the service went away)."""
+    try:
+        answer = await outlast(
+            partial(carry_out, context, request),
+            what=f"operator command {request.command} (Redis or MongoDB)",
+            stop=stop,
+        )
+        await outlast(partial(channel.answer, request, answer), what="operator answer", stop=stop)
     except Stopped:
         return
 
@@ -144,11 +178,13 @@ async def perform(
     command: str,
     args: dict[str, Any],
     *,
+    index: IndexOpener = no_index,
     answer_seconds: float = ANSWER_SECONDS,
 ) -> dict[str, Any]:
     """Carry out *command* under the pipeline's lease and return its result: by the
-    running service when one holds the lease, else here. Raises SidecarError with
-    the reason when it failed, NoAnswer when the service did not answer in time."""
+    running service when one holds the lease, else here (opening the index with
+    *index* if the command needs it). Raises SidecarError with the reason when it
+    failed, NoAnswer when the service did not answer in time."""
     request = Request(command, args, requester(), time.time() + answer_seconds)
     lease = Lease(redis, keys, owner=f"command-{socket.gethostname()}-{os.getpid()}")
     try:
@@ -156,7 +192,9 @@ async def perform(
     except LeaseLost:
         answer = await _ask_holder(redis, keys, lease, request, answer_seconds)
     else:
-        answer = await _carry_out_here(redis, keys, mongo_uri, scope, lease, fence, request)
+        answer = await _carry_out_here(
+            redis, keys, mongo_uri, scope, lease, fence, request, index
+        )
     if not answer["ok"]:
         raise _Failed(answer["error"], int(answer.get("status", 2)))
     result: dict[str, Any] = answer["result"]
@@ -167,17 +205,29 @@ async def _ask_holder(
     redis: Redis, keys: Keys, lease: Lease, request: Request, answer_seconds: float
 ) -> dict[str, Any]:
     channel = RequestChannel(redis, keys)
+    holder = await lease.holder()
     await channel.submit(request)
     answer = await channel.wait_answer(request)
+    while answer is None and request.command in LONG_COMMANDS:
+        now_holding = await lease.holder()
+        if now_holding is None or now_holding != holder:
+            raise NoAnswer(
+                f"the service that held the lease stopped before it finished {request.command}: "
+                "run the command again"
+            )
+        answer = await channel.wait_answer(request, seconds=_HOLDER_CHECK_SECONDS)
     if answer is not None:
         return answer
-    holder = await lease.holder()
     who = "the service" if holder is None else f"the service {holder[0]} (lease since {holder[1]})"
     raise NoAnswer(
         f"{who} did not answer within {answer_seconds:g} s, "
         "so the command was not carried out: if that service was killed, its lease "
         "expires within 15 s; then run the command again"
     )
+
+
+_HOLDER_CHECK_SECONDS = 2.0
+"""How often a requester waiting for a long command checks that its holder still runs."""
 
 
 async def _carry_out_here(
@@ -188,6 +238,7 @@ async def _carry_out_here(
     lease: Lease,
     fence: int,
     request: Request,
+    index: IndexOpener,
 ) -> dict[str, Any]:
     log.info("operator_command_without_service", command=request.command, fence=fence)
     mongo: AsyncMongoClient[Document] = AsyncMongoClient(mongo_uri, tz_aware=True)
@@ -196,7 +247,8 @@ async def _carry_out_here(
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(lease.hold(stop))
             try:
-                return await carry_out(Context(redis, keys, fence, mongo, scope), request)
+                context = Context(redis, keys, fence, mongo, scope, index=index)
+                return await carry_out(context, request)
             finally:
                 stop.set()
     except BaseExceptionGroup as group:

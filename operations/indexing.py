@@ -11,6 +11,8 @@ from core.errors import InvalidRequest
 from operations.context import Context
 
 MAX_REASON = 500
+PAUSE_WAIT_SECONDS = 5.0
+"""How long `pause` waits for the indexer to stop reading before it answers."""
 
 
 async def pause(context: Context, args: dict[str, Any], by: str) -> dict[str, Any]:
@@ -23,10 +25,18 @@ async def pause(context: Context, args: dict[str, Any], by: str) -> dict[str, An
     entry = AuditEntry(datetime.now(UTC), command, by, "done", _state(before), "paused")
     await flag.pause(reason, fence=context.fence, audit=entry)
     note = " (it already was)" if before is not None else ""
+    stopped = await context.reads_paused(PAUSE_WAIT_SECONDS)
+    reads = (
+        "the indexer reads nothing new"
+        if stopped
+        else f"the indexer did not stop reading within {PAUSE_WAIT_SECONDS:g} s (an outage?): "
+        "it stops before its next read"
+    )
     return {
         "paused": True,
-        "message": f"indexing paused{note}: batches in flight finish, nothing new is "
-        "indexed until `cdc-sidecar resume`; capture goes on until the queue's limit",
+        "reads_stopped": stopped,
+        "message": f"indexing paused{note}: {reads}; batches in flight finish, nothing new "
+        "is indexed until `cdc-sidecar resume`; capture goes on until the queue's limit",
     }
 
 

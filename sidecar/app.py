@@ -10,7 +10,7 @@ import asyncio
 import os
 import socket
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, nullcontext
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -43,7 +43,7 @@ from indexer.handlers import Dispatcher, EventHandler
 from indexer.scheduler import IndexScheduler
 from indexer.store import VectorStore
 from indexer.updater import IndexUpdater
-from operations.context import Context
+from operations.context import Context, IndexView
 from operations.control import serve_requests
 from sidecar.capture_switch import CaptureSwitch
 from sidecar.preflight import preflight
@@ -74,6 +74,38 @@ def build_embedder(settings: Settings) -> SentenceTransformerEmbedder:
     )
 
 
+def build_store(settings: Settings, embedder: Embedder) -> VectorStore:
+    """The pipeline's Milvus collection, for vectors of *embedder* (started: loaded)."""
+    return VectorStore(
+        settings.milvus_uri,
+        settings.milvus_collection,
+        dimension=embedder.dimension,
+        fingerprint=embedder.fingerprint,
+        metadata_fields=settings.metadata_fields,
+        flush_rows=settings.milvus_flush_rows,
+        flush_interval=settings.milvus_flush_interval,
+    )
+
+
+def build_mapper(settings: Settings) -> ChangeMapper:
+    return ChangeMapper(
+        IndexedText(settings.text_fields),
+        MetadataFields(settings.metadata_fields),
+        UserField(settings.user_field),
+        settings.filter or None,
+        TextLimit(settings.max_text_chars, settings.oversize_text),
+    )
+
+
+def build_chunker(settings: Settings, embedder: Embedder) -> Chunker:
+    return Chunker(
+        settings.chunk_size,
+        settings.chunk_overlap,
+        count_tokens=embedder.count_tokens,
+        max_tokens=embedder.max_tokens,
+    )
+
+
 class Sidecar:
     """Capture and indexer of one pipeline, wired to Redis, MongoDB and Milvus.
 
@@ -96,15 +128,7 @@ class Sidecar:
         self.redis = redis
         self.embedder = embedder
         self.keys = Keys(settings.pipeline)
-        self.store = VectorStore(
-            settings.milvus_uri,
-            settings.milvus_collection,
-            dimension=embedder.dimension,
-            fingerprint=embedder.fingerprint,
-            metadata_fields=settings.metadata_fields,
-            flush_rows=settings.milvus_flush_rows,
-            flush_interval=settings.milvus_flush_interval,
-        )
+        self.store = build_store(settings, embedder)
         self.mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
             settings.mongo_uri, tz_aware=True
         )
@@ -114,19 +138,8 @@ class Sidecar:
         self.queue = EventQueue(redis, self.keys)
         self.tokens = ResumeTokenStore(redis, self.keys)
         self.stats = Stats(redis, self.keys)
-        self.mapper = ChangeMapper(
-            IndexedText(settings.text_fields),
-            MetadataFields(settings.metadata_fields),
-            UserField(settings.user_field),
-            settings.filter or None,
-            TextLimit(settings.max_text_chars, settings.oversize_text),
-        )
-        chunker = Chunker(
-            settings.chunk_size,
-            settings.chunk_overlap,
-            count_tokens=embedder.count_tokens,
-            max_tokens=embedder.max_tokens,
-        )
+        self.mapper = build_mapper(settings)
+        chunker = build_chunker(settings, embedder)
         self.versions = VersionStore(redis, self.keys, ttl_seconds=settings.index_version_ttl)
         self.updater = IndexUpdater(
             store=self.store,
@@ -141,6 +154,7 @@ class Sidecar:
         self._uncounted = 0
         self._capture_switch = CaptureSwitch()
         self._first_scan_running = False
+        self._reading_paused: asyncio.Event | None = None
         self._stack = AsyncExitStack()
 
     async def _count_embedded(self, texts: int) -> None:
@@ -182,7 +196,9 @@ class Sidecar:
                 tasks.create_task(serve_requests(self._context(fence), stop))
                 tasks.create_task(self._backfills(stop, fence))
                 if self.settings.index_auto_update:
-                    tasks.create_task(self._scheduler().run(stop))
+                    scheduler = self._scheduler()
+                    self._reading_paused = scheduler.reading_paused
+                    tasks.create_task(scheduler.run(stop))
         except BaseExceptionGroup as group:
             # The first task to fail cancelled the others: report its error as
             # itself, so the edge can map a SidecarError to its exit code.
@@ -210,7 +226,23 @@ class Sidecar:
             scope,
             self._capture_switch.paused,
             scanning=lambda: self._first_scan_running,
+            index=lambda: nullcontext(self.index_view()),
+            reads_paused=self._reads_paused,
         )
+
+    async def _reads_paused(self, seconds: float) -> bool:
+        """Whether the indexer stopped reading within *seconds* (True when none runs)."""
+        if self._reading_paused is None:
+            return True
+        try:
+            await asyncio.wait_for(self._reading_paused.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True
+
+    def index_view(self) -> IndexView:
+        """The service's own store, records and mapping, lent to operator commands."""
+        return IndexView(self.store, self.versions, self.mapper, self.updater.fingerprint)
 
     async def _backfills(self, stop: asyncio.Event, fence: int) -> None:
         """Run the pipeline's backfill job whenever one is running (one recorded by

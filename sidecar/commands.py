@@ -13,11 +13,14 @@ from cdc.namespaces import WatchScope
 from checkpoints.backfills import BackfillStore
 from checkpoints.keys import Keys
 from checkpoints.queue import EventQueue
+from checkpoints.versions import VersionStore
 from core.errors import RedisUnavailable, is_outage, redact
+from indexer.plan import pipeline_fingerprint
 from operations import deadletters, positions
 from operations.backfills import progress
+from operations.context import IndexView
 from operations.control import perform
-from sidecar.app import redis_for
+from sidecar.app import build_chunker, build_embedder, build_mapper, build_store, redis_for
 from sidecar.settings import Settings
 
 
@@ -52,7 +55,36 @@ async def command(settings: Settings, name: str, args: dict[str, Any]) -> dict[s
             WatchScope(settings.database, settings.collections),
             name,
             args,
+            index=lambda: open_index(settings, redis),
         )
+
+
+@asynccontextmanager
+async def open_index(settings: Settings, redis: Redis) -> AsyncIterator[IndexView]:
+    """The index as the service would open it, for a command run with no service: the
+    model is loaded for its fingerprint (content hashes are built on it) and the
+    Milvus collection is opened (and checked against it)."""
+    embedder = build_embedder(settings)
+    await embedder.start()
+    try:
+        store = build_store(settings, embedder)
+        await store.start()
+        try:
+            versions = VersionStore(
+                redis, Keys(settings.pipeline), ttl_seconds=settings.index_version_ttl
+            )
+            yield IndexView(
+                store,
+                versions,
+                build_mapper(settings),
+                pipeline_fingerprint(
+                    embedder.fingerprint, build_chunker(settings, embedder).fingerprint
+                ),
+            )
+        finally:
+            await store.stop()
+    finally:
+        await embedder.stop()
 
 
 async def list_dead_letters(settings: Settings, limit: int, after: str | None) -> dict[str, Any]:

@@ -216,6 +216,113 @@ def _simple_command(name: str, args: dict[str, Any], as_json: bool) -> None:
     typer.echo(result["message"])
 
 
+def explain(
+    document: Annotated[
+        str, typer.Argument(help='The _id: 42, abc, 65a1...(ObjectId hex) or {"$oid": ...}.')
+    ],
+    collection: Annotated[
+        str | None, typer.Option(help="Only in this watched collection.")
+    ] = None,
+    as_json: Annotated[bool, JSON_OPTION] = False,
+) -> None:
+    """How one document stands: in MongoDB (does the filter admit it, its text hash),
+    its version record, its rows in Milvus, queued or dead-lettered entries, and a
+    verdict: in_sync, absent, missing, stale, orphan or version_mismatch."""
+    settings = settings_or_exit()
+    from sidecar.commands import command
+
+    result = run_command(command(settings, "explain", {"id": document, "collection": collection}))
+    if as_json:
+        typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
+        return
+    for report in result["documents"]:
+        _print_explanation(report)
+
+
+def _print_explanation(report: dict[str, Any]) -> None:
+    typer.echo(f"{report['doc_key']}: {report['verdict']} ({report['reason']})")
+    source = report["document"]
+    if source is None:
+        typer.echo("  MongoDB    no such document")
+    elif source["indexed"]:
+        typer.echo(
+            f"  MongoDB    admitted by the filter; {source['text_chars']} characters of "
+            f"text, hash {source['content_hash'][:12]}"
+        )
+    else:
+        typer.echo(f"  MongoDB    not indexed: {source['why_not']}")
+    record = report["record"]
+    if record is None:
+        typer.echo("  record     none")
+    else:
+        state = "deleted (tombstone)" if record["deleted"] else f"{record['chunks']} chunks"
+        typer.echo(
+            f"  record     version {record['version']} ({record['version_time']}), {state}, "
+            f"hash {record['content_hash'][:12]}, written {record['updated_at']}"
+        )
+    typer.echo(f"  Milvus     {len(report['rows'])} rows")
+    for row in report["rows"]:
+        typer.echo(f"    #{row['chunk_index']}  {row['id']}  {row['chars']} chars  {row['text']!r}")
+    typer.echo(f"  queued     {len(report['queued'])}")
+    for entry in report["queued"]:
+        typer.echo(f"    {entry['lane']} {entry['id']}")
+    typer.echo(f"  dead       {len(report['dead_letters'])}")
+    for letter in report["dead_letters"]:
+        typer.echo(f"    {letter['id']}  {letter['failed_at']}  {letter['error']}")
+
+
+def check(
+    repair: Annotated[
+        bool,
+        typer.Option(
+            "--repair",
+            help="Queue a reindex or a delete for each problem (at most 10,000 a run).",
+        ),
+    ] = False,
+    sample: Annotated[
+        int | None,
+        typer.Option(min=1, help="Check about N documents of each collection and N rows."),
+    ] = None,
+    as_json: Annotated[bool, JSON_OPTION] = False,
+) -> None:
+    """Compare MongoDB, the version records and Milvus: count and show missing, orphan,
+    stale and version-mismatched documents. Exits 3 when it found problems (and did
+    not queue their repair)."""
+    settings = settings_or_exit()
+    from rich.console import Console
+
+    from sidecar.commands import command
+
+    with Console(stderr=True).status("checking MongoDB, Redis and Milvus..."):
+        report = run_command(command(settings, "check", {"repair": repair, "sample": sample}))
+    if as_json:
+        typer.echo(json.dumps(report, ensure_ascii=False, indent=2))
+    else:
+        _print_check(report)
+    problems = sum(report["problems"].values())
+    if problems and not repair:
+        raise typer.Exit(3)
+
+
+def _print_check(report: dict[str, Any]) -> None:
+    scope = f"a sample of {report['sample']}" if report["sample"] else "every document"
+    typer.echo(
+        f"checked {report['checked']} documents ({scope}) in {report['seconds']:.1f} s; "
+        f"{report['changed_while_checking']} changed while checking were left out"
+    )
+    for verdict, count in report["problems"].items():
+        typer.echo(f"  {verdict:<17}{count}")
+        for example in report["examples"].get(verdict, []):
+            typer.echo(f"      {example['doc_key']}: {example['reason']}")
+    repaired = report["repair"]
+    if repaired is not None:
+        typer.echo(f"repair: {repaired['queued']} fixes queued in the bulk lane")
+        if repaired["left"]:
+            typer.echo(f"  {repaired['left']} more: run `cdc-sidecar check --repair` again")
+    elif sum(report["problems"].values()):
+        typer.echo("`cdc-sidecar explain <id>` shows one; `cdc-sidecar check --repair` fixes them")
+
+
 dlq_cli = typer.Typer(
     help="List, show, replay or purge dead letters (works whether the service runs or not).",
     no_args_is_help=True,

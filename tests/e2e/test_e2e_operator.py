@@ -1,8 +1,8 @@
 """The operator's commands against the real service process (`main.py run`, the model,
 mongosim, Redis, Milvus Lite), run as operators run them (`main.py checkpoint ...`,
 `main.py backfill`): each reset form while the service runs and while it is stopped,
-a backfill killed twice and resumed, and Redis's data lost without losing the
-embeddings."""
+a backfill killed twice and resumed, Redis's data lost without losing the
+embeddings, and the consistency check finding planted problems and repairing them."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import asyncio
 import json
 import signal
 import sys
+import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ from checkpoints.lease import Lease
 from checkpoints.stats import Stats
 from checkpoints.tokens import ResumeTokenStore
 from checkpoints.versions import VersionStore
+from indexer.store import ChunkRow
 from sidecar.settings import Settings
 from tests.embedders import CountingEmbedder
 from tests.waiting import eventually
@@ -37,16 +40,16 @@ pytestmark = [pytest.mark.model, pytest.mark.slow]
 Mongo = AsyncMongoClient[dict[str, Any]]
 
 
-async def cdc(settings: Settings, *args: str) -> dict[str, Any]:
-    """`main.py ARGS --json` as an operator runs it; its JSON output. Fails the test on
-    a non-zero exit."""
+async def cdc(settings: Settings, *args: str, status: int = 0) -> dict[str, Any]:
+    """`main.py ARGS --json` as an operator runs it; its JSON output. Fails the test
+    unless it exits with *status*."""
     process = await asyncio.create_subprocess_exec(
         sys.executable, "main.py", *args, "--json", cwd=PROJECT,
         env=service_environment(settings),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(process.communicate(), CONVERGE_SECONDS)
-    assert process.returncode == 0, err.decode()
+    assert process.returncode == status, err.decode()
     result: dict[str, Any] = json.loads(out)
     return result
 
@@ -226,3 +229,71 @@ async def test_losing_redis_data_costs_a_rescan_not_the_embeddings(
     assert counters["embeddings_skipped"] > 0
     async with opened_store(settings, embedder) as store:
         await assert_index_equals_source(settings, store, redis_client, mongo, embedder)
+
+
+async def test_the_checker_finds_each_planted_problem_and_repair_fixes_it(
+    make_settings: Callable[..., Settings],
+    redis_client: aioredis.Redis,
+    mongo: Mongo,
+    articles: Any,
+    embedder: CountingEmbedder,
+    tmp_path: Path,
+) -> None:
+    settings = make_settings(lease_ttl=5)
+    keys = Keys(settings.pipeline)
+    namespace = f"{settings.database}.{settings.collections[0]}"
+    await articles.insert_many(
+        [{"_id": n, "title": f"Doc {n}", "body": f"Body of document {n}. " * 8} for n in range(12)]
+    )
+    log = tmp_path / "service.log"
+    async with service_process(settings, log) as service:
+        await streaming(service, redis_client, keys)
+        await wait_applied(redis_client, keys, mongo)
+        assert await service.signal_and_wait(signal.SIGTERM) == 0
+
+    # Planted while the service is stopped: a lost row, an orphan, a row no record
+    # lists, a version from the future, and a change skipped by a reset (stale text).
+    async with opened_store(settings, embedder) as store:
+        rows = await store.chunk_ids_by_document()
+        await store.delete([sorted(rows[f"{namespace}/$num:1"])[0]])
+        (vector,) = await embedder.embed(["orphan"])
+        planted = [
+            ChunkRow(
+                id=f"planted-{doc}", doc_key=f"{namespace}/{doc}", namespace=namespace,
+                document_id=doc, chunk_index=0, text="orphan", vector=vector, updated_at=0,
+                metadata={},
+            )
+            for doc in ("ghost", "$num:5")
+        ]
+        await store.upsert(planted)
+    versions = VersionStore(redis_client, keys, ttl_seconds=None)
+    record = (await versions.get_many([f"{namespace}/$num:4"]))[f"{namespace}/$num:4"]
+    future = replace(record, version=(int(time.time()) + 86_400) << 32)
+    await redis_client.set(keys.version(f"{namespace}/$num:4"), future.to_json())
+    await articles.update_one({"_id": 3}, {"$set": {"body": "A change the index never saw."}})
+    await cdc(settings, "checkpoint", "reset", "--to-now")
+
+    found = await cdc(settings, "check", status=3)  # no service: the command opens the index
+    assert found["problems"] == {"missing": 1, "orphan": 1, "stale": 1, "version_mismatch": 2}
+
+    async with service_process(settings, log) as service:
+        await streaming(service, redis_client, keys)
+        (explained,) = (await cdc(settings, "explain", "1"))["documents"]
+        assert explained["verdict"] == "missing"
+        repaired = await cdc(settings, "check", "--repair")
+        assert repaired["repair"] == {"queued": 5, "left": 0}
+        await backlog_drained(service, redis_client, keys)
+        after = await cdc(settings, "check")
+        assert sum(after["problems"].values()) == 0
+        assert await service.signal_and_wait(signal.SIGTERM) == 0, service.log_tail()
+    async with opened_store(settings, embedder) as store:
+        await assert_index_equals_source(settings, store, redis_client, mongo, embedder)
+
+
+async def backlog_drained(service: ServiceProcess, redis: aioredis.Redis, keys: Keys) -> None:
+    async def drained() -> bool:
+        service.require_alive()
+        lanes = [int(await redis.xlen(lane)) for lane in (keys.bulk, keys.events)]
+        return lanes == [0, 0]
+
+    await eventually(drained, within=CONVERGE_SECONDS, what="the repairs to be indexed")

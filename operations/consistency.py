@@ -1,0 +1,413 @@
+"""`check [--repair] [--sample N]`: compare MongoDB, the version records and Milvus.
+
+Three passes, each holding one page in memory: the watched collections in ``_id``
+order (every document the filter admits must be indexed as it is now), Milvus's rows
+(each must belong to such a document and be listed by its record), and the version
+records (each live one must belong to such a document). Which documents the first
+pass saw, and which are already reported, live in Redis sets for the run
+(checkpoints.checks). A document changed while the check runs is judged again at the
+end or left out, never reported for a change the indexer has simply not applied yet
+when it was read. With *repair*, each problem queues its fix in the bulk lane at once:
+a reindex of the document as it is now, or the delete of one the source lacks."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from pymongo.asynchronous.collection import AsyncCollection
+
+from cdc.fields import document_id, id_value
+from cdc.mapping import ChangeOrigin
+from cdc.namespaces import Document
+from cdc.positions import cluster_time
+from checkpoints.audit import AuditEntry
+from checkpoints.checks import CheckMarks, CheckResults, drop_versions
+from checkpoints.queue import EventQueue
+from checkpoints.versions import VersionRecord
+from core.errors import DocumentRejected, InvalidRequest
+from core.events import REINDEX_PREFIX, DocumentDeletedEvent, DocumentEvent
+from operations.context import Context, IndexView
+from operations.inspection import PROBLEMS, Expected, Finding, expected, judge
+
+log = structlog.get_logger(__name__)
+
+PAGE = 500
+"""Documents, records or keys handled at a time."""
+EXAMPLES = 5
+"""Examples kept per kind of problem."""
+REPAIR_LIMIT = 10_000
+"""Fixes one `check --repair` queues at most; the report says how many were left."""
+
+
+@dataclass
+class Tally:
+    """What a check found: counts and examples per problem, and what it queued."""
+
+    checked: int = 0
+    changed_while_checking: int = 0
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PROBLEMS, 0))
+    examples: dict[str, list[dict[str, str]]] = field(
+        default_factory=lambda: {verdict: [] for verdict in PROBLEMS}
+    )
+    repairs_queued: int = 0
+    repairs_left: int = 0
+
+    def note(self, doc_key: str, finding: Finding) -> None:
+        self.counts[finding.verdict] += 1
+        if len(self.examples[finding.verdict]) < EXAMPLES:
+            self.examples[finding.verdict].append({"doc_key": doc_key, "reason": finding.reason})
+
+
+def parse_sample(value: Any) -> int | None:
+    """``--sample``'s value: None for a full check. Raises InvalidRequest."""
+    if value is None:
+        return None
+    try:
+        size = int(value)
+    except (TypeError, ValueError):
+        size = 0
+    if size < 1 or str(value).strip() != str(size):
+        raise InvalidRequest(f"--sample must be a whole number of documents, at least 1: {value!r}")
+    return size
+
+
+async def check(context: Context, args: dict[str, Any], by: str) -> dict[str, Any]:
+    """Run a consistency check (see the module) and keep its report as the last result,
+    with an audit entry. Raises InvalidRequest for a bad --sample."""
+    sample = parse_sample(args.get("sample"))
+    repair = bool(args.get("repair"))
+    started = time.monotonic()
+    started_at = datetime.now(UTC)
+    async with context.index() as view:
+        run = _Run(context, view, sample=sample, repair=repair)
+        try:
+            await run.all_passes()
+        finally:
+            await run.marks.discard()
+    tally = run.tally
+    report: dict[str, Any] = {
+        "started_at": started_at.isoformat(),
+        "seconds": round(time.monotonic() - started, 3),
+        "by": by,
+        "sample": sample,
+        "checked": tally.checked,
+        "problems": dict(tally.counts),
+        "examples": {k: v for k, v in tally.examples.items() if v},
+        "changed_while_checking": tally.changed_while_checking,
+        "repair": {"queued": tally.repairs_queued, "left": tally.repairs_left} if repair else None,
+    }
+    total = sum(tally.counts.values())
+    outcome = f"done: {tally.checked} documents checked, {total} problems"
+    if repair:
+        outcome += f", {tally.repairs_queued} fixes queued"
+    command = "check" + (" --repair" if repair else "") + (f" --sample {sample}" if sample else "")
+    entry = AuditEntry(datetime.now(UTC), command, by, outcome)
+    await CheckResults(context.redis, context.keys).save(report, fence=context.fence, audit=entry)
+    log.info("consistency_checked", checked=tally.checked, problems=total, **tally.counts)
+    return report
+
+
+class _Run:
+    def __init__(
+        self, context: Context, view: IndexView, *, sample: int | None, repair: bool
+    ) -> None:
+        self.context = context
+        self.view = view
+        self.sample = sample
+        self.repair = repair
+        self.run_id = uuid.uuid4().hex[:12]
+        self.marks = CheckMarks(context.redis, context.keys, self.run_id)
+        self.tally = Tally()
+        self.database = context.scope.database
+        self.namespaces: list[str] = []
+        self.postponed: list[tuple[str, str]] = []
+
+    async def all_passes(self) -> None:
+        self.start = await self._now()
+        self.start_ms = int(time.time() * 1000)
+        watched = await self.context.scope.collection_names(self.context.mongo)
+        self.namespaces = [f"{self.database}.{name}" for name in watched]
+        for name in watched:
+            await self._source_pass(name)
+        await self._rows_pass()
+        if self.sample is None:
+            await self._records_pass()
+        for start in range(0, len(self.postponed), PAGE):
+            await self._judge_known(self.postponed[start : start + PAGE])
+
+    async def _now(self) -> int:
+        return await cluster_time(self.context.mongo, self.database)
+
+    # The source: every document the filter admits must be indexed as it is now.
+
+    async def _source_pass(self, collection: str) -> None:
+        namespace = f"{self.database}.{collection}"
+        handle = self.context.mongo[self.database][collection]
+        projection = self.view.mapper.projection()
+        read_at = await self._now()
+        page: list[Mapping[str, Any]] = []
+        async for document in self._documents(handle, projection):
+            page.append(document)
+            if len(page) == PAGE:
+                await self._judge_documents(namespace, page, read_at)
+                page = []
+        if page:
+            await self._judge_documents(namespace, page, read_at)
+
+    async def _documents(
+        self, handle: AsyncCollection[Document], projection: list[str] | None
+    ) -> AsyncIterator[Document]:
+        """Every document of *handle* in _id order, or a random sample of them."""
+        if self.sample is None:
+            async for document in handle.find(
+                {}, projection=projection, sort=[("_id", 1)], batch_size=PAGE
+            ):
+                yield document
+            return
+        stages: list[dict[str, Any]] = [{"$sample": {"size": self.sample}}]
+        if projection is not None:
+            stages.append({"$project": dict.fromkeys(projection, 1)})
+        async for document in await handle.aggregate(stages):
+            yield document
+
+    async def _judge_documents(
+        self, namespace: str, documents: Sequence[Mapping[str, Any]], read_at: int
+    ) -> None:
+        """Judge documents read after *read_at*: a record newer than that may describe a
+        change the read missed, so such a document is judged again at the end."""
+        by_key = {f"{namespace}/{document_id(doc['_id'])}": doc for doc in documents}
+        sources = {key: expected(self.view, doc) for key, doc in by_key.items()}
+        await self.marks.see([key for key, src in sources.items() if isinstance(src, Expected)])
+        records = await self.view.versions.get_many(list(by_key))
+        stored = await self._stored(list(by_key), records)
+        now = await self._now()
+        found: dict[str, Finding] = {}
+        for key, source in sources.items():
+            record = records.get(key)
+            if record is not None and now >= record.version > read_at:
+                self.postponed.append((namespace, key))
+                continue
+            found[key] = judge(source, record, stored.get(key, set()), now=now)
+        self.tally.checked += len(found)
+        await self._report(found, records, by_key, namespace_of=namespace, version=read_at)
+
+    async def _stored(
+        self, doc_keys: Sequence[str], records: Mapping[str, VersionRecord]
+    ) -> dict[str, set[str]]:
+        """The ids Milvus holds of each document: of those a live record lists (cheap
+        lookups by id), or every row of a document without one (a filter scan)."""
+        listed = {
+            key: record.chunk_ids
+            for key in doc_keys
+            if (record := records.get(key)) is not None and not record.deleted
+        }
+        present = await self.view.store.existing([cid for ids in listed.values() for cid in ids])
+        stored = {key: {cid for cid in ids if cid in present} for key, ids in listed.items()}
+        scanned = await self.view.store.chunk_ids_of([k for k in doc_keys if k not in listed])
+        stored.update((key, set(ids)) for key, ids in scanned.items())
+        return stored
+
+    # Milvus: each row must belong to a document the source admits, listed by its record.
+
+    async def _rows_pass(self) -> None:
+        fields = ["id", "doc_key", "namespace", "updated_at"]
+        async for page in self.view.store.pages(fields, prefix=await self._sample_prefix()):
+            rows: dict[str, list[str]] = {}
+            namespaces: dict[str, str] = {}
+            recent: set[str] = set()
+            for row in page:
+                rows.setdefault(row["doc_key"], []).append(str(row["id"]))
+                namespaces[row["doc_key"]] = row["namespace"]
+                if int(row["updated_at"]) >= self.start_ms:
+                    recent.add(row["doc_key"])
+            self.tally.changed_while_checking += len(recent)
+            keys = [key for key in rows if key not in recent]
+            for start in range(0, len(keys), PAGE):
+                part = keys[start : start + PAGE]
+                await self._rows_of(part, rows, namespaces)
+
+    async def _rows_of(
+        self, doc_keys: list[str], rows: Mapping[str, list[str]], namespaces: Mapping[str, str]
+    ) -> None:
+        """Judge, from the source, the documents of these rows that the source pass did
+        not see, and those whose record does not list all of these rows."""
+        seen = dict(zip(doc_keys, await self.marks.seen(doc_keys), strict=True))
+        flagged = await self.marks.flagged(doc_keys)
+        open_keys = [key for key, done in zip(doc_keys, flagged, strict=True) if not done]
+        records = await self.view.versions.get_many([key for key in open_keys if seen[key]])
+        suspect = [
+            (namespaces[key], key)
+            for key in open_keys
+            if not seen[key]
+            or (record := records.get(key)) is None
+            or record.deleted
+            or any(cid not in record.chunk_ids for cid in rows[key])
+        ]
+        await self._judge_known(suspect, counted={key for key in doc_keys if seen[key]})
+
+    async def _sample_prefix(self) -> str:
+        """With --sample N, a random id prefix under which about N rows lie; else ""."""
+        if self.sample is None:
+            return ""
+        rows = await self.view.store.count()
+        digits = 0
+        while rows > self.sample * 16 ** (digits + 1):
+            digits += 1
+        return uuid.uuid4().hex[:digits]
+
+    # The version records: each live one must belong to a document the source admits.
+
+    async def _records_pass(self) -> None:
+        batch: list[str] = []
+        async for key in self.view.versions.all_keys():
+            batch.append(key)
+            if len(batch) == PAGE:
+                await self._records_of(batch)
+                batch = []
+        if batch:
+            await self._records_of(batch)
+
+    async def _records_of(self, doc_keys: list[str]) -> None:
+        seen = await self.marks.seen(doc_keys)
+        flagged = await self.marks.flagged(doc_keys)
+        open_keys = [
+            key for key, s, f in zip(doc_keys, seen, flagged, strict=True) if not s and not f
+        ]
+        records = await self.view.versions.get_many(open_keys)
+        live = [key for key in open_keys if (r := records.get(key)) is not None and not r.deleted]
+        await self._judge_known([(self._namespace_of(key), key) for key in live])
+
+    def _namespace_of(self, doc_key: str) -> str:
+        for namespace in self.namespaces:
+            if doc_key.startswith(namespace + "/"):
+                return namespace
+        return doc_key.split("/", 1)[0]
+
+    # Documents known by key: read from the source, their records and all their rows.
+
+    async def _judge_known(
+        self, pairs: Sequence[tuple[str, str]], counted: Collection[str] = ()
+    ) -> None:
+        """Judge the documents *pairs* name ((namespace, doc_key)), reading each from
+        the source (those in *counted* were counted as checked already). One changed
+        since the read is left out."""
+        if not pairs:
+            return
+        read_at = await self._now()
+        documents: dict[str, Mapping[str, Any]] = {}
+        by_namespace: dict[str, list[str]] = {}
+        for namespace, key in pairs:
+            by_namespace.setdefault(namespace, []).append(key)
+        for namespace, keys in by_namespace.items():
+            if namespace in self.namespaces:
+                documents.update(await self._lookup(namespace, keys))
+        keys = [key for _, key in pairs]
+        records = await self.view.versions.get_many(keys)
+        stored = await self.view.store.chunk_ids_of(keys)
+        now = await self._now()
+        found: dict[str, Finding] = {}
+        for namespace, key in pairs:
+            record = records.get(key)
+            if record is not None and now >= record.version > read_at:
+                self.tally.changed_while_checking += 1
+                continue
+            document = documents.get(key)
+            source = (
+                expected(self.view, document)
+                if document is not None
+                else None
+                if namespace in self.namespaces
+                else f"its collection {namespace} is not watched (or no longer exists)"
+            )
+            found[key] = judge(source, record, set(stored.get(key, [])), now=now)
+        self.tally.checked += len([key for key in found if key not in counted])
+        namespaces = dict((key, namespace) for namespace, key in pairs)
+        await self._report(found, records, documents, namespace_of=namespaces, version=read_at)
+
+    async def _lookup(self, namespace: str, doc_keys: Sequence[str]) -> dict[str, Any]:
+        """The source's documents of *doc_keys* in *namespace*, by doc key."""
+        collection = namespace[len(self.database) + 1 :]
+        ids = [id_value(key[len(namespace) + 1 :]) for key in doc_keys]
+        cursor = self.context.mongo[self.database][collection].find(
+            {"_id": {"$in": ids}}, projection=self.view.mapper.projection()
+        )
+        return {f"{namespace}/{document_id(doc['_id'])}": doc async for doc in cursor}
+
+    # Reporting and repairing.
+
+    async def _report(
+        self,
+        found: Mapping[str, Finding],
+        records: Mapping[str, VersionRecord],
+        documents: Mapping[str, Mapping[str, Any]],
+        *,
+        namespace_of: str | Mapping[str, str],
+        version: int,
+    ) -> None:
+        """Count and flag the problems among *found*; with repair, queue their fixes (as
+        of *version*, the time the documents were read at)."""
+        problems = {key: f for key, f in found.items() if f.verdict in PROBLEMS}
+        if not problems:
+            return
+        await self.marks.flag(list(problems))
+        for key, finding in problems.items():
+            self.tally.note(key, finding)
+        if not self.repair:
+            return
+        room = REPAIR_LIMIT - self.tally.repairs_queued
+        fixing = list(problems)[: max(room, 0)]
+        self.tally.repairs_left += len(problems) - len(fixing)
+        impossible = [
+            key
+            for key in fixing
+            if (record := records.get(key)) is not None and record.version > version
+        ]
+        await drop_versions(
+            self.context.redis, self.context.keys, impossible, fence=self.context.fence
+        )
+        events = [
+            self._fix(
+                key,
+                namespace_of if isinstance(namespace_of, str) else namespace_of[key],
+                documents.get(key),
+                version,
+            )
+            for key in fixing
+        ]
+        await EventQueue(self.context.redis, self.context.keys).append_bulk(
+            events, self.context.keys.backfill, "", fence=self.context.fence, job_id=""
+        )
+        self.tally.repairs_queued += len(events)
+
+    def _fix(
+        self, doc_key: str, namespace: str, document: Mapping[str, Any] | None, version: int
+    ) -> DocumentEvent:
+        """The reindex event that brings *doc_key* in line with *document* (None: the
+        source lacks it), as of *version*."""
+        key = doc_key[len(namespace) + 1 :]
+        origin = ChangeOrigin(
+            event_id=f"{REINDEX_PREFIX}check:{self.run_id}:{version}:{doc_key}",
+            document_id=key,
+            namespace=namespace,
+            version=version,
+            timestamp=datetime.fromtimestamp(version >> 32, UTC),
+        )
+        if document is not None and self.view.mapper.matches(document):
+            try:
+                return self.view.mapper.created(document, origin)
+            except DocumentRejected as error:
+                return self.view.mapper.rejected(origin, error)
+        return DocumentDeletedEvent(
+            event_id=origin.event_id,
+            document_id=key,
+            namespace=namespace,
+            version=version,
+            timestamp=origin.timestamp,
+            metadata={"reason": "not in the source (consistency check)"},
+        )
