@@ -85,6 +85,13 @@ def _print_status(report: dict[str, Any]) -> None:
             f"indexing        PAUSED by {paused['by']} since {paused['since']}: "
             f"{paused['reason'] or 'no reason given'} (cdc-sidecar resume)"
         )
+    check = report["last_check"]
+    if check is not None:
+        found = ", ".join(f"{count} {kind}" for kind, count in check["problems"].items() if count)
+        typer.echo(
+            f"last check      {check['started_at']} by {check['by']}: {check['checked']} "
+            f"documents, {found or 'no problems'}"
+        )
     last = report["last_applied"]
     typer.echo(f"last applied    {last['doc_key'] + ' at ' + last['timestamp'] if last else '-'}")
     for name, value in report["counters"].items():

@@ -35,7 +35,15 @@ from checkpoints.queue import EventQueue
 from checkpoints.stats import Stats
 from checkpoints.tokens import ResumeTokenStore
 from checkpoints.versions import VersionStore
-from core.errors import ConfigurationError, HistoryLost, RedisUnavailable, is_outage, redact
+from core.errors import (
+    ConfigurationError,
+    HistoryLost,
+    LeaseLost,
+    RedisUnavailable,
+    describe_failure,
+    is_outage,
+    redact,
+)
 from core.retry import Stopped, outlast, sleep_unless
 from indexer.chunking import Chunker
 from indexer.embedding import Embedder, SentenceTransformerEmbedder
@@ -43,6 +51,7 @@ from indexer.handlers import Dispatcher, EventHandler
 from indexer.scheduler import IndexScheduler
 from indexer.store import VectorStore
 from indexer.updater import IndexUpdater
+from operations import consistency
 from operations.context import Context, IndexView
 from operations.control import serve_requests
 from sidecar.capture_switch import CaptureSwitch
@@ -195,6 +204,8 @@ class Sidecar:
                 tasks.create_task(self._capture_until(stop, fence))
                 tasks.create_task(serve_requests(self._context(fence), stop))
                 tasks.create_task(self._backfills(stop, fence))
+                if self.settings.check_interval > 0:
+                    tasks.create_task(self._scheduled_checks(stop, fence))
                 if self.settings.index_auto_update:
                     scheduler = self._scheduler()
                     self._reading_paused = scheduler.reading_paused
@@ -243,6 +254,27 @@ class Sidecar:
     def index_view(self) -> IndexView:
         """The service's own store, records and mapping, lent to operator commands."""
         return IndexView(self.store, self.versions, self.mapper, self.updater.fingerprint)
+
+    async def _scheduled_checks(self, stop: asyncio.Event, fence: int) -> None:
+        """A consistency check every CDC_CHECK_INTERVAL seconds (its report is what
+        `status` shows as the last check; repairs are left to the operator)."""
+        context = self._context(fence)
+        while not stop.is_set():
+            await sleep_unless(stop, self.settings.check_interval)
+            if stop.is_set():
+                return
+            try:
+                await outlast(
+                    partial(consistency.check, context, {}, "schedule"),
+                    what="the scheduled consistency check",
+                    stop=stop,
+                )
+            except Stopped:
+                return
+            except LeaseLost:
+                raise
+            except Exception as error:  # noqa: BLE001 - a failed check must not stop indexing
+                log.error("scheduled_check_failed", error=describe_failure(error)[1])
 
     async def _backfills(self, stop: asyncio.Event, fence: int) -> None:
         """Run the pipeline's backfill job whenever one is running (one recorded by

@@ -102,6 +102,7 @@ class Settings(BaseSettings):
     backfill_chunk: int = Field(default=200, ge=1, le=10_000)
     backfill_max_queued: int = Field(default=1000, ge=1)
     lease_ttl: float = Field(default=15.0, ge=1, le=300)
+    check_interval: float = Field(default=0.0, ge=0)
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

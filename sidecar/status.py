@@ -8,6 +8,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from checkpoints.backfills import BackfillStore
+from checkpoints.checks import CheckResults
 from checkpoints.keys import Keys
 from checkpoints.pause import PauseFlag
 from checkpoints.queue import EventQueue
@@ -50,6 +51,7 @@ async def pipeline_status(redis: Redis, keys: Keys) -> dict[str, Any]:
         "paused": await PauseFlag(redis, keys).read(),
         "backlog_bulk": await queue.bulk_backlog(),
         "backfill": progress(await BackfillStore(redis, keys).load()),
+        "last_check": await CheckResults(redis, keys).last(),
         "last_applied": await stats.last_applied(),
         "counters": await stats.read(),
     }

@@ -4,11 +4,14 @@ document's explanation shows every place it lives."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 
 from cdc.namespaces import WatchScope
 from checkpoints.audit import AuditLog
@@ -18,7 +21,10 @@ from checkpoints.versions import VersionRecord
 from operations.control import perform
 from sidecar import operator_cli
 from sidecar.app import Sidecar
+from sidecar.settings import Settings
+from sidecar.status import pipeline_status
 from tests.conftest import COLLECTION, DATABASE
+from tests.embedders import HashEmbedder
 from tests.operations.conftest import WITHIN, Client, idle, orphan_rows
 from tests.waiting import eventually
 
@@ -219,3 +225,26 @@ async def test_the_text_output_names_each_problem_and_what_to_do(
     assert explanation[2].startswith("  record     version ")
     assert explanation[3] == f"  Milvus     {len(explained['rows'])} rows"
     assert explanation[-2:] == ["  queued     0", "  dead       0"]
+
+
+async def test_the_service_checks_on_schedule_and_status_shows_the_last_result(
+    make_settings: Callable[..., Settings], redis_client: aioredis.Redis, mongo: Client
+) -> None:
+    await mongo[DATABASE][COLLECTION].insert_many([{"_id": n, "title": f"t {n}"} for n in range(5)])
+    stop = asyncio.Event()
+    settings = make_settings(check_interval=0.2)
+    async with Sidecar(settings, redis=redis_client, embedder=HashEmbedder()) as sidecar:
+        task = asyncio.create_task(sidecar.run(stop))
+
+        async def checked() -> bool:
+            if task.done():
+                task.result()
+            status = await pipeline_status(redis_client, sidecar.keys)
+            last = status["last_check"]
+            return last is not None and last["checked"] == 5 and await idle(sidecar)
+
+        await eventually(checked, within=WITHIN, what="a scheduled check of the indexed index")
+        stop.set()
+        await asyncio.wait_for(task, WITHIN)
+    last = (await pipeline_status(redis_client, sidecar.keys))["last_check"]
+    assert last["by"] == "schedule" and sum(last["problems"].values()) == 0
