@@ -16,7 +16,7 @@ from bson.errors import BSONError
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from mongosim import diff
-from mongosim.engine import compatible_stage
+from mongosim.engine import compatible_stage, results
 from mongosim.errors import CommandError
 from mongosim.storage import Storage
 
@@ -160,7 +160,7 @@ class DocumentWriter:
         cursor = self._storage.collection(db, coll).find(query, {"_id": 1}, sort=sort_spec(sort))
         if not multi:
             cursor = cursor.limit(1)
-        return [doc["_id"] for doc in cursor]
+        return [doc["_id"] for doc in results(cursor)]
 
     def apply(
         self,

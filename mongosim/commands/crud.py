@@ -7,7 +7,7 @@ from typing import Any
 
 from mongosim.context import READ, WRITE, Call, CommandSpec
 from mongosim.cursors import DEFAULT_FIRST_BATCH, ResultCursor, cursor_reply
-from mongosim.engine import run_pipeline
+from mongosim.engine import results, run_pipeline
 from mongosim.errors import CommandError, type_mismatch
 from mongosim.writes import WriteOutcome, is_replacement, sort_spec
 
@@ -137,14 +137,14 @@ async def find(call: Call) -> dict[str, Any]:
         sort=sort_spec(body.get("sort")),
     )
     namespace = f"{call.db}.{coll}"
-    results = ResultCursor(namespace, list(cursor))
+    found = ResultCursor(namespace, results(cursor))
     batch_size = body.get("batchSize")
     if not isinstance(batch_size, int) or batch_size < 0:
         batch_size = DEFAULT_FIRST_BATCH
-    batch = results.take(batch_size)
-    if results.exhausted or single_batch:
+    batch = found.take(batch_size)
+    if found.exhausted or single_batch:
         return cursor_reply(0, namespace, batch, first=True)
-    cursor_id = call.deployment.cursors.add(results)
+    cursor_id = call.deployment.cursors.add(found)
     return cursor_reply(cursor_id, namespace, batch, first=True)
 
 
