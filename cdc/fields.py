@@ -262,25 +262,36 @@ def document_id(value: Any) -> str:
 
 
 def id_value(key: str) -> Any:
-    """The ``_id`` value that :func:`document_id` named *key* (a non-integral number
-    comes back as a double when its text round-trips as one, else as a Decimal128:
-    MongoDB matches equal numbers across types)."""
+    """The ``_id`` value that :func:`document_id` named *key*, in a form the driver can
+    send whatever its UUID representation: a number comes back as an int when it fits
+    in 64 bits, else as the double or Decimal128 that holds it exactly; a UUID as
+    Binary subtype 4. (A Decimal128 and a double of the same text share a key; the
+    double is returned, which matches the Decimal128 only when both are exact.)"""
     if key.startswith("$str:"):
         return key[len("$str:") :]
     if key.startswith("$num:"):
-        text = key[len("$num:") :]
-        if re.fullmatch(r"-?\d+", text):
-            return int(text)
-        try:
-            number = float(text)
-        except ValueError:
-            return Decimal128(text)
-        return number if repr(number) == text else Decimal128(text)
+        return _number(key[len("$num:") :])
     if key.startswith("$ejson:"):
-        return json_util.loads(key[len("$ejson:") :], json_options=_ID_JSON)["_id"]
+        return json_util.loads(key[len("$ejson:") :], json_options=CANONICAL_JSON_OPTIONS)["_id"]
     if _OBJECT_ID_HEX.fullmatch(key):
         return ObjectId(key)
     return key
+
+
+def _number(text: str) -> int | float | Decimal128:
+    """The number *text* (as _canonical_number wrote it) names."""
+    integral = re.fullmatch(r"-?\d+", text) is not None
+    if integral and -(2**63) <= int(text) < 2**63:
+        return int(text)
+    try:
+        number = float(text)
+    except ValueError:
+        return Decimal128(text)
+    if integral:
+        exact = math.isfinite(number) and Decimal(number) == Decimal(text)
+    else:
+        exact = repr(number) == text
+    return number if exact else Decimal128(text)
 
 
 def _canonical_number(value: int | float | Decimal128) -> str:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from bson import Decimal128, Int64, ObjectId
+from bson import Binary, Decimal128, Int64, ObjectId
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -42,7 +42,8 @@ def round_trip(value: Any) -> str:
         pytest.param(0.1, 0.1, id="float-not-exact-in-binary"),
         pytest.param(-2.25, -2.25, id="negative-float"),
         pytest.param(1e-7, 1e-7, id="float-in-exponent-form"),
-        pytest.param(UUID, UUID, id="uuid"),
+        # As Binary subtype 4, which the driver sends whatever its uuidRepresentation.
+        pytest.param(UUID, Binary(UUID.bytes, 4), id="uuid"),
     ],
 )
 def test_id_value_gives_back_the_id(value: Any, back: Any) -> None:
@@ -194,7 +195,9 @@ def test_every_flat_subdocument_round_trips_in_order(value: dict[str, Any]) -> N
 
 @given(st.uuids())
 def test_every_uuid_round_trips(value: uuid.UUID) -> None:
-    assert id_value(document_id(value)) == value
+    found = id_value(document_id(value))
+    assert found == Binary(value.bytes, 4)
+    assert document_id(found) == document_id(value)
 
 
 @given(
