@@ -43,6 +43,9 @@ EXAMPLES = 5
 """Examples kept per kind of problem."""
 REPAIR_LIMIT = 10_000
 """Fixes one `check --repair` queues at most; the report says how many were left."""
+POSTPONED_LIMIT = 10_000
+"""Documents changed while the check read them that it judges again at the end (their
+keys are all it holds in memory); beyond that they are counted as changed and left out."""
 
 
 @dataclass
@@ -127,10 +130,9 @@ class _Run:
         self.database = context.scope.database
         self.namespaces: list[str] = []
         self.postponed: list[tuple[str, str]] = []
+        self.start_ms = int(time.time() * 1000)
 
     async def all_passes(self) -> None:
-        self.start = await self._now()
-        self.start_ms = int(time.time() * 1000)
         watched = await self.context.scope.collection_names(self.context.mongo)
         self.namespaces = [f"{self.database}.{name}" for name in watched]
         for name in watched:
@@ -191,7 +193,10 @@ class _Run:
         for key, source in sources.items():
             record = records.get(key)
             if record is not None and now >= record.version > read_at:
-                self.postponed.append((namespace, key))
+                if len(self.postponed) < POSTPONED_LIMIT:
+                    self.postponed.append((namespace, key))
+                else:
+                    self.tally.changed_while_checking += 1
                 continue
             found[key] = judge(source, record, stored.get(key, set()), now=now)
         self.tally.checked += len(found)
