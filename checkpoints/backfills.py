@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 from checkpoints.audit import AuditEntry, AuditLog
 from checkpoints.keys import Keys
 
-State = Literal["running", "done"]
+State = Literal["running", "done", "cancelled"]
 
 
 @dataclass(frozen=True)
@@ -95,3 +95,8 @@ class BackfillStore:
         await AuditLog(self._redis, self._keys).set_key(
             self._keys.backfill, job.to_json(), fence=fence, entry=audit
         )
+
+    async def cancel(self, job: BackfillJob, *, fence: int, audit: AuditEntry) -> None:
+        """Record *job* (its state "cancelled"): the running backfill's next write of its
+        progress is refused (JobReplaced), so it stops there."""
+        await self.start(job, fence=fence, audit=audit)

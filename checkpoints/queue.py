@@ -17,15 +17,19 @@ from core.events import DocumentEvent
 
 # KEYS: fence, stream (a lane), position (the checkpoint, or a backfill's progress),
 # stats. ARGV: fence, position JSON ("" to keep the saved one), the counter to add the
-# events to, the id the saved position must have ("" for no check), then event JSON and
-# key per event. Returns 1, 0 when the fence is stale, -1 when the saved position is
-# another's (nothing written either way).
+# events to, the id the saved position must have, in state running ("" for no check),
+# then event JSON and key per event. Returns 1, 0 when the fence is stale, -1 when the
+# saved position is another's or was cancelled (nothing written either way).
 _APPEND = LuaScript(
     FENCE_CHECK
     + """
 if ARGV[4] ~= '' then
   local saved = redis.call('GET', KEYS[3])
-  if not saved or cjson.decode(saved)['id'] ~= ARGV[4] then
+  if not saved then
+    return -1
+  end
+  local job = cjson.decode(saved)
+  if job['id'] ~= ARGV[4] or job['state'] ~= 'running' then
     return -1
   end
 end
@@ -49,7 +53,8 @@ _SCAN_PAGE = 1000
 
 class JobReplaced(SidecarError):
     """A backfill's progress was not saved (nor its events queued): another job took
-    its place (a resynchronisation, or an operator's) and the writer must stop."""
+    its place (a resynchronisation, or an operator's), or an operator cancelled it, and
+    the writer must stop."""
 
 
 class EventQueue:
@@ -106,7 +111,7 @@ class EventQueue:
         keys = [self._keys.fence, stream, position_key, self._keys.stats]
         done = int(await _APPEND(self._redis, keys, args))
         if done == -1:
-            raise JobReplaced(f"backfill {guard} was replaced by another job")
+            raise JobReplaced(f"backfill {guard} was cancelled or replaced by another job")
         raise_unless_fenced(done, fence)
 
     async def pending(self) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -78,6 +79,32 @@ async def reindex(context: Context, args: dict[str, Any], by: str) -> dict[str, 
     collections = await _watched(context, [])
     command = "reindex" + "".join(f" {raw}" for raw in raw_ids)
     return await _record(context, by, command, collections, query, ids=ids, named=len(raw_ids))
+
+
+async def cancel(context: Context, args: dict[str, Any], by: str) -> dict[str, Any]:
+    """Cancel the running backfill or reindex: it stops at its next write; what it
+    already queued is still indexed. Raises InvalidRequest when none runs."""
+    store = BackfillStore(context.redis, context.keys)
+    job = await store.load()
+    if job is None or job.state != "running":
+        raise InvalidRequest("no backfill is running (`cdc-sidecar status` shows the last one)")
+    now = datetime.now(UTC)
+    cancelled = replace(
+        job, state="cancelled", finished_at=now.isoformat(), reason=f"cancelled by {by}"
+    )
+    outcome = (
+        f"cancelled {job.id} after {job.queued} of about {job.estimated} documents queued"
+    )
+    entry = AuditEntry(now, "backfill --cancel", by, outcome)
+    await store.cancel(cancelled, fence=context.fence, audit=entry)
+    warning = (
+        "; it was resynchronising after lost history: documents deleted meanwhile keep "
+        "their vectors until `cdc-sidecar check --repair`"
+        if job.sweep_before is not None
+        else ""
+    )
+    message = f"backfill {outcome}; what it queued is still indexed{warning}"
+    return {"backfill": progress(cancelled), "message": message}
 
 
 def id_candidates(text: str) -> list[Any]:

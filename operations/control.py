@@ -52,6 +52,7 @@ COMMANDS: dict[str, Handler] = {
     "dlq replay": deadletters.replay,
     "dlq purge": deadletters.purge,
     "backfill": backfills.start,
+    "backfill cancel": backfills.cancel,
     "reindex": backfills.reindex,
     "pause": indexing.pause,
     "resume": indexing.resume,

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from core.errors import SidecarError
+from core.errors import InvalidRequest, SidecarError
 from sidecar.cli_support import fail, run_command, settings_or_exit
 from sidecar.settings import Settings
 
@@ -107,10 +107,19 @@ def backfill(
     follow: Annotated[
         bool, typer.Option("--follow", help="Show progress until the backfill is indexed.")
     ] = False,
+    cancel: Annotated[
+        bool,
+        typer.Option("--cancel", help="Stop the running backfill or reindex instead."),
+    ] = False,
     as_json: Annotated[bool, JSON_OPTION] = False,
 ) -> None:
     """Queue watched documents again, in _id order, beside the live stream (live changes
     go first). Resumes after a restart; unchanged documents embed nothing."""
+    if cancel:
+        if collection or filter_json or follow:
+            raise fail(InvalidRequest("--cancel takes no --collection, --filter or --follow"))
+        _simple_command("backfill cancel", {}, as_json)
+        return
     args = {"collections": collection or [], "filter": filter_json}
     _start_job("backfill", args, follow, as_json)
 
@@ -179,6 +188,8 @@ def _follow_backfill(settings: Settings, job_id: str) -> None:
             job = state["backfill"]
             if job is None or job["id"] != job_id:
                 raise fail(SidecarError(f"backfill {job_id} was replaced by another job"))
+            if job["state"] == "cancelled":
+                raise fail(SidecarError(f"backfill {job_id} was {job['reason']}"))
             bar.update(task, completed=job["queued"], total=max(job["estimated"], job["queued"]))
             if job["state"] == "done":
                 bar.update(task, description=f"indexing ({state['backlog_bulk']} left)")

@@ -25,7 +25,7 @@ def created(doc: str) -> DocumentEvent:
 
 async def fill(redis: aioredis.Redis, keys: Keys, fence: int, live: int, bulk: int) -> None:
     queue = EventQueue(redis, keys)
-    progress = '{"id": "job-1"}'
+    progress = '{"id": "job-1", "state": "running"}'
     await redis.set(keys.backfill, progress)  # the job, as starting it saves it
     await queue.append_bulk(
         [created(f"bulk-{n}") for n in range(bulk)], keys.backfill, progress, fence=fence,
@@ -88,15 +88,20 @@ async def test_each_lane_is_acknowledged_and_dead_lettered_in_its_own_stream(
     assert documents(await again.read(10, block_ms=0)) == ["bulk-1"]
 
 
-async def test_a_bulk_append_of_a_replaced_job_writes_nothing(
+async def test_a_bulk_append_of_a_replaced_or_cancelled_job_writes_nothing(
     redis_client: aioredis.Redis, keys: Keys, fence: int
 ) -> None:
-    await redis_client.set(keys.backfill, '{"id": "resync"}')  # another job took its place
+    running = '{"id": "job-1", "state": "running"}'
+    for saved in (
+        '{"id": "resync", "state": "running"}',  # another job took its place
+        '{"id": "job-1", "state": "cancelled"}',  # an operator cancelled it
+    ):
+        await redis_client.set(keys.backfill, saved)
 
-    with pytest.raises(JobReplaced, match="backfill job-1 was replaced"):
-        await EventQueue(redis_client, keys).append_bulk(
-            [created("late")], keys.backfill, '{"id": "job-1"}', fence=fence, job_id="job-1"
-        )
+        with pytest.raises(JobReplaced, match="backfill job-1 was cancelled or replaced"):
+            await EventQueue(redis_client, keys).append_bulk(
+                [created("late")], keys.backfill, running, fence=fence, job_id="job-1"
+            )
 
-    assert await EventQueue(redis_client, keys).bulk_backlog() == 0
-    assert await redis_client.get(keys.backfill) == b'{"id": "resync"}'
+        assert await EventQueue(redis_client, keys).bulk_backlog() == 0
+        assert await redis_client.get(keys.backfill) == saved.encode()

@@ -13,6 +13,8 @@ from cdc.namespaces import WatchScope
 from checkpoints.audit import AuditLog
 from checkpoints.backfills import BackfillStore
 from checkpoints.keys import Keys
+from checkpoints.lease import Lease
+from checkpoints.queue import EventQueue, JobReplaced
 from checkpoints.stats import Stats
 from core.errors import SidecarError
 from operations.control import perform
@@ -107,3 +109,35 @@ async def test_a_reindex_by_id_heals_rows_milvus_lost_and_deletes_what_the_sourc
     assert keys[99] not in indexed
     assert keys[6] not in indexed  # not named: a reindex touches only what it names
     assert started["backfill"]["estimated"] == 2
+
+
+async def test_a_cancelled_backfill_stops_at_its_next_write_and_says_so(
+    redis_client: aioredis.Redis, pipeline_name: str, sim: Any
+) -> None:
+    keys = Keys(pipeline_name)
+    scope = WatchScope(DATABASE, [COLLECTION])
+    started = await perform(  # no service runs: the job waits for one
+        redis_client, keys, sim.uri, scope, "backfill", {"collections": [], "filter": ""}
+    )
+    job = await BackfillStore(redis_client, keys).load()
+    assert job is not None and job.state == "running"
+
+    cancelled = await perform(redis_client, keys, sim.uri, scope, "backfill cancel", {})
+
+    assert cancelled["message"].startswith(f"backfill cancelled {job.id} after 0 of about ")
+    stored = await BackfillStore(redis_client, keys).load()
+    assert stored is not None and stored.state == "cancelled"
+    assert stored.reason.startswith("cancelled by ") and stored.finished_at is not None
+    (entry, *_) = await AuditLog(redis_client, keys).recent()
+    assert (entry.command, entry.by) == ("backfill --cancel", started["backfill"]["by"])
+    # The runner of the job cannot write its progress (nor queue events) any more.
+    runner = Lease(redis_client, keys, owner="runner")
+    fence = await runner.acquire()
+    with pytest.raises(JobReplaced, match="was cancelled or replaced"):
+        await EventQueue(redis_client, keys).append_bulk(
+            [], keys.backfill, job.to_json(), fence=fence, job_id=job.id
+        )
+    assert (await BackfillStore(redis_client, keys).load()) == stored
+    await runner.release()
+    with pytest.raises(SidecarError, match="no backfill is running"):
+        await perform(redis_client, keys, sim.uri, scope, "backfill cancel", {})
