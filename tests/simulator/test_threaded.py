@@ -4,6 +4,7 @@ from async tests whose loop does not host it."""
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -39,6 +40,11 @@ def test_sync_stream_resumes_across_dropped_connections(
         for start in range(0, total, 20):
             writer.threaded.stream.insert_many([{"_id": i} for i in range(start, start + 20)])
             threaded_sim.drop_connections()
+            # The next drop only once the stream resumed and read this batch: the driver
+            # resumes once per error, so a drop during its resume would end the stream.
+            deadline = time.monotonic() + 10
+            while len(seen) < start + 20 and time.monotonic() < deadline:
+                time.sleep(0.01)
     finally:
         writer.close()
     consumer.join(30)
