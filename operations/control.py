@@ -256,8 +256,10 @@ async def _carry_out_here(
         error = group.exceptions[0]
         if is_outage(error):
             raise _Failed(
-                f"{request.command}: MongoDB or Redis did not answer ({error}); nothing was "
-                "changed: check CDC_MONGO_URI and CDC_REDIS_URL and run the command again",
+                f"{request.command}: MongoDB, Redis or Milvus did not answer ({error}); "
+                "nothing was changed: check CDC_MONGO_URI, CDC_REDIS_URL and CDC_MILVUS_URI "
+                "(a service starting up holds a Milvus Lite database already) and run the "
+                "command again",
                 1,
             ) from None
         raise error from None

@@ -55,11 +55,16 @@ async def cdc(settings: Settings, *args: str, status: int = 0) -> dict[str, Any]
 
 
 async def streaming(service: ServiceProcess, redis: aioredis.Redis, keys: Keys) -> None:
+    """Wait until the service holds the lease and has a position (a position saved by
+    an earlier run does not say this one is past its start-up)."""
     tokens = ResumeTokenStore(redis, keys)
+    lease = Lease(redis, keys, owner="test-probe")
 
     async def positioned() -> bool:
         service.require_alive()
-        return await tokens.load() is not None
+        holder = await lease.holder()
+        serving = holder is not None and not holder[0].startswith("command-")
+        return serving and await tokens.load() is not None
 
     await eventually(positioned, within=CONVERGE_SECONDS, what="the service streams")
 

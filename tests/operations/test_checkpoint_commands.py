@@ -314,7 +314,7 @@ async def test_without_a_service_an_outage_is_one_clear_error(
         raise ConnectionError("MongoDB is down")
 
     monkeypatch.setattr(control, "carry_out", unreachable)
-    clear = r"MongoDB or Redis did not answer \(MongoDB is down\); nothing was changed"
+    clear = r"MongoDB, Redis or Milvus did not answer \(MongoDB is down\); nothing was changed"
     with pytest.raises(SidecarError, match=clear):
         await perform(redis_client, keys, sim.uri, SCOPE, "checkpoint reset",
                       target(to_now=True).args())
