@@ -247,12 +247,14 @@ class VectorStore:
 
     async def chunk_ids_of(self, doc_keys: Sequence[str]) -> dict[str, list[str]]:
         """The ids of the stored chunks of *doc_keys*, by doc_key (absent: none). One
-        filter scan (slow before a flush): only for documents whose version record is
-        gone, or that a reindex checks. Raises VectorStoreUnavailable."""
-        if not doc_keys:
+        filter scan (slow before a flush), split in halves while a part hits the query
+        cap: only for documents whose version record is gone, or that a reindex or a
+        check looks at. Raises VectorStoreUnavailable."""
+        keys = list(dict.fromkeys(doc_keys))
+        if not keys:
             return {}
         client = self._require()
-        listed = ", ".join(_literal(key) for key in dict.fromkeys(doc_keys))
+        listed = ", ".join(_literal(key) for key in keys)
         found = await self._read(
             lambda: client.query(
                 self._collection,
@@ -261,6 +263,9 @@ class VectorStore:
                 limit=_SCAN_LIMIT,
             )
         )
+        if len(found) >= _SCAN_LIMIT and len(keys) > 1:
+            half = len(keys) // 2
+            return await self.chunk_ids_of(keys[:half]) | await self.chunk_ids_of(keys[half:])
         grouped: dict[str, list[str]] = {}
         for row in found:
             grouped.setdefault(row["doc_key"], []).append(str(row["id"]))
