@@ -13,6 +13,7 @@ from redis.typing import EncodableT
 from checkpoints.audit import AuditEntry, AuditLog
 from checkpoints.keys import Keys
 from checkpoints.lua import FENCE_CHECK, LuaScript, raise_unless_fenced
+from checkpoints.stats import as_text
 
 WORKING_SET_TTL = 24 * 3600
 """Seconds a check's working sets outlive a check that died without removing them."""
@@ -68,6 +69,48 @@ class CheckMarks:
             return []
         found = await self._redis.smismember(key, list(doc_keys))
         return [bool(flag) for flag in found]
+
+
+LOCK_SECONDS = 120
+"""How long the running check's lock outlives its last renewal (a check that died)."""
+
+# KEYS: the lock. ARGV: its holder's value, then seconds (renew) or nothing (release).
+_RENEW_OR_RELEASE = LuaScript(
+    """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+if ARGV[2] then
+  return redis.call('EXPIRE', KEYS[1], ARGV[2])
+end
+return redis.call('DEL', KEYS[1])
+"""
+)
+
+
+class CheckLock:
+    """At most one consistency check of a pipeline at a time (an operator's, or the
+    schedule's): a key naming the running check, renewed as it goes."""
+
+    def __init__(self, redis: Redis, keys: Keys, run_id: str) -> None:
+        self._redis = redis
+        self._key = f"{keys.prefix}check:running"
+        self._value = run_id
+
+    async def take(self, description: str) -> str | None:
+        """Take the lock for this run (None), or say which check holds it."""
+        value = f"{self._value} {description}"
+        if await self._redis.set(self._key, value, nx=True, ex=LOCK_SECONDS):
+            self._value = value
+            return None
+        held = await self._redis.get(self._key)
+        return "another one" if held is None else as_text(held).split(" ", 1)[-1]
+
+    async def renew(self) -> None:
+        await _RENEW_OR_RELEASE(self._redis, [self._key], [self._value, LOCK_SECONDS])
+
+    async def release(self) -> None:
+        await _RENEW_OR_RELEASE(self._redis, [self._key], [self._value])
 
 
 class CheckResults:

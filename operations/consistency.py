@@ -12,6 +12,7 @@ a reindex of the document as it is now, or the delete of one the source lacks.""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
@@ -20,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
+from bson.decimal128 import Decimal128
 from pymongo.asynchronous.collection import AsyncCollection
 
 from cdc.fields import document_id, id_value
@@ -27,8 +29,9 @@ from cdc.mapping import ChangeOrigin
 from cdc.namespaces import Document
 from cdc.positions import cluster_time
 from checkpoints.audit import AuditEntry
-from checkpoints.checks import CheckMarks, CheckResults, drop_versions
+from checkpoints.checks import CheckLock, CheckMarks, CheckResults, drop_versions
 from checkpoints.queue import EventQueue
+from checkpoints.tokens import ResumeTokenStore
 from checkpoints.versions import VersionRecord
 from core.errors import DocumentRejected, InvalidRequest
 from core.events import REINDEX_PREFIX, DocumentDeletedEvent, DocumentEvent
@@ -43,9 +46,13 @@ EXAMPLES = 5
 """Examples kept per kind of problem."""
 REPAIR_LIMIT = 10_000
 """Fixes one `check --repair` queues at most; the report says how many were left."""
-POSTPONED_LIMIT = 10_000
-"""Documents changed while the check read them that it judges again at the end (their
-keys are all it holds in memory); beyond that they are counted as changed and left out."""
+AGAIN_LIMIT = 10_000
+"""Documents the check judges again at the end (changed while it read them, or looking
+wrong, maybe only because the indexer had not caught up): their keys are all it holds
+in memory. Beyond that, a changed one is left out and a wrong-looking one reported."""
+SETTLE_SECONDS = 30.0
+"""How long the check waits, before judging again, for the indexer to catch up with
+the check's start (when a service indexes beside it)."""
 
 
 @dataclass
@@ -54,6 +61,7 @@ class Tally:
 
     checked: int = 0
     changed_while_checking: int = 0
+    unsettled: bool = False
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PROBLEMS, 0))
     examples: dict[str, list[dict[str, str]]] = field(
         default_factory=lambda: {verdict: [] for verdict in PROBLEMS}
@@ -87,12 +95,23 @@ async def check(context: Context, args: dict[str, Any], by: str) -> dict[str, An
     repair = bool(args.get("repair"))
     started = time.monotonic()
     started_at = datetime.now(UTC)
-    async with context.index() as view:
-        run = _Run(context, view, sample=sample, repair=repair)
-        try:
-            await run.all_passes()
-        finally:
-            await run.marks.discard()
+    run_id = uuid.uuid4().hex[:12]
+    lock = CheckLock(context.redis, context.keys, run_id)
+    running = await lock.take(f"by {by} since {started_at.isoformat()}")
+    if running is not None:
+        raise InvalidRequest(
+            f"a consistency check is already running ({running}): wait for it; "
+            "`cdc-sidecar status` shows the last result"
+        )
+    try:
+        async with context.index() as view:
+            run = _Run(context, view, run_id, lock, sample=sample, repair=repair)
+            try:
+                await run.all_passes()
+            finally:
+                await run.marks.discard()
+    finally:
+        await lock.release()
     tally = run.tally
     report: dict[str, Any] = {
         "started_at": started_at.isoformat(),
@@ -103,6 +122,7 @@ async def check(context: Context, args: dict[str, Any], by: str) -> dict[str, An
         "problems": dict(tally.counts),
         "examples": {k: v for k, v in tally.examples.items() if v},
         "changed_while_checking": tally.changed_while_checking,
+        "indexer_caught_up": not tally.unsettled,
         "repair": {"queued": tally.repairs_queued, "left": tally.repairs_left} if repair else None,
     }
     total = sum(tally.counts.values())
@@ -118,21 +138,31 @@ async def check(context: Context, args: dict[str, Any], by: str) -> dict[str, An
 
 class _Run:
     def __init__(
-        self, context: Context, view: IndexView, *, sample: int | None, repair: bool
+        self,
+        context: Context,
+        view: IndexView,
+        run_id: str,
+        lock: CheckLock,
+        *,
+        sample: int | None,
+        repair: bool,
     ) -> None:
         self.context = context
         self.view = view
         self.sample = sample
         self.repair = repair
-        self.run_id = uuid.uuid4().hex[:12]
+        self.run_id = run_id
+        self.lock = lock
         self.marks = CheckMarks(context.redis, context.keys, self.run_id)
         self.tally = Tally()
         self.database = context.scope.database
         self.namespaces: list[str] = []
-        self.postponed: list[tuple[str, str]] = []
+        self.again: dict[str, str] = {}
         self.start_ms = int(time.time() * 1000)
+        self.start = 0
 
     async def all_passes(self) -> None:
+        self.start = await self._now()
         watched = await self.context.scope.collection_names(self.context.mongo)
         self.namespaces = [f"{self.database}.{name}" for name in watched]
         for name in watched:
@@ -140,10 +170,49 @@ class _Run:
         await self._rows_pass()
         if self.sample is None:
             await self._records_pass()
-        for start in range(0, len(self.postponed), PAGE):
-            await self._judge_known(self.postponed[start : start + PAGE])
+        await self._judge_again()
+
+    def _defer(self, namespace: str, doc_key: str) -> bool:
+        """Judge *doc_key* again at the end (False when the list is full)."""
+        if doc_key not in self.again and len(self.again) >= AGAIN_LIMIT:
+            return False
+        self.again[doc_key] = namespace
+        return True
+
+    async def _judge_again(self) -> None:
+        """The documents that changed while read, or looked wrong, judged once more after
+        the indexer caught up with the check's start (when a service indexes beside it)."""
+        if not self.again:
+            return
+        await self._settle()
+        pending = [(namespace, key) for key, namespace in self.again.items()]
+        self.again = {}
+        for start in range(0, len(pending), PAGE):
+            part = pending[start : start + PAGE]
+            flagged = await self.marks.flagged([key for _, key in part])
+            part = [pair for pair, done in zip(part, flagged, strict=True) if not done]
+            await self._judge_known(part, counted={key for _, key in part}, final=True)
+
+    async def _settle(self) -> None:
+        """Wait (at most SETTLE_SECONDS) until capture has read past the check's start
+        and the indexer has applied everything queued, when a service runs beside."""
+        if not self.context.live:
+            return
+        queue = EventQueue(self.context.redis, self.context.keys)
+        tokens = ResumeTokenStore(self.context.redis, self.context.keys)
+        deadline = time.monotonic() + SETTLE_SECONDS
+        while time.monotonic() < deadline:
+            checkpoint = await tokens.load()
+            read_past = checkpoint is not None and (checkpoint.cluster_time or 0) >= self.start
+            if read_past and await queue.backlog() == 0 and await queue.pending() == 0:
+                return
+            await asyncio.sleep(0.2)
+        self.tally.unsettled = True
 
     async def _now(self) -> int:
+        """The cluster's time now. Every page asks for it, so the check's lock is
+        renewed here too."""
+        await self.lock.renew()
         return await cluster_time(self.context.mongo, self.database)
 
     # The source: every document the filter admits must be indexed as it is now.
@@ -186,20 +255,27 @@ class _Run:
         by_key = {f"{namespace}/{document_id(doc['_id'])}": doc for doc in documents}
         sources = {key: expected(self.view, doc) for key, doc in by_key.items()}
         await self.marks.see([key for key, src in sources.items() if isinstance(src, Expected)])
-        records = await self.view.versions.get_many(list(by_key))
-        stored = await self._stored(list(by_key), records)
+        keys = list(by_key)
+        records = await self.view.versions.get_many(keys)
+        stored = await self._stored(keys, records)
         now = await self._now()
+        again = await self.view.versions.get_many(keys)
+        self.tally.checked += len(keys)
         found: dict[str, Finding] = {}
         for key, source in sources.items():
             record = records.get(key)
-            if record is not None and now >= record.version > read_at:
-                if len(self.postponed) < POSTPONED_LIMIT:
-                    self.postponed.append((namespace, key))
-                else:
-                    self.tally.changed_while_checking += 1
+            changed = again.get(key) != record or (
+                record is not None and now >= record.version > read_at
+            )
+            finding = None if changed else judge(source, record, stored.get(key, set()), now=now)
+            if finding is not None and finding.verdict not in PROBLEMS:
                 continue
-            found[key] = judge(source, record, stored.get(key, set()), now=now)
-        self.tally.checked += len(found)
+            if self._defer(namespace, key):
+                continue
+            if finding is None:
+                self.tally.changed_while_checking += 1
+                continue
+            found[key] = finding
         await self._report(found, records, by_key, namespace_of=namespace, version=read_at)
 
     async def _stored(
@@ -231,7 +307,9 @@ class _Run:
                 namespaces[row["doc_key"]] = row["namespace"]
                 if int(row["updated_at"]) >= self.start_ms:
                     recent.add(row["doc_key"])
-            self.tally.changed_while_checking += len(recent)
+            for key in recent:
+                if not self._defer(namespaces[key], key):
+                    self.tally.changed_while_checking += 1
             keys = [key for key in rows if key not in recent]
             for start in range(0, len(keys), PAGE):
                 part = keys[start : start + PAGE]
@@ -297,11 +375,16 @@ class _Run:
     # Documents known by key: read from the source, their records and all their rows.
 
     async def _judge_known(
-        self, pairs: Sequence[tuple[str, str]], counted: Collection[str] = ()
+        self,
+        pairs: Sequence[tuple[str, str]],
+        counted: Collection[str] = (),
+        *,
+        final: bool = False,
     ) -> None:
         """Judge the documents *pairs* name ((namespace, doc_key)), reading each from
-        the source (those in *counted* were counted as checked already). One changed
-        since the read is left out."""
+        the source (those in *counted* were counted as checked already). Unless *final*,
+        one that changed while read or looks wrong is judged again at the end; when
+        final, one that changed is left out (and counted as such)."""
         if not pairs:
             return
         read_at = await self._now()
@@ -316,29 +399,48 @@ class _Run:
         records = await self.view.versions.get_many(keys)
         stored = await self.view.store.chunk_ids_of(keys)
         now = await self._now()
+        again = await self.view.versions.get_many(keys)
         found: dict[str, Finding] = {}
         for namespace, key in pairs:
+            if key not in counted:
+                self.tally.checked += 1
             record = records.get(key)
-            if record is not None and now >= record.version > read_at:
+            changed = again.get(key) != record or (
+                record is not None and now >= record.version > read_at
+            )
+            finding = None
+            if not changed:
+                source = self._source_of(namespace, documents.get(key))
+                finding = judge(source, record, set(stored.get(key, [])), now=now)
+            if finding is not None and finding.verdict not in PROBLEMS:
+                continue
+            if not final and self._defer(namespace, key):
+                continue
+            if finding is None:
                 self.tally.changed_while_checking += 1
                 continue
-            document = documents.get(key)
-            source = (
-                expected(self.view, document)
-                if document is not None
-                else None
-                if namespace in self.namespaces
-                else f"its collection {namespace} is not watched (or no longer exists)"
-            )
-            found[key] = judge(source, record, set(stored.get(key, [])), now=now)
-        self.tally.checked += len([key for key in found if key not in counted])
-        namespaces = dict((key, namespace) for namespace, key in pairs)
+            found[key] = finding
+        namespaces = {key: namespace for namespace, key in pairs}
         await self._report(found, records, documents, namespace_of=namespaces, version=read_at)
+
+    def _source_of(
+        self, namespace: str, document: Mapping[str, Any] | None
+    ) -> Expected | str | None:
+        if document is not None:
+            return expected(self.view, document)
+        if namespace in self.namespaces:
+            return None
+        return f"its collection {namespace} is not watched (or no longer exists)"
 
     async def _lookup(self, namespace: str, doc_keys: Sequence[str]) -> dict[str, Any]:
         """The source's documents of *doc_keys* in *namespace*, by doc key."""
         collection = namespace[len(self.database) + 1 :]
-        ids = [id_value(key[len(namespace) + 1 :]) for key in doc_keys]
+        ids: list[Any] = []
+        for key in doc_keys:
+            value = id_value(key[len(namespace) + 1 :])
+            ids.append(value)
+            if isinstance(value, float):  # a Decimal128 _id of the same text shares the key
+                ids.append(Decimal128(key[len(namespace) + len("/$num:") :]))
         cursor = self.context.mongo[self.database][collection].find(
             {"_id": {"$in": ids}}, projection=self.view.mapper.projection()
         )

@@ -60,7 +60,8 @@ class Context:
     *index* opens the Milvus collection and what judging documents needs (the
     service lends its own; a process without a service opens them for the command);
     *reads_paused* waits up to its argument's seconds for the indexer to stop reading
-    after a pause, and says whether it did."""
+    after a pause, and says whether it did; *live* says a service captures and indexes
+    beside the command (the running service's own context)."""
 
     redis: Redis
     keys: Keys
@@ -71,6 +72,7 @@ class Context:
     scanning: Callable[[], bool] = lambda: False
     deadline: float | None = None
     index: IndexOpener = no_index
+    live: bool = False
     reads_paused: Callable[[float], Awaitable[bool]] = nothing_reads
 
     async def cluster_time(self) -> int:

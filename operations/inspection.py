@@ -137,16 +137,18 @@ async def _subjects(
     candidates: list[Any],
     now: int,
 ) -> list[dict[str, Any]]:
-    """One report per distinct document key the candidates name in *collection*."""
+    """One report per distinct document key the candidates name in *collection* (42
+    names both ``_id: 42`` and ``_id: "42"``)."""
     namespace = f"{context.scope.database}.{collection}"
-    found = await context.mongo[context.scope.database][collection].find_one(
+    cursor = context.mongo[context.scope.database][collection].find(
         {"_id": {"$in": candidates}}, projection=view.mapper.projection()
     )
-    values = [found["_id"]] if found is not None else candidates
+    found = {document_id(doc["_id"]): doc async for doc in cursor}
     reports = []
-    for key in dict.fromkeys(document_id(value) for value in values):
+    for key in dict.fromkeys(document_id(value) for value in candidates):
         doc_key = f"{namespace}/{key}"
-        reports.append(await _report(context, view, namespace, key, doc_key, found, now))
+        document = found.get(key)
+        reports.append(await _report(context, view, namespace, key, doc_key, document, now))
     return reports
 
 

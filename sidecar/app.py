@@ -239,6 +239,7 @@ class Sidecar:
             scanning=lambda: self._first_scan_running,
             index=lambda: nullcontext(self.index_view()),
             reads_paused=self._reads_paused,
+            live=True,
         )
 
     async def _reads_paused(self, seconds: float) -> bool:
@@ -257,18 +258,29 @@ class Sidecar:
 
     async def _scheduled_checks(self, stop: asyncio.Event, fence: int) -> None:
         """A consistency check every CDC_CHECK_INTERVAL seconds (its report is what
-        `status` shows as the last check; repairs are left to the operator)."""
+        `status` shows as the last check; repairs are left to the operator). A stop
+        cancels the check in hand."""
         context = self._context(fence)
         while not stop.is_set():
             await sleep_unless(stop, self.settings.check_interval)
             if stop.is_set():
                 return
-            try:
-                await outlast(
+            check = asyncio.create_task(
+                outlast(
                     partial(consistency.check, context, {}, "schedule"),
                     what="the scheduled consistency check",
                     stop=stop,
                 )
+            )
+            stopping = asyncio.create_task(stop.wait())
+            await asyncio.wait([check, stopping], return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if not check.done():
+                check.cancel()
+                await asyncio.gather(check, return_exceptions=True)
+                return
+            try:
+                check.result()
             except Stopped:
                 return
             except LeaseLost:

@@ -297,8 +297,8 @@ def check(
     as_json: Annotated[bool, JSON_OPTION] = False,
 ) -> None:
     """Compare MongoDB, the version records and Milvus: count and show missing, orphan,
-    stale and version-mismatched documents. Exits 3 when it found problems (and did
-    not queue their repair)."""
+    stale and version-mismatched documents. Exits 3 when it found problems it did not
+    queue a repair for."""
     settings = settings_or_exit()
     from rich.console import Console
 
@@ -311,7 +311,7 @@ def check(
     else:
         _print_check(report)
     problems = sum(report["problems"].values())
-    if problems and not repair:
+    if problems and (not repair or report["repair"]["left"]):
         raise typer.Exit(3)
 
 
@@ -321,6 +321,11 @@ def _print_check(report: dict[str, Any]) -> None:
         f"checked {report['checked']} documents ({scope}) in {report['seconds']:.1f} s; "
         f"{report['changed_while_checking']} changed while checking were left out"
     )
+    if not report["indexer_caught_up"]:
+        typer.echo(
+            "  (the indexer had not caught up with the check's start within 30 s: some of "
+            "these may be changes still queued; run it again when `status` shows no backlog)"
+        )
     for verdict, count in report["problems"].items():
         typer.echo(f"  {verdict:<17}{count}")
         for example in report["examples"].get(verdict, []):

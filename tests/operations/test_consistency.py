@@ -15,9 +15,10 @@ import redis.asyncio as aioredis
 
 from cdc.namespaces import WatchScope
 from checkpoints.audit import AuditLog
-from checkpoints.checks import CheckResults
+from checkpoints.checks import CheckLock, CheckResults
 from checkpoints.keys import Keys
 from checkpoints.versions import VersionRecord
+from core.errors import SidecarError
 from operations.control import perform
 from sidecar import operator_cli
 from sidecar.app import Sidecar
@@ -248,3 +249,24 @@ async def test_the_service_checks_on_schedule_and_status_shows_the_last_result(
         await asyncio.wait_for(task, WITHIN)
     last = (await pipeline_status(redis_client, sidecar.keys))["last_check"]
     assert last["by"] == "schedule" and sum(last["problems"].values()) == 0
+
+
+async def test_one_check_at_a_time(service: Sidecar) -> None:
+    other = CheckLock(service.redis, service.keys, "other-run")
+    assert await other.take("by ops@bastion since 09:00") is None
+
+    with pytest.raises(SidecarError, match=r"already running \(by ops@bastion since 09:00\)"):
+        await ask(service, "check")
+
+    await other.release()
+    assert (await ask(service, "check"))["checked"] == 30
+
+
+async def test_a_sample_of_one_reads_a_part_of_the_index(service: Sidecar) -> None:
+    report = await ask(service, "check", sample=1)
+
+    assert report["sample"] == 1
+    # One source document, and the documents of the rows under one random id prefix
+    # (about a sixteenth of 30 rows), not the whole index.
+    assert 1 <= report["checked"] < 30
+    assert sum(report["problems"].values()) == 0
