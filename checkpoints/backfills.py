@@ -7,11 +7,33 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
 from redis.asyncio import Redis
+from redis.typing import EncodableT
 
-from checkpoints.audit import AuditEntry, AuditLog
+from checkpoints.audit import MAX_ENTRIES, AuditEntry, AuditLog
 from checkpoints.keys import Keys
+from checkpoints.lua import FENCE_CHECK, LuaScript, raise_unless_fenced
 
 State = Literal["running", "done", "cancelled"]
+
+# KEYS: fence, the job, audit. ARGV: fence, the cancelled job's JSON, its id, audit
+# entry JSON, audit length. Returns 1, 0 when the fence is stale, -1 when the saved
+# job is another or not running (nothing written either way).
+_CANCEL = LuaScript(
+    FENCE_CHECK
+    + """
+local saved = redis.call('GET', KEYS[2])
+if not saved then
+  return -1
+end
+local job = cjson.decode(saved)
+if job['id'] ~= ARGV[3] or job['state'] ~= 'running' then
+  return -1
+end
+redis.call('SET', KEYS[2], ARGV[2])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', 'entry', ARGV[4])
+return 1
+"""
+)
 
 
 @dataclass(frozen=True)
@@ -96,7 +118,15 @@ class BackfillStore:
             self._keys.backfill, job.to_json(), fence=fence, entry=audit
         )
 
-    async def cancel(self, job: BackfillJob, *, fence: int, audit: AuditEntry) -> None:
-        """Record *job* (its state "cancelled"): the running backfill's next write of its
-        progress is refused (JobReplaced), so it stops there."""
-        await self.start(job, fence=fence, audit=audit)
+    async def cancel(self, job: BackfillJob, *, fence: int, audit: AuditEntry) -> bool:
+        """Record *job* (its state "cancelled") and *audit*, atomically behind the fence,
+        if the saved job is still the same one and running (else False, nothing
+        written). The running backfill's next write of its progress is then refused
+        (JobReplaced), so it stops there. Raises LeaseLost for a stale fence."""
+        keys = [self._keys.fence, self._keys.backfill, self._keys.audit]
+        args: list[EncodableT] = [fence, job.to_json(), job.id, audit.to_json(), MAX_ENTRIES]
+        done = int(await _CANCEL(self._redis, keys, args))
+        if done == -1:
+            return False
+        raise_unless_fenced(done, fence)
+        return True

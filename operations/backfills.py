@@ -96,7 +96,11 @@ async def cancel(context: Context, args: dict[str, Any], by: str) -> dict[str, A
         f"cancelled {job.id} after {job.queued} of about {job.estimated} documents queued"
     )
     entry = AuditEntry(now, "backfill --cancel", by, outcome)
-    await store.cancel(cancelled, fence=context.fence, audit=entry)
+    if not await store.cancel(cancelled, fence=context.fence, audit=entry):
+        raise InvalidRequest(
+            f"backfill {job.id} finished or was replaced meanwhile: nothing was cancelled "
+            "(`cdc-sidecar status` shows the current one)"
+        )
     warning = (
         "; it was resynchronising after lost history: documents deleted meanwhile keep "
         "their vectors until `cdc-sidecar check --repair`"

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import pytest
 import redis.asyncio as aioredis
 
+from checkpoints.audit import AuditEntry, AuditLog
 from checkpoints.backfills import BackfillJob, BackfillStore
 from checkpoints.keys import Keys
+from core.errors import LeaseLost
 
 
 def job() -> BackfillJob:
@@ -42,3 +48,29 @@ async def test_a_job_round_trips_through_redis(redis_client: aioredis.Redis, key
 def test_a_job_is_stored_as_compact_json_with_readable_text() -> None:
     written = job().advanced("a", '"k-中"', scanned=2, queued=2).to_json()
     assert '"by":"ops"' in written and '"after":{"a":"\\"k-中\\""}' in written
+
+
+async def test_only_the_saved_running_job_is_cancelled(
+    redis_client: aioredis.Redis, keys: Keys, fence: int
+) -> None:
+    store = BackfillStore(redis_client, keys)
+    entry = AuditEntry(datetime.now(UTC), "backfill --cancel", "ops", "cancelled")
+    running = job()
+    cancelled = replace(running, state="cancelled", reason="cancelled by ops")
+
+    assert not await store.cancel(cancelled, fence=fence, audit=entry)  # no job at all
+    other = replace(running, id="resync")
+    await redis_client.set(store.key, other.to_json())  # replaced meanwhile
+    assert not await store.cancel(cancelled, fence=fence, audit=entry)
+    assert await store.load() == other
+    await redis_client.set(store.key, replace(running, state="done").to_json())  # finished
+    assert not await store.cancel(cancelled, fence=fence, audit=entry)
+    assert await AuditLog(redis_client, keys).recent() == []
+
+    await redis_client.set(store.key, running.to_json())
+    with pytest.raises(LeaseLost):
+        await store.cancel(cancelled, fence=fence + 1, audit=entry)
+    assert await store.load() == running
+    assert await store.cancel(cancelled, fence=fence, audit=entry)
+    assert await store.load() == cancelled
+    assert await AuditLog(redis_client, keys).recent() == [entry]
