@@ -23,7 +23,7 @@ from core.errors import DocumentRejected
 from indexer.chunking import Chunker
 from indexer.embedding import Embedder
 from indexer.store import VectorStore
-from sidecar.app import Sidecar
+from sidecar.app import Sidecar, build_chunker
 from sidecar.settings import Settings
 from sidecar.status import applied_through
 from tests.conftest import DATABASE
@@ -35,12 +35,7 @@ VECTOR_SAMPLE = 64
 
 def chunker_for(settings: Settings, embedder: Embedder) -> Chunker:
     """The chunker the service builds from *settings*: the source of expected chunks."""
-    return Chunker(
-        settings.chunk_size,
-        settings.chunk_overlap,
-        count_tokens=embedder.count_tokens,
-        max_tokens=embedder.max_tokens,
-    )
+    return build_chunker(settings, embedder)
 
 
 def doc_key(settings: Settings, collection: str, raw_id: Any) -> str:

@@ -69,6 +69,23 @@ async def streaming(service: ServiceProcess, redis: aioredis.Redis, keys: Keys) 
     await eventually(positioned, within=CONVERGE_SECONDS, what="the service streams")
 
 
+async def index_then_stop(
+    settings: Settings, log: Path, redis: aioredis.Redis, mongo: Mongo, articles: Any, count: int
+) -> None:
+    """*count* documents written, indexed by a service that then stops on SIGTERM."""
+    await articles.insert_many(
+        [
+            {"_id": n, "title": f"Doc {n}", "body": f"Body of document {n}. " * 8}
+            for n in range(count)
+        ]
+    )
+    keys = Keys(settings.pipeline)
+    async with service_process(settings, log) as service:
+        await streaming(service, redis, keys)
+        await wait_applied(redis, keys, mongo)
+        assert await service.signal_and_wait(signal.SIGTERM) == 0
+
+
 async def next_second(articles: Any) -> str:
     """After a write, the start of the next whole second as ISO 8601 (reset times have a
     one-second resolution): a time the server's history holds."""
@@ -210,14 +227,8 @@ async def test_losing_redis_data_costs_a_rescan_not_the_embeddings(
 ) -> None:
     settings = make_settings()
     keys = Keys(settings.pipeline)
-    await articles.insert_many(
-        [{"_id": n, "title": f"Doc {n}", "body": f"Body of document {n}. " * 8} for n in range(20)]
-    )
     log = tmp_path / "service.log"
-    async with service_process(settings, log) as service:
-        await streaming(service, redis_client, keys)
-        await wait_applied(redis_client, keys, mongo)
-        assert await service.signal_and_wait(signal.SIGTERM) == 0
+    await index_then_stop(settings, log, redis_client, mongo, articles, 20)
     # Everything the pipeline kept in Redis is gone (FLUSHALL, for this pipeline only:
     # the Redis is shared with other tests).
     lost = [key async for key in redis_client.scan_iter(match=f"{keys.prefix}*")]
@@ -247,14 +258,8 @@ async def test_the_checker_finds_each_planted_problem_and_repair_fixes_it(
     settings = make_settings(lease_ttl=5)
     keys = Keys(settings.pipeline)
     namespace = f"{settings.database}.{settings.collections[0]}"
-    await articles.insert_many(
-        [{"_id": n, "title": f"Doc {n}", "body": f"Body of document {n}. " * 8} for n in range(12)]
-    )
     log = tmp_path / "service.log"
-    async with service_process(settings, log) as service:
-        await streaming(service, redis_client, keys)
-        await wait_applied(redis_client, keys, mongo)
-        assert await service.signal_and_wait(signal.SIGTERM) == 0
+    await index_then_stop(settings, log, redis_client, mongo, articles, 12)
 
     # Planted while the service is stopped: a lost row, an orphan, a row no record
     # lists, a version from the future, and a change skipped by a reset (stale text).
