@@ -487,10 +487,22 @@ class _Run:
             )
             for key in fixing
         ]
+        await self._room(len(events))
         await EventQueue(self.context.redis, self.context.keys).append_bulk(
             events, self.context.keys.backfill, "", fence=self.context.fence, job_id=""
         )
         self.tally.repairs_queued += len(events)
+
+    async def _room(self, adding: int) -> None:
+        """With a service indexing beside, wait until the bulk lane has room for *adding*
+        more entries under its limit (as a backfill does), so repairs do not grow the
+        queue without bound; with none, nothing drains it, so nothing waits."""
+        if not self.context.live:
+            return
+        queue = EventQueue(self.context.redis, self.context.keys)
+        while await queue.bulk_backlog() + adding > max(self.context.bulk_room, adding):
+            await self.lock.renew()
+            await asyncio.sleep(0.2)
 
     def _fix(
         self, doc_key: str, namespace: str, document: Mapping[str, Any] | None, version: int

@@ -61,7 +61,8 @@ class Context:
     service lends its own; a process without a service opens them for the command);
     *reads_paused* waits up to its argument's seconds for the indexer to stop reading
     after a pause, and says whether it did; *live* says a service captures and indexes
-    beside the command (the running service's own context)."""
+    beside the command (the running service's own context); *bulk_room* is the bulk
+    lane's limit (CDC_BACKFILL_MAX_QUEUED), which a live service's repairs wait under."""
 
     redis: Redis
     keys: Keys
@@ -73,6 +74,7 @@ class Context:
     deadline: float | None = None
     index: IndexOpener = no_index
     live: bool = False
+    bulk_room: int = 1000
     reads_paused: Callable[[float], Awaitable[bool]] = nothing_reads
 
     async def cluster_time(self) -> int:

@@ -240,6 +240,7 @@ class Sidecar:
             index=lambda: nullcontext(self.index_view()),
             reads_paused=self._reads_paused,
             live=True,
+            bulk_room=self.settings.backfill_max_queued,
         )
 
     async def _reads_paused(self, seconds: float) -> bool:

@@ -19,6 +19,8 @@ from checkpoints.checks import CheckLock, CheckResults
 from checkpoints.keys import Keys
 from checkpoints.versions import VersionRecord
 from core.errors import SidecarError
+from operations.consistency import _Run
+from operations.context import Context
 from operations.control import perform
 from sidecar import operator_cli
 from sidecar.app import Sidecar
@@ -270,3 +272,28 @@ async def test_a_sample_of_one_reads_a_part_of_the_index(service: Sidecar) -> No
     # (about a sixteenth of 30 rows), not the whole index.
     assert 1 <= report["checked"] < 30
     assert sum(report["problems"].values()) == 0
+
+
+async def test_repairs_wait_for_room_in_the_bulk_lane_while_a_service_indexes(
+    service: Sidecar, mongo: Client
+) -> None:
+    scope = WatchScope(service.settings.database, service.settings.collections)
+    context = Context(
+        service.redis, service.keys, 0, mongo, scope, live=True, bulk_room=2
+    )
+    run = _Run(
+        context, service.index_view(), "test", CheckLock(service.redis, service.keys, "test"),
+        sample=None, repair=True,
+    )
+    await ask(service, "pause", reason="keep the bulk lane full")
+    for n in range(2):
+        await service.redis.xadd(service.keys.bulk, {"event": "{}", "key": f"held-{n}"})
+
+    waiting = asyncio.create_task(run._room(1))
+    await asyncio.sleep(0.5)
+    assert not waiting.done()  # 2 queued + 1 would pass the limit of 2
+
+    await service.redis.xtrim(service.keys.bulk, maxlen=1, approximate=False)
+    await asyncio.wait_for(waiting, WITHIN)
+    await service.redis.delete(service.keys.bulk)
+    await ask(service, "resume")
