@@ -181,13 +181,16 @@ async def perform(
     *,
     index: IndexOpener = no_index,
     answer_seconds: float = ANSWER_SECONDS,
+    lease_ttl: float = 15.0,
 ) -> dict[str, Any]:
     """Carry out *command* under the pipeline's lease and return its result: by the
     running service when one holds the lease, else here (opening the index with
     *index* if the command needs it). Raises SidecarError with the reason when it
-    failed, NoAnswer when the service did not answer in time."""
+    failed, NoAnswer when the service did not answer in time. *lease_ttl* is the
+    lease's time to live while this process holds it."""
     request = Request(command, args, requester(), time.time() + answer_seconds)
-    lease = Lease(redis, keys, owner=f"command-{socket.gethostname()}-{os.getpid()}")
+    owner = f"command-{socket.gethostname()}-{os.getpid()}"
+    lease = Lease(redis, keys, owner=owner, ttl=lease_ttl)
     try:
         fence = await lease.acquire(wait=False)
     except LeaseLost:
@@ -223,7 +226,7 @@ async def _ask_holder(
     raise NoAnswer(
         f"{who} did not answer within {answer_seconds:g} s, "
         "so the command was not carried out: if that service was killed, its lease "
-        "expires within 15 s; then run the command again"
+        "expires within CDC_LEASE_TTL (15 s by default); then run the command again"
     )
 
 

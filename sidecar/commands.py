@@ -56,6 +56,7 @@ async def command(settings: Settings, name: str, args: dict[str, Any]) -> dict[s
             name,
             args,
             index=lambda: open_index(settings, redis),
+            lease_ttl=settings.lease_ttl,
         )
 
 

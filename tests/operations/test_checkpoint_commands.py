@@ -320,3 +320,22 @@ async def test_without_a_service_an_outage_is_one_clear_error(
                       target(to_now=True).args())
 
     assert await Lease(redis_client, keys, owner="probe").holder() is None
+
+
+async def test_a_command_without_a_service_holds_the_lease_with_the_configured_ttl(
+    redis_client: aioredis.Redis, pipeline_name: str, sim: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ttls: list[float] = []
+    real = control.Lease
+
+    def recording(redis: aioredis.Redis, keys: Keys, *, owner: str, ttl: float) -> Lease:
+        ttls.append(ttl)
+        return real(redis, keys, owner=owner, ttl=ttl)
+
+    monkeypatch.setattr(control, "Lease", recording)
+    keys = Keys(pipeline_name)
+    await perform(
+        redis_client, keys, sim.uri, WatchScope(DATABASE, [COLLECTION]), "pause", {},
+        lease_ttl=4.0,
+    )
+    assert ttls == [4.0]
