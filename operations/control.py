@@ -36,6 +36,10 @@ from operations.context import Context, IndexOpener, no_index
 
 log = structlog.get_logger(__name__)
 
+COMMAND_OWNER = "command-"
+"""How the lease owner of a command run without a service starts (such a holder serves
+no requests)."""
+
 ANSWER_SECONDS = 15.0
 """How long a command waits for the running service's answer before giving up (the
 request then expires unexecuted). The service normally answers within a second."""
@@ -189,7 +193,7 @@ async def perform(
     failed, NoAnswer when the service did not answer in time. *lease_ttl* is the
     lease's time to live while this process holds it."""
     request = Request(command, args, requester(), time.time() + answer_seconds)
-    owner = f"command-{socket.gethostname()}-{os.getpid()}"
+    owner = f"{COMMAND_OWNER}{socket.gethostname()}-{os.getpid()}"
     lease = Lease(redis, keys, owner=owner, ttl=lease_ttl)
     try:
         fence = await lease.acquire(wait=False)
@@ -210,6 +214,11 @@ async def _ask_holder(
 ) -> dict[str, Any]:
     channel = RequestChannel(redis, keys)
     holder = await lease.holder()
+    if holder is not None and holder[0].startswith(COMMAND_OWNER):
+        raise NoAnswer(
+            f"another operator command holds the pipeline's lease ({holder[0]}, since "
+            f"{holder[1]}); run this one when it is done"
+        )
     await channel.submit(request)
     answer = await channel.wait_answer(request)
     while answer is None and request.command in LONG_COMMANDS:

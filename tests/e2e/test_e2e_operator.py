@@ -32,6 +32,7 @@ from checkpoints.stats import Stats
 from checkpoints.tokens import ResumeTokenStore
 from checkpoints.versions import VersionStore
 from indexer.store import ChunkRow
+from operations.control import COMMAND_OWNER
 from sidecar.settings import Settings
 from tests.embedders import CountingEmbedder
 from tests.waiting import eventually
@@ -63,7 +64,7 @@ async def streaming(service: ServiceProcess, redis: aioredis.Redis, keys: Keys) 
     async def positioned() -> bool:
         service.require_alive()
         holder = await lease.holder()
-        serving = holder is not None and not holder[0].startswith("command-")
+        serving = holder is not None and not holder[0].startswith(COMMAND_OWNER)
         return serving and await tokens.load() is not None
 
     await eventually(positioned, within=CONVERGE_SECONDS, what="the service streams")

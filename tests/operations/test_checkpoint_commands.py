@@ -339,3 +339,17 @@ async def test_a_command_without_a_service_holds_the_lease_with_the_configured_t
         lease_ttl=4.0,
     )
     assert ttls == [4.0]
+
+
+async def test_a_command_refuses_at_once_while_another_command_holds_the_lease(
+    redis_client: aioredis.Redis, pipeline_name: str, sim: Any
+) -> None:
+    keys = Keys(pipeline_name)
+    other = Lease(redis_client, keys, owner=f"{control.COMMAND_OWNER}bastion-4242")
+    await other.acquire(wait=False)
+
+    with pytest.raises(NoAnswer, match=r"another operator command holds the pipeline's lease"):
+        await perform(redis_client, keys, sim.uri, WatchScope(DATABASE, [COLLECTION]), "check", {})
+    # Nothing was asked of anyone: no request is left for a later holder.
+    assert int(await redis_client.xlen(keys.requests)) == 0
+    await other.release()
