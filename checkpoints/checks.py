@@ -113,6 +113,22 @@ class CheckLock:
         await _RENEW_OR_RELEASE(self._redis, [self._key], [self._value])
 
 
+class CheckProgress:
+    """How far the running check is, for the command line's progress bar: published
+    per page, gone a minute after the last update."""
+
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self._redis = redis
+        self._key = f"{keys.prefix}check:progress"
+
+    async def publish(self, progress: dict[str, Any]) -> None:
+        await self._redis.set(self._key, json.dumps(progress), ex=60)
+
+    async def read(self) -> dict[str, Any] | None:
+        raw = await self._redis.get(self._key)
+        return None if raw is None else dict(json.loads(raw))
+
+
 class CheckResults:
     """The last consistency check's report, as `status` shows it."""
 

@@ -29,7 +29,7 @@ from cdc.mapping import ChangeOrigin
 from cdc.namespaces import Document
 from cdc.positions import cluster_time
 from checkpoints.audit import AuditEntry
-from checkpoints.checks import CheckLock, CheckMarks, CheckResults, drop_versions
+from checkpoints.checks import CheckLock, CheckMarks, CheckProgress, CheckResults, drop_versions
 from checkpoints.queue import EventQueue
 from checkpoints.tokens import ResumeTokenStore
 from checkpoints.versions import VersionRecord
@@ -160,17 +160,29 @@ class _Run:
         self.again: dict[str, str] = {}
         self.start_ms = int(time.time() * 1000)
         self.start = 0
+        self.progress = CheckProgress(context.redis, context.keys)
+        self.phase = "starting"
+        self.estimated = 0
 
     async def all_passes(self) -> None:
-        self.start = await self._now()
         watched = await self.context.scope.collection_names(self.context.mongo)
+        database = self.context.mongo[self.database]
+        counts = [await database[name].estimated_document_count() for name in watched]
+        self.estimated = sum(min(count, self.sample or count) for count in counts)
+        self.start = await self._now()
         self.namespaces = [f"{self.database}.{name}" for name in watched]
+        self.phase = "MongoDB"
         for name in watched:
             await self._source_pass(name)
+        self.phase = "Milvus rows"
         await self._rows_pass()
         if self.sample is None:
+            self.phase = "version records"
             await self._records_pass()
+        self.phase = "judging again"
         await self._judge_again()
+        self.phase = "done"
+        await self._publish()
 
     def _defer(self, namespace: str, doc_key: str) -> bool:
         """Judge *doc_key* again at the end (False when the list is full)."""
@@ -214,6 +226,16 @@ class _Run:
         renewed here too."""
         await self.lock.renew()
         return await cluster_time(self.context.mongo, self.database)
+
+    async def _publish(self) -> None:
+        """How far the check is, for the command line's progress bar."""
+        progress = {
+            "run": self.run_id,
+            "phase": self.phase,
+            "checked": self.tally.checked,
+            "estimated": self.estimated,
+        }
+        await self.progress.publish(progress)
 
     # The source: every document the filter admits must be indexed as it is now.
 
@@ -277,6 +299,7 @@ class _Run:
                 continue
             found[key] = finding
         await self._report(found, records, by_key, namespace_of=namespace, version=read_at)
+        await self._publish()
 
     async def _stored(
         self, doc_keys: Sequence[str], records: Mapping[str, VersionRecord]
@@ -314,6 +337,7 @@ class _Run:
             for start in range(0, len(keys), PAGE):
                 part = keys[start : start + PAGE]
                 await self._rows_of(part, rows, namespaces)
+            await self._publish()
 
     async def _rows_of(
         self, doc_keys: list[str], rows: Mapping[str, list[str]], namespaces: Mapping[str, str]

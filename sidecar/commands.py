@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -11,6 +12,7 @@ from redis.exceptions import RedisError
 
 from cdc.namespaces import WatchScope
 from checkpoints.backfills import BackfillStore
+from checkpoints.checks import CheckProgress
 from checkpoints.keys import Keys
 from checkpoints.queue import EventQueue
 from checkpoints.versions import VersionStore
@@ -105,3 +107,19 @@ async def backfill_progress(settings: Settings) -> dict[str, Any]:
         job = await BackfillStore(redis, keys).load()
         backlog = await EventQueue(redis, keys).bulk_backlog()
         return {"backfill": progress(job), "backlog_bulk": backlog}
+
+
+async def check_with_progress(
+    settings: Settings, args: dict[str, Any], show: Callable[[dict[str, Any]], None]
+) -> dict[str, Any]:
+    """`check` carried out as `command` does, calling *show* with the running check's
+    progress (phase, documents checked, estimated) about twice a second."""
+    work = asyncio.create_task(command(settings, "check", args))
+    async with pipeline_redis(settings) as redis:
+        progress = CheckProgress(redis, Keys(settings.pipeline))
+        while not work.done():
+            current = await progress.read()
+            if current is not None:
+                show(current)
+            await asyncio.wait([work], timeout=0.5)
+    return await work

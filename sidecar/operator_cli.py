@@ -301,11 +301,29 @@ def check(
     queue a repair for."""
     settings = settings_or_exit()
     from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
-    from sidecar.commands import command
+    from sidecar.commands import check_with_progress
 
-    with Console(stderr=True).status("checking MongoDB, Redis and Milvus..."):
-        report = run_command(command(settings, "check", {"repair": repair, "sample": sample}))
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    console = Console(stderr=True, quiet=as_json)
+    with Progress(*columns, TimeRemainingColumn(), console=console) as bar:
+        task = bar.add_task("checking", total=None)
+
+        def show(progress: dict[str, Any]) -> None:
+            total = max(progress["estimated"], progress["checked"])
+            bar.update(
+                task, description=progress["phase"], completed=progress["checked"], total=total
+            )
+
+        args = {"repair": repair, "sample": sample}
+        report = run_command(check_with_progress(settings, args, show))
     if as_json:
         typer.echo(json.dumps(report, ensure_ascii=False, indent=2))
     else:

@@ -15,14 +15,14 @@ import redis.asyncio as aioredis
 
 from cdc.namespaces import WatchScope
 from checkpoints.audit import AuditLog
-from checkpoints.checks import CheckLock, CheckResults
+from checkpoints.checks import CheckLock, CheckProgress, CheckResults
 from checkpoints.keys import Keys
 from checkpoints.versions import VersionRecord
 from core.errors import SidecarError
 from operations.consistency import _Run
 from operations.context import Context
 from operations.control import perform
-from sidecar import operator_cli
+from sidecar import commands, operator_cli
 from sidecar.app import Sidecar
 from sidecar.settings import Settings
 from sidecar.status import pipeline_status
@@ -297,3 +297,35 @@ async def test_repairs_wait_for_room_in_the_bulk_lane_while_a_service_indexes(
     await asyncio.wait_for(waiting, WITHIN)
     await service.redis.delete(service.keys.bulk)
     await ask(service, "resume")
+
+
+async def test_a_check_publishes_its_progress(service: Sidecar) -> None:
+    await ask(service, "check")
+
+    progress = await CheckProgress(service.redis, service.keys).read()
+    assert progress is not None
+    assert (progress["phase"], progress["checked"], progress["estimated"]) == ("done", 30, 30)
+
+
+async def test_the_command_line_shows_the_progress_while_it_waits(
+    service: Sidecar, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    published = CheckProgress(service.redis, service.keys)
+    shown: list[dict[str, Any]] = []
+
+    async def slow_check(settings: Settings, name: str, args: dict[str, Any]) -> dict[str, Any]:
+        for checked in (10, 20):  # each step waits until the command line has shown it
+            await published.publish({"phase": "MongoDB", "checked": checked, "estimated": 30})
+
+            async def shown_now(checked: int = checked) -> bool:
+                return any(progress["checked"] == checked for progress in shown)
+
+            await eventually(shown_now, within=WITHIN, what=f"{checked} to be shown")
+        return {"checked": 30}
+
+    monkeypatch.setattr(commands, "command", slow_check)
+
+    report = await commands.check_with_progress(service.settings, {}, shown.append)
+
+    assert report == {"checked": 30}
+    assert sorted({progress["checked"] for progress in shown}) == [10, 20]
