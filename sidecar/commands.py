@@ -119,7 +119,7 @@ async def check_with_progress(
         progress = CheckProgress(redis, Keys(settings.pipeline))
         while not work.done():
             current = await progress.read()
-            if current is not None:
+            if current is not None and current["phase"] != "done":  # not a finished run's
                 show(current)
             await asyncio.wait([work], timeout=0.5)
     return await work
