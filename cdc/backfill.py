@@ -157,7 +157,7 @@ class Backfill:
             part = candidates[start : start + self._chunk]
             records = await self._indexed.versions([key for key, _ in part])
             gone = [
-                _not_in_source(f"resync:{job.id}:{key}", namespace, document, before)
+                not_in_source(f"resync:{job.id}:{key}", namespace, document, before)
                 for key, (namespace, document) in part
                 if (record := records.get(key)) is None
                 or (not record.deleted and record.version < before)
@@ -183,7 +183,7 @@ class Backfill:
         for collection, present in found.items():
             namespace = f"{self._database}.{collection}"
             gone += [
-                _not_in_source(
+                not_in_source(
                     f"{job_kind(job)}:{job.id}:{version}:{namespace}:{key}", namespace, key, version
                 )
                 for key in dict.fromkeys(document_id(value) for value in named)
@@ -273,7 +273,13 @@ class Backfill:
         return self._fence() if callable(self._fence) else self._fence
 
 
-def _not_in_source(event_id: str, namespace: str, document: str, version: int) -> DocumentEvent:
+def not_in_source(
+    event_id: str,
+    namespace: str,
+    document: str,
+    version: int,
+    reason: str = "not in the source",
+) -> DocumentEvent:
     """The event that deletes a document the source does not hold (as of *version*)."""
     return DocumentDeletedEvent(
         event_id=event_id,
@@ -281,5 +287,5 @@ def _not_in_source(event_id: str, namespace: str, document: str, version: int) -
         namespace=namespace,
         version=version,
         timestamp=datetime.fromtimestamp(version >> 32, UTC),
-        metadata={"reason": "not in the source"},
+        metadata={"reason": reason},
     )

@@ -61,7 +61,7 @@ async def start(context: Context, args: dict[str, Any], by: str) -> dict[str, An
     """Record a new backfill job; the lease holder's backfill task runs it."""
     asked = [str(name) for name in args.get("collections") or []]
     query = parse_filter(str(args.get("filter") or ""))
-    collections = await _watched(context, asked)
+    collections = await watched_collections(context, asked)
     command = "backfill" + "".join(f" --collection {name}" for name in asked)
     return await _record(context, by, command, collections, query)
 
@@ -76,7 +76,7 @@ async def reindex(context: Context, args: dict[str, Any], by: str) -> dict[str, 
         both = "both (a named document the filter excludes would be deleted)"
         raise InvalidRequest(f"give document ids or --filter, not {both if query else 'neither'}")
     ids = [value for raw in raw_ids for value in id_candidates(raw)]
-    collections = await _watched(context, [])
+    collections = await watched_collections(context, [])
     command = "reindex" + "".join(f" {raw}" for raw in raw_ids)
     return await _record(context, by, command, collections, query, ids=ids, named=len(raw_ids))
 
@@ -127,7 +127,9 @@ def id_candidates(text: str) -> list[Any]:
     return candidates
 
 
-async def _watched(context: Context, asked: list[str]) -> list[str]:
+async def watched_collections(context: Context, asked: list[str]) -> list[str]:
+    """*asked*, or every watched collection when it is empty. Raises InvalidRequest
+    naming any asked collection that is not watched."""
     watched = await context.scope.collection_names(context.mongo)
     unknown = [name for name in asked if name not in watched]
     if unknown:

@@ -24,6 +24,7 @@ import structlog
 from bson.decimal128 import Decimal128
 from pymongo.asynchronous.collection import AsyncCollection
 
+from cdc.backfill import not_in_source
 from cdc.fields import document_id, id_value
 from cdc.mapping import ChangeOrigin
 from cdc.namespaces import Document
@@ -34,7 +35,7 @@ from checkpoints.queue import EventQueue
 from checkpoints.tokens import ResumeTokenStore
 from checkpoints.versions import VersionRecord
 from core.errors import DocumentRejected, InvalidRequest
-from core.events import REINDEX_PREFIX, DocumentDeletedEvent, DocumentEvent
+from core.events import REINDEX_PREFIX, DocumentEvent
 from operations.context import Context, IndexView
 from operations.inspection import PROBLEMS, Expected, Finding, expected, judge
 
@@ -546,11 +547,6 @@ class _Run:
                 return self.view.mapper.created(document, origin)
             except DocumentRejected as error:
                 return self.view.mapper.rejected(origin, error)
-        return DocumentDeletedEvent(
-            event_id=origin.event_id,
-            document_id=key,
-            namespace=namespace,
-            version=version,
-            timestamp=origin.timestamp,
-            metadata={"reason": "not in the source (consistency check)"},
+        return not_in_source(
+            origin.event_id, namespace, key, version, "not in the source (consistency check)"
         )

@@ -18,7 +18,7 @@ from checkpoints.queue import EventQueue
 from checkpoints.versions import VersionRecord
 from core.errors import DocumentRejected, InvalidRequest
 from indexer.plan import content_hash, metadata_hash
-from operations.backfills import id_candidates
+from operations.backfills import id_candidates, watched_collections
 from operations.context import Context, IndexView
 
 Verdict = Literal["in_sync", "absent", "missing", "stale", "orphan", "version_mismatch"]
@@ -112,13 +112,8 @@ async def explain(context: Context, args: dict[str, Any], by: str) -> dict[str, 
     raw = str(args.get("id") or "")
     if not raw:
         raise InvalidRequest("give the document's _id, as `cdc-sidecar explain 42` does")
-    watched = await context.scope.collection_names(context.mongo)
     asked = args.get("collection")
-    if asked and asked not in watched:
-        raise InvalidRequest(
-            f"not a watched collection: {asked} (watched: {', '.join(watched)})"
-        )
-    collections = [str(asked)] if asked else watched
+    collections = await watched_collections(context, [str(asked)] if asked else [])
     candidates = id_candidates(raw)
     async with context.index() as view:
         now = await context.cluster_time()
