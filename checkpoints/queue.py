@@ -11,7 +11,7 @@ from redis.typing import EncodableT
 from checkpoints.keys import Keys
 from checkpoints.lua import FENCE_CHECK, LuaScript, raise_unless_fenced
 from checkpoints.stats import StreamEntry, as_text
-from checkpoints.tokens import Checkpoint
+from checkpoints.tokens import Checkpoint, ResumeTokenStore
 from core.errors import SidecarError
 from core.events import DocumentEvent
 
@@ -160,3 +160,13 @@ class EventQueue:
                         found.append(entry)
                 start = f"({as_text(rows[-1][0])}"
         return found
+
+
+async def applied_through(redis: Redis, keys: Keys, cluster_time: int) -> bool:
+    """Whether every change up to *cluster_time* (packed) is captured and applied:
+    the checkpoint is at or past it and nothing is queued or pending."""
+    checkpoint = await ResumeTokenStore(redis, keys).load()
+    if checkpoint is None or (checkpoint.cluster_time or 0) < cluster_time:
+        return False
+    queue = EventQueue(redis, keys)
+    return await queue.backlog() == 0 and await queue.pending() == 0

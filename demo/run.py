@@ -20,13 +20,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from checkpoints.queue import applied_through
 from checkpoints.tokens import pack_timestamp
 from demo.corpus import NEW_DOCUMENTS, documents
 from mongosim import ThreadedMongoSim
 from sidecar.app import Sidecar, build_embedder, redis_for
 from sidecar.redis_server import PrivateRedis
 from sidecar.settings import Settings, load_settings
-from sidecar.status import applied_through, pipeline_status
+from sidecar.status import pipeline_status
 
 console = Console()
 

@@ -31,8 +31,7 @@ from cdc.namespaces import Document
 from cdc.positions import cluster_time
 from checkpoints.audit import AuditEntry
 from checkpoints.checks import CheckLock, CheckMarks, CheckProgress, CheckResults, drop_versions
-from checkpoints.queue import EventQueue
-from checkpoints.tokens import ResumeTokenStore
+from checkpoints.queue import EventQueue, applied_through
 from checkpoints.versions import VersionRecord
 from core.errors import DocumentRejected, InvalidRequest
 from core.events import REINDEX_PREFIX, DocumentEvent
@@ -211,13 +210,9 @@ class _Run:
         and the indexer has applied everything queued, when a service runs beside."""
         if not self.context.live:
             return
-        queue = EventQueue(self.context.redis, self.context.keys)
-        tokens = ResumeTokenStore(self.context.redis, self.context.keys)
         deadline = time.monotonic() + SETTLE_SECONDS
         while time.monotonic() < deadline:
-            checkpoint = await tokens.load()
-            read_past = checkpoint is not None and (checkpoint.cluster_time or 0) >= self.start
-            if read_past and await queue.backlog() == 0 and await queue.pending() == 0:
+            if await applied_through(self.context.redis, self.context.keys, self.start):
                 return
             await asyncio.sleep(0.2)
         self.tally.unsettled = True

@@ -55,13 +55,3 @@ async def pipeline_status(redis: Redis, keys: Keys) -> dict[str, Any]:
         "last_applied": await stats.last_applied(),
         "counters": await stats.read(),
     }
-
-
-async def applied_through(redis: Redis, keys: Keys, cluster_time: int) -> bool:
-    """Whether every change up to *cluster_time* (packed) is captured and applied:
-    the checkpoint is at or past it and nothing is queued or pending."""
-    checkpoint = await ResumeTokenStore(redis, keys).load()
-    if checkpoint is None or (checkpoint.cluster_time or 0) < cluster_time:
-        return False
-    queue = EventQueue(redis, keys)
-    return await queue.backlog() == 0 and await queue.pending() == 0

@@ -16,11 +16,11 @@ import structlog.testing
 from pymongo import AsyncMongoClient
 
 from checkpoints.keys import Keys
+from checkpoints.queue import applied_through
 from checkpoints.tokens import pack_timestamp
 from sidecar.app import Sidecar
 from sidecar.redis_server import PrivateRedis
 from sidecar.settings import Settings
-from sidecar.status import applied_through
 from tests.conftest import COLLECTION, DATABASE, REDIS_URL
 from tests.embedders import HashEmbedder
 from tests.tcp_proxy import TcpProxy, milvus_lite_server

@@ -17,6 +17,7 @@ from pymongo import AsyncMongoClient
 
 from cdc.fields import IndexedText, MetadataFields, document_id
 from checkpoints.keys import Keys
+from checkpoints.queue import applied_through
 from checkpoints.tokens import pack_timestamp
 from checkpoints.versions import VersionStore
 from core.errors import DocumentRejected
@@ -25,7 +26,6 @@ from indexer.embedding import Embedder
 from indexer.store import VectorStore
 from sidecar.app import Sidecar, build_chunker
 from sidecar.settings import Settings
-from sidecar.status import applied_through
 from tests.conftest import DATABASE
 from tests.waiting import eventually
 

@@ -26,10 +26,11 @@ from pymongo import AsyncMongoClient
 from service_process import ServiceProcess, service_process
 
 from checkpoints.keys import Keys
+from checkpoints.queue import applied_through
 from checkpoints.stats import Stats
 from checkpoints.tokens import ResumeTokenStore
 from sidecar.settings import Settings
-from sidecar.status import applied_through, pipeline_status
+from sidecar.status import pipeline_status
 from tests.embedders import CountingEmbedder
 from tests.waiting import eventually
 
