@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from core.errors import InvalidRequest, SidecarError
 from sidecar.cli_support import fail, run_command, settings_or_exit
 from sidecar.settings import Settings
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
 
 JSON_OPTION = typer.Option("--json", help="Print one JSON document.")
 
@@ -167,8 +171,9 @@ def _start_job(name: str, args: dict[str, Any], follow: bool, as_json: bool) -> 
         _follow_backfill(settings, job["id"])
 
 
-def _follow_backfill(settings: Settings, job_id: str) -> None:
-    """A progress bar until the job's scan is done and the bulk lane is indexed."""
+def _progress_bar(console: Console | None = None) -> Progress:
+    """The long commands' progress bar: what is being done, the bar, done of total, and
+    the time left (on *console*, else rich's default)."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -177,11 +182,20 @@ def _follow_backfill(settings: Settings, job_id: str) -> None:
         TimeRemainingColumn,
     )
 
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
+def _follow_backfill(settings: Settings, job_id: str) -> None:
+    """A progress bar until the job's scan is done and the bulk lane is indexed."""
     from sidecar.commands import backfill_progress
 
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()
-    ) as bar:
+    with _progress_bar() as bar:
         task = bar.add_task("queued", total=None)
         while True:
             state = run_command(backfill_progress(settings))
@@ -301,19 +315,10 @@ def check(
     queue a repair for."""
     settings = settings_or_exit()
     from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
 
     from sidecar.commands import check_with_progress
 
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
-    console = Console(stderr=True, quiet=as_json)
-    with Progress(*columns, TimeRemainingColumn(), console=console) as bar:
+    with _progress_bar(Console(stderr=True, quiet=as_json)) as bar:
         task = bar.add_task("checking", total=None)
 
         def show(progress: dict[str, Any]) -> None:
