@@ -19,6 +19,7 @@ from pymongo.asynchronous.mongo_client import AsyncMongoClient
 from pymongo.errors import OperationFailure
 
 from cdc.backpressure import Backpressure
+from cdc.catalog import catalog_events
 from cdc.mapping import ChangeMapper, CollectionChange, origin_of
 from cdc.namespaces import Document, WatchScope
 from cdc.positions import StreamPosition, token_cluster_time
@@ -194,14 +195,19 @@ class Capture:
                 batch.token = stream.resume_token
                 break
             result = await self._map(change)
-            if isinstance(result, CollectionChange) and self._collection_changed(result):
-                # The server refuses to resume after an invalidate: the batch
-                # keeps the position before it, so a restart replays it.
-                batch.invalidated_by = result.token
-                break
-            if result is None:
+            if isinstance(result, CollectionChange):
+                if result.operation_type == "invalidate":
+                    # The server refuses to resume after an invalidate: the batch
+                    # keeps the position before it, so a restart replays it.
+                    log.warning("stream_invalidated", scope=self._scope.describe())
+                    batch.invalidated_by = result.token
+                    break
+                events = self._collection_changed(result)
+                batch.events += events
+                batch.filtered += not events
+            elif result is None:
                 batch.filtered += 1
-            elif not isinstance(result, CollectionChange):
+            else:
                 batch.events.append(result)
             batch.token = stream.resume_token
             batch.cluster_time = pack_timestamp(change["clusterTime"])
@@ -238,19 +244,17 @@ class Capture:
         )
         return {**change, "fullDocument": current}
 
-    def _collection_changed(self, change: CollectionChange) -> bool:
-        """Log a change to a whole collection; True when it invalidated the stream."""
-        if change.operation_type == "invalidate":
-            log.warning("stream_invalidated", scope=self._scope.describe())
-            return True
-        log.error(
+    def _collection_changed(self, change: CollectionChange) -> list[DocumentEvent]:
+        """The queue events of a change to a whole collection, logged."""
+        events = catalog_events(change, self._scope)
+        log.warning(
             "collection_changed",
             operation=change.operation_type,
             namespace=change.namespace,
             to=change.to,
-            note="documents of this namespace are no longer followed; resynchronise the index",
+            events=[f"{event.event_type} {event.namespace}" for event in events],
         )
-        return False
+        return events
 
     async def _commit(self, batch: _Batch, *, final: bool) -> None:
         """Queue *batch* with the position after it; a read without events saves

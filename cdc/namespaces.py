@@ -51,6 +51,13 @@ class WatchScope:
             return f"{self.database}.*"
         return ",".join(f"{self.database}.{name}" for name in self.collections)
 
+    def watches(self, namespace: str) -> bool:
+        """Whether *namespace* ("db.coll") is one of the watched collections."""
+        database, _, collection = namespace.partition(".")
+        if database != self.database or not collection or collection.startswith("system."):
+            return False
+        return not self.collections or collection in self.collections
+
     def target(
         self, client: AsyncMongoClient[Document]
     ) -> AsyncCollection[Document] | AsyncDatabase[Document]:

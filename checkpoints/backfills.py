@@ -113,6 +113,16 @@ class BackfillStore:
         raw = await self._redis.get(self._keys.backfill)
         return None if raw is None else BackfillJob.from_json(raw)
 
+    async def want(self, collection: str) -> None:
+        """Ask for a backfill of *collection* once no job is running (a collection
+        renamed into the watched set): the lease holder's backfill task starts it."""
+        await self._redis.sadd(self._keys.backfill_wanted, collection)
+
+    async def wanted(self) -> list[str]:
+        """The collections waiting for a backfill, sorted."""
+        names = await self._redis.smembers(self._keys.backfill_wanted)
+        return sorted(n.decode() if isinstance(n, bytes) else str(n) for n in names)
+
     async def start(self, job: BackfillJob, *, fence: int, audit: AuditEntry) -> None:
         await AuditLog(self._redis, self._keys).set_key(
             self._keys.backfill, job.to_json(), fence=fence, entry=audit

@@ -37,6 +37,8 @@ class Keys:
         self.audit = prefix + "audit"
         self.paused = prefix + "paused"
         self.backfill = prefix + "backfill"
+        self.backfill_wanted = prefix + "backfill:wanted"
+        self.floors = prefix + "floors"
         self.requests = prefix + "requests"
         self.reply_prefix = prefix + "reply:"
         self.group = "indexer"

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping, Sequence
+import re
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -12,7 +13,28 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from checkpoints.keys import Keys
+from checkpoints.lua import LuaScript
 from core.errors import ConfigurationError
+
+# KEYS: the floors hash. ARGV: namespace, version. Raises the namespace's floor, never lowers it.
+_RAISE_FLOOR = LuaScript(
+    """
+local current = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+if tonumber(ARGV[2]) > current then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+end
+return 1
+"""
+)
+
+
+def database_of(namespace: str) -> str:
+    """The database of *namespace* ("db.coll" or "db")."""
+    return namespace.partition(".")[0]
+
+
+def _escape_glob(text: str) -> str:
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
 
 
 @dataclass(frozen=True)
@@ -100,10 +122,49 @@ class VersionStore:
             ttl = self._ttl_seconds if record.deleted else None
             pipe.set(self._keys.version(doc_key), record.to_json(), ex=ttl)
 
+    async def floors(self, namespaces: Iterable[str]) -> dict[str, int]:
+        """The versions below which *namespaces* (or their databases) hold nothing, by
+        namespace: the last drop or rename that emptied them (see :meth:`raise_floor`)."""
+        wanted = {namespace: database_of(namespace) for namespace in namespaces}
+        names = sorted({*wanted, *wanted.values()})
+        if not names:
+            return {}
+        values = await self._redis.hmget(self._keys.floors, names)
+        found = {name: int(value) for name, value in zip(names, values, strict=True) if value}
+        floors = {ns: max(found.get(ns, 0), found.get(db, 0)) for ns, db in wanted.items()}
+        return {namespace: floor for namespace, floor in floors.items() if floor}
+
+    async def raise_floor(self, namespace: str, version: int) -> None:
+        """Make every change of *namespace* (a collection, or a whole database) older
+        than *version* stale from now on: the namespace was emptied at *version*."""
+        await _RAISE_FLOOR(self._redis, [self._keys.floors], [namespace, version])
+
+    async def put(self, records: Mapping[str, VersionRecord]) -> None:
+        """Write *records* (by document key) at once, outside any indexer commit."""
+        if records:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                self.stage(pipe, records)
+                await pipe.execute()
+
+    async def remove(self, doc_keys: Sequence[str]) -> None:
+        """Delete the records of *doc_keys*."""
+        names = [self._keys.version(key) for key in doc_keys]
+        for start in range(0, len(names), 500):
+            await self._redis.delete(*names[start : start + 500])
+
+    async def keys_in(self, namespace: str) -> AsyncIterator[str]:
+        """The document keys with a record under *namespace* (a collection, or a whole
+        database), by SCAN (each at least once)."""
+        pattern = _escape_glob(namespace) + ("/*" if "." in namespace else ".*")
+        prefix = self._keys.version_prefix
+        async for key in self._redis.scan_iter(match=prefix + pattern, count=1000):
+            name = key.decode() if isinstance(key, bytes) else str(key)
+            yield name[len(prefix) :]
+
     async def all_keys(self) -> AsyncIterator[str]:
         """Every document key with a record, by SCAN (each at least once; Redis may
         repeat a key when the keyspace is rehashed during the scan)."""
         prefix = self._keys.version_prefix
         async for key in self._redis.scan_iter(match=prefix + "*", count=1000):
             name = key.decode() if isinstance(key, bytes) else str(key)
-            yield name[len(prefix):]
+            yield name[len(prefix) :]

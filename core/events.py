@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
-EventType = Literal["created", "updated", "deleted"]
+EventType = Literal["created", "updated", "deleted", "dropped", "renamed"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,6 +58,40 @@ class DocumentDeletedEvent(DocumentEvent):
     event_type: ClassVar[EventType] = "deleted"
 
 
+COLLECTION_DOCUMENT = "$collection"
+"""The document_id of an event about a whole collection: no BSON _id maps to it
+(cdc.fields.document_id prefixes a string id that starts with "$")."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CollectionDroppedEvent(DocumentEvent):
+    """Every document of ``namespace`` is gone as of ``version``: the collection was
+    dropped, renamed out of the watched set (``metadata["to"]``), or its database was
+    dropped (``namespace`` is then the database name alone)."""
+
+    event_type: ClassVar[EventType] = "dropped"
+    document_id: str = COLLECTION_DOCUMENT
+
+
+@dataclass(frozen=True, kw_only=True)
+class CollectionRenamedEvent(DocumentEvent):
+    """The collection ``namespace`` became the watched collection ``to`` at ``version``
+    (replacing ``to`` if it existed). ``backfill`` says the documents must be read
+    from the source, because ``namespace`` was not watched (its vectors are not indexed)."""
+
+    event_type: ClassVar[EventType] = "renamed"
+    document_id: str = COLLECTION_DOCUMENT
+    to: str
+    backfill: bool = False
+
+
+CollectionEvent = CollectionDroppedEvent | CollectionRenamedEvent
+
+
+def is_collection_event(event: DocumentEvent) -> bool:
+    return event.document_id == COLLECTION_DOCUMENT
+
+
 REINDEX_PREFIX = "reindex:"
 """What the event ids of an operator's reindex start with: for such an event the
 indexer checks Milvus instead of trusting the document's version record."""
@@ -69,7 +103,13 @@ def is_reindex(event: DocumentEvent) -> bool:
 
 _BY_TYPE: dict[str, type[DocumentEvent]] = {
     cls.event_type: cls
-    for cls in (DocumentCreatedEvent, DocumentUpdatedEvent, DocumentDeletedEvent)
+    for cls in (
+        DocumentCreatedEvent,
+        DocumentUpdatedEvent,
+        DocumentDeletedEvent,
+        CollectionDroppedEvent,
+        CollectionRenamedEvent,
+    )
 }
 
 

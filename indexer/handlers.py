@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from checkpoints.versions import VersionRecord
@@ -33,6 +34,18 @@ class Outcome:
         self.counts.update(other.counts)
         self.rejected.update(other.rejected)
         self.last_applied = other.last_applied or self.last_applied
+
+
+def applied(event: DocumentEvent, now: datetime) -> dict[str, Any]:
+    """The last-applied mark of *event* (what `status` shows and the check waits on)."""
+    return {
+        "event_id": event.event_id,
+        "doc_key": event.key,
+        "event_type": event.event_type,
+        "version": event.version,
+        "timestamp": event.timestamp.isoformat(),
+        "applied_at": now.isoformat(),
+    }
 
 
 class EventHandler(Protocol):

@@ -106,7 +106,7 @@ def plan_document(
     metadata_same = record is not None and record.metadata_hash == new_metadata
     position = {cid: i for i, cid in reversed(list(enumerate(indexed)))}
     planned = []
-    for index, (cid, piece) in enumerate(_identified(event.key, chunker(text))):
+    for index, (cid, piece) in enumerate(identified(event.key, chunker(text))):
         if cid not in position:
             action = "embed"
         elif position[cid] == index and metadata_same:
@@ -148,7 +148,7 @@ def leftover_ids(
             # The winner's own chunks are the applied state: chunking it again
             # would double the tokenizer's work on every batch for nothing.
             continue
-        for cid, _ in _identified(event.key, chunker(getattr(event, "content", ""))):
+        for cid, _ in identified(event.key, chunker(getattr(event, "content", ""))):
             if cid not in final:
                 leftover[cid] = None
     return tuple(leftover)
@@ -175,7 +175,7 @@ def rewrite_overwritten(
             continue
         other_metadata = metadata_hash(event.metadata) != plan.metadata_hash
         pieces = chunker(getattr(event, "content", ""))
-        for index, (cid, _) in enumerate(_identified(event.key, pieces)):
+        for index, (cid, _) in enumerate(identified(event.key, pieces)):
             if cid in kept and (other_metadata or kept[cid] != index):
                 suspect.add(cid)
     if not suspect:
@@ -186,7 +186,7 @@ def rewrite_overwritten(
     return replace(plan, chunks=chunks)
 
 
-def _identified(doc_key: str, pieces: Sequence[str]) -> list[tuple[str, str]]:
+def identified(doc_key: str, pieces: Sequence[str]) -> list[tuple[str, str]]:
     """Each piece with its chunk id, repeated texts numbered by occurrence."""
     seen: Counter[str] = Counter()
     ids = []

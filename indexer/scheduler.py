@@ -3,6 +3,8 @@
 Up to ``max_workers`` batches are in flight at once, so reading, Redis and
 Milvus I/O overlap the embedding of another batch; work on one document is
 serialised by a per-document lock held from planning until acknowledgement.
+An entry about a whole collection (a drop or a rename) is a barrier: it is
+applied alone, once the batches read before it have finished.
 An entry is acknowledged only after every handler accepted it. A retriable
 failure (Milvus or the embedder down) retries the batch with backoff for as
 long as it takes; any other failure is isolated to the documents that cause it,
@@ -20,7 +22,7 @@ import structlog
 
 from checkpoints.consumer import QueueEntry
 from checkpoints.versions import VersionRecord
-from core.events import DocumentEvent
+from core.events import DocumentEvent, is_collection_event
 from core.retry import Stopped, outlast, raise_if_cancelling, sleep_unless
 from indexer.handlers import Dispatcher, Outcome
 
@@ -121,6 +123,7 @@ class IndexScheduler:
         """Set while the pause is in force and no read is outstanding: an entry queued
         from then on is not read until the pause ends."""
         self._locks = DocumentLocks()
+        self._held: list[QueueEntry] = []
 
     async def run(self, stop: asyncio.Event) -> None:
         """Process the queue until *stop* is set, then finish the batches in hand,
@@ -144,11 +147,23 @@ class IndexScheduler:
                     await asyncio.wait({*in_flight, stopping}, return_when=asyncio.FIRST_COMPLETED)
                     continue
                 try:
-                    entries = await self._read(stop)
+                    entries = self._held or await self._read(stop)
                 except Stopped:
                     break
+                self._held = []
                 if not entries:
                     continue
+                alone = _first_collection_event(entries)
+                if alone == 0:
+                    # A change to a whole collection applies by itself: after what was
+                    # read before it, before anything behind it is read.
+                    if in_flight:
+                        await asyncio.wait(in_flight)
+                    await self._process(entries[:1], stop)
+                    self._held = entries[1:]
+                    continue
+                if alone is not None:
+                    entries, self._held = entries[:alone], entries[alone:]
                 task = batches.create_task(self._process(entries, stop))
                 in_flight.add(task)
                 task.add_done_callback(in_flight.discard)
@@ -304,6 +319,14 @@ class IndexScheduler:
             )
         except Exception as error:  # noqa: BLE001 - the caller decides: retry, dead-letter, stop
             return error
+
+
+def _first_collection_event(entries: Sequence[QueueEntry]) -> int | None:
+    """Where the first entry about a whole collection is in *entries*, if any."""
+    for index, entry in enumerate(entries):
+        if entry.event is not None and is_collection_event(entry.event):
+            return index
+    return None
 
 
 def _by_document(entries: list[QueueEntry]) -> dict[str, list[QueueEntry]]:

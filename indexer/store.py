@@ -163,9 +163,7 @@ class VectorStore:
             found: list[dict[str, Any]] = []
             for start in range(0, len(unique), _PAGE):
                 page = unique[start : start + _PAGE]
-                found += client.query(
-                    self._collection, ids=page, output_fields=FIELDS
-                )
+                found += client.query(self._collection, ids=page, output_fields=FIELDS)
             return found
 
         return {row.id: row for row in map(from_entity, await self._read(query))}
@@ -290,19 +288,22 @@ class VectorStore:
         return [row async for page in self.pages(fields) for row in page]
 
     async def pages(
-        self, fields: list[str], *, prefix: str = ""
+        self, fields: list[str], *, prefix: str = "", namespace: str | None = None
     ) -> AsyncIterator[list[dict[str, Any]]]:
-        """*fields* of every stored row whose id starts with *prefix*, a page at a time
-        (at most _SCAN_LIMIT rows each, so a caller holds one page in memory). Milvus
-        caps one query at _SCAN_LIMIT rows and Milvus Lite has no query iterator, so
-        the scan splits the id space by hex prefix until every part fits.
-        Raises VectorStoreUnavailable."""
+        """*fields* of every stored row whose id starts with *prefix* (and that belongs
+        to *namespace*, a collection "db.coll" or a whole database "db", if given), a
+        page at a time (at most _SCAN_LIMIT rows each, so a caller holds one page in
+        memory). Milvus caps one query at _SCAN_LIMIT rows and Milvus Lite has no
+        query iterator, so the scan splits the id space by hex prefix until every
+        part fits. Raises VectorStoreUnavailable."""
         client = self._require()
+        within = [] if namespace is None else [_namespace_filter(namespace)]
 
         def query(part: str) -> list[dict[str, Any]]:
+            clauses = within + ([f"id like {_literal(part + '%')}"] if part else [])
             rows: list[dict[str, Any]] = client.query(
                 self._collection,
-                filter=f"id like {_literal(part + '%')}" if part else "",
+                filter=" and ".join(clauses),
                 output_fields=fields,
                 limit=_SCAN_LIMIT,
             )
@@ -426,6 +427,14 @@ class VectorStore:
         if self._executor is None:
             raise VectorStoreUnavailable(f"vector store {self._collection!r} is not started")
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+
+def _namespace_filter(namespace: str) -> str:
+    """The rows of a collection ("db.coll"), or of every collection of a database ("db":
+    database names hold no "." and "/" sorts right after it)."""
+    if "." in namespace:
+        return f"namespace == {_literal(namespace)}"
+    return f"namespace >= {_literal(namespace + '.')} and namespace < {_literal(namespace + '/')}"
 
 
 def _literal(value: str) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Protocol
@@ -19,9 +19,9 @@ from typing import Protocol
 import structlog
 
 from checkpoints.versions import VersionRecord
-from core.events import DocumentEvent, is_reindex
+from core.events import DocumentEvent, is_collection_event, is_reindex
 from indexer.embedding import Embedder
-from indexer.handlers import Outcome
+from indexer.handlers import Outcome, applied
 from indexer.plan import (
     DocumentPlan,
     PlannedChunk,
@@ -56,6 +56,8 @@ class ChunkStore(Protocol):
 
 class VersionLedger(Protocol):
     async def get_many(self, doc_keys: Sequence[str]) -> dict[str, VersionRecord]: ...
+
+    async def floors(self, namespaces: Iterable[str]) -> dict[str, int]: ...
 
 
 class RememberedChunks:
@@ -116,7 +118,7 @@ class IndexUpdater:
         return self._fingerprint
 
     def can_handle(self, event: DocumentEvent) -> bool:
-        return True
+        return not is_collection_event(event)
 
     async def handle(self, event: DocumentEvent) -> Outcome:
         return await self.handle_batch([event])
@@ -131,6 +133,9 @@ class IndexUpdater:
         for event in events:
             by_document.setdefault(event.key, []).append(event)
         records = await self._versions.get_many(list(latest))
+        floors = await self._versions.floors({event.namespace for event in latest.values()})
+        if floors:
+            records = _floored(latest, records, floors)
         plans = [
             rewrite_overwritten(
                 self._plan(event, records.get(key)), by_document[key], chunker=self._chunker
@@ -295,15 +300,33 @@ class IndexUpdater:
             counts["embeddings_skipped"] += len(plan.chunks) - embedded
         last = max((plan.event for plan in plans), key=lambda event: event.version, default=None)
         if last is not None:
-            outcome.last_applied = {
-                "event_id": last.event_id,
-                "doc_key": last.key,
-                "event_type": last.event_type,
-                "version": last.version,
-                "timestamp": last.timestamp.isoformat(),
-                "applied_at": now.isoformat(),
-            }
+            outcome.last_applied = applied(last, now)
         return outcome
+
+
+def _floored(
+    latest: Mapping[str, DocumentEvent],
+    records: Mapping[str, VersionRecord],
+    floors: Mapping[str, int],
+) -> dict[str, VersionRecord]:
+    """*records* as the planner must see them when namespaces were emptied (dropped or
+    renamed away) at the versions *floors* gives: a document whose record is older than
+    its namespace's floor, or missing, was deleted at the floor, so a change older than
+    that is stale."""
+    floored = dict(records)
+    for key, event in latest.items():
+        floor = floors.get(event.namespace, 0)
+        record = records.get(key)
+        if floor and (record is None or record.version < floor):
+            floored[key] = VersionRecord(
+                version=floor,
+                content_hash="",
+                metadata_hash="",
+                chunk_ids=(),
+                deleted=True,
+                updated_at=datetime.now(UTC),
+            )
+    return floored
 
 
 def _adopt(plan: DocumentPlan, stored: Mapping[str, ChunkRow]) -> DocumentPlan:

@@ -26,7 +26,7 @@ from cdc.fields import IndexedText, MetadataFields, TextLimit, UserField
 from cdc.mapping import ChangeMapper
 from cdc.namespaces import WatchScope
 from cdc.snapshot import Snapshot
-from checkpoints.backfills import BackfillStore
+from checkpoints.backfills import BackfillJob, BackfillStore
 from checkpoints.consumer import EventReader
 from checkpoints.keys import Keys
 from checkpoints.lease import Lease
@@ -38,6 +38,7 @@ from checkpoints.versions import VersionStore
 from core.errors import (
     ConfigurationError,
     HistoryLost,
+    InvalidRequest,
     LeaseLost,
     RedisUnavailable,
     describe_failure,
@@ -45,13 +46,14 @@ from core.errors import (
     redact,
 )
 from core.retry import Stopped, outlast, sleep_unless
+from indexer.catalog import CatalogHandler
 from indexer.chunking import Chunker
 from indexer.embedding import Embedder, SentenceTransformerEmbedder
 from indexer.handlers import Dispatcher, EventHandler
 from indexer.scheduler import IndexScheduler
 from indexer.store import VectorStore
 from indexer.updater import IndexUpdater
-from operations import consistency
+from operations import backfills, consistency
 from operations.context import Context, IndexView
 from operations.control import serve_requests
 from sidecar.capture_switch import CaptureSwitch
@@ -159,7 +161,15 @@ class Sidecar:
             on_embedded=self._count_embedded,
             before_write=self.lease.check_fresh,
         )
-        self.dispatcher = Dispatcher([self.updater, *handlers])
+        self.backfills = BackfillStore(redis, self.keys)
+        catalog = CatalogHandler(
+            self.store,
+            self.versions,
+            keep_dropped=settings.on_collection_drop == "keep",
+            backfill=self.backfills.want,
+            before_write=self.lease.check_fresh,
+        )
+        self.dispatcher = Dispatcher([self.updater, catalog, *handlers])
         self._uncounted = 0
         self._capture_switch = CaptureSwitch()
         self._first_scan_running = False
@@ -293,7 +303,7 @@ class Sidecar:
         """Run the pipeline's backfill job whenever one is running (one recorded by
         `cdc-sidecar backfill`, or left half-done by a previous life): outages are
         waited out and each try resumes from the progress saved last."""
-        store = BackfillStore(self.redis, self.keys)
+        store = self.backfills
         runner = Backfill(
             self.mongo,
             self.settings.database,
@@ -308,6 +318,8 @@ class Sidecar:
 
         async def resume() -> None:
             job = await store.load()
+            if job is None or job.state != "running":
+                job = await self._start_wanted(fence)
             if job is not None and job.state == "running":
                 await runner.run(job, stop)
 
@@ -317,6 +329,19 @@ class Sidecar:
                 await sleep_unless(stop, BACKFILL_POLL_SECONDS)
         except Stopped:
             return
+
+    async def _start_wanted(self, fence: int) -> BackfillJob | None:
+        """Start the backfill of the collections renamed into the watched set, if any."""
+        wanted = await self.backfills.wanted()
+        if not wanted:
+            return None
+        args = {"collections": wanted}
+        try:
+            await backfills.start(self._context(fence), args, "sidecar (collections renamed in)")
+        except InvalidRequest as refused:
+            log.error("renamed_collection_not_backfilled", collections=wanted, error=str(refused))
+        await self.redis.srem(self.keys.backfill_wanted, *wanted)
+        return await self.backfills.load()
 
     async def _capture_until(self, stop: asyncio.Event, fence: int) -> None:
         """Capture until *stop*, stopping and starting again around each operator

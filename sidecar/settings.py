@@ -68,6 +68,7 @@ class Settings(BaseSettings):
     oversize_text: Literal["truncate", "reject"] = "truncate"
     full_document: Literal["updateLookup", "whenAvailable", "required"] = "updateLookup"
     on_history_lost: Literal["resync", "halt"] = "resync"
+    on_collection_drop: Literal["delete", "keep"] = "delete"
     pre_images: bool = False
 
     redis_url: str | None = Field(default=None, pattern=r"^(rediss?|unix)://")

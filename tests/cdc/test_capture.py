@@ -22,7 +22,12 @@ from cdc.mapping import ChangeMapper
 from checkpoints.audit import AuditEntry
 from checkpoints.tokens import Checkpoint, ResumeTokenStore, pack_timestamp
 from core.errors import HistoryLost, LeaseLost
-from core.events import DocumentCreatedEvent, DocumentDeletedEvent, DocumentUpdatedEvent
+from core.events import (
+    COLLECTION_DOCUMENT,
+    DocumentCreatedEvent,
+    DocumentDeletedEvent,
+    DocumentUpdatedEvent,
+)
 from mongosim import ThreadedMongoSim
 from tests.waiting import eventually
 
@@ -364,8 +369,14 @@ async def test_dropping_the_collection_reopens_after_the_invalidate(
         await queued(parts, 1)
         await articles.drop()
         await articles.insert_one({"_id": 2, "title": "recreated"})
-        await queued(parts, 2)
-    assert [e.document_id for e in await parts.events()] == [document_id(1), document_id(2)]
+        await queued(parts, 3)
+    events = await parts.events()
+    assert [(e.event_type, e.document_id) for e in events] == [
+        ("created", document_id(1)),
+        ("dropped", COLLECTION_DOCUMENT),
+        ("created", document_id(2)),
+    ]
+    assert events[0].version < events[1].version < events[2].version
 
 
 async def test_post_and_pre_images_give_content_and_old_content(
@@ -421,10 +432,13 @@ async def test_dropping_the_database_reopens_a_database_stream(
         await queued(parts, 1)
         await mongo.drop_database(DATABASE)
         await database["b"].insert_one({"_id": 1, "title": "after"})
-        await queued(parts, 2)
-    assert [(e.namespace, e.document_id) for e in await parts.events()] == [
-        ("app.a", document_id(1)),
-        ("app.b", document_id(1)),
+        await queued(parts, 4)
+    assert [(e.event_type, e.namespace, e.document_id) for e in await parts.events()] == [
+        ("created", "app.a", document_id(1)),
+        # The server reports each collection's drop, then the database's.
+        ("dropped", "app.a", COLLECTION_DOCUMENT),
+        ("dropped", "app", COLLECTION_DOCUMENT),
+        ("created", "app.b", document_id(1)),
     ]
 
 
