@@ -32,6 +32,7 @@ class Stats:
         "embeddings_computed",
         "embeddings_skipped",
         "deletes",
+        "documents_rehomed",
         "dead_lettered",
     )
 

@@ -72,9 +72,9 @@ class CatalogHandler:
         outcome = Outcome(counts=counts, last_applied=applied(event, datetime.now(UTC)))
         log.warning(
             "collection_change_applied",
-            event=event.event_type,
+            change=event.event_type,
             namespace=event.namespace,
-            to=getattr(event, "to", None),
+            to=getattr(event, "to", None) or event.metadata.get("to"),
             **counts,
         )
         return outcome

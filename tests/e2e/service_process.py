@@ -4,15 +4,24 @@ CDC_* variables as a Settings object says."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
+from e2e_harness import CONVERGE_SECONDS
 
+from checkpoints.keys import Keys
+from checkpoints.lease import Lease
+from checkpoints.tokens import ResumeTokenStore
+from operations.control import COMMAND_OWNER
 from sidecar.settings import Settings
+from tests.waiting import eventually
 
 PROJECT = Path(__file__).resolve().parents[2]
 EXIT_SECONDS = 10.0
@@ -41,6 +50,7 @@ def service_environment(settings: Settings) -> dict[str, str]:
         "CDC_INDEX_RETRY_DELAY": str(settings.index_retry_delay),
         "CDC_INDEX_DRAIN_SECONDS": str(settings.index_drain_seconds),
         "CDC_ON_HISTORY_LOST": settings.on_history_lost,
+        "CDC_ON_COLLECTION_DROP": settings.on_collection_drop,
         "CDC_BACKFILL_CHUNK": str(settings.backfill_chunk),
         "CDC_BACKFILL_MAX_QUEUED": str(settings.backfill_max_queued),
         "CDC_LEASE_TTL": str(settings.lease_ttl),
@@ -115,3 +125,37 @@ async def service_process(settings: Settings, log: Path) -> AsyncIterator[Servic
         yield service
     finally:
         await service.kill()
+
+
+async def cdc(settings: Settings, *args: str, status: int = 0) -> dict[str, Any]:
+    """`main.py ARGS --json` as an operator runs it; its JSON output. Fails the test
+    unless it exits with *status*."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "main.py",
+        *args,
+        "--json",
+        cwd=PROJECT,
+        env=service_environment(settings),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), CONVERGE_SECONDS)
+    assert process.returncode == status, err.decode()
+    result: dict[str, Any] = json.loads(out)
+    return result
+
+
+async def streaming(service: ServiceProcess, redis: aioredis.Redis, keys: Keys) -> None:
+    """Wait until the service holds the lease and has a position (a position saved by
+    an earlier run does not say this one is past its start-up)."""
+    tokens = ResumeTokenStore(redis, keys)
+    lease = Lease(redis, keys, owner="test-probe")
+
+    async def positioned() -> bool:
+        service.require_alive()
+        holder = await lease.holder()
+        serving = holder is not None and not holder[0].startswith(COMMAND_OWNER)
+        return serving and await tokens.load() is not None
+
+    await eventually(positioned, within=CONVERGE_SECONDS, what="the service streams")

@@ -6,10 +6,7 @@ embeddings, and the consistency check finding planted problems and repairing the
 
 from __future__ import annotations
 
-import asyncio
-import json
 import signal
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -22,7 +19,7 @@ import redis.asyncio as aioredis
 from bson import json_util
 from e2e_harness import CONVERGE_SECONDS, assert_index_equals_source, opened_store, wait_applied
 from pymongo import AsyncMongoClient
-from service_process import PROJECT, ServiceProcess, service_environment, service_process
+from service_process import ServiceProcess, cdc, service_process, streaming
 
 from checkpoints.audit import AuditLog
 from checkpoints.backfills import BackfillStore
@@ -32,42 +29,12 @@ from checkpoints.stats import Stats
 from checkpoints.tokens import ResumeTokenStore
 from checkpoints.versions import VersionStore
 from indexer.store import ChunkRow
-from operations.control import COMMAND_OWNER
 from sidecar.settings import Settings
 from tests.embedders import CountingEmbedder
 from tests.waiting import eventually
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
 Mongo = AsyncMongoClient[dict[str, Any]]
-
-
-async def cdc(settings: Settings, *args: str, status: int = 0) -> dict[str, Any]:
-    """`main.py ARGS --json` as an operator runs it; its JSON output. Fails the test
-    unless it exits with *status*."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "main.py", *args, "--json", cwd=PROJECT,
-        env=service_environment(settings),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), CONVERGE_SECONDS)
-    assert process.returncode == status, err.decode()
-    result: dict[str, Any] = json.loads(out)
-    return result
-
-
-async def streaming(service: ServiceProcess, redis: aioredis.Redis, keys: Keys) -> None:
-    """Wait until the service holds the lease and has a position (a position saved by
-    an earlier run does not say this one is past its start-up)."""
-    tokens = ResumeTokenStore(redis, keys)
-    lease = Lease(redis, keys, owner="test-probe")
-
-    async def positioned() -> bool:
-        service.require_alive()
-        holder = await lease.holder()
-        serving = holder is not None and not holder[0].startswith(COMMAND_OWNER)
-        return serving and await tokens.load() is not None
-
-    await eventually(positioned, within=CONVERGE_SECONDS, what="the service streams")
 
 
 async def index_then_stop(
