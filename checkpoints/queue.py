@@ -8,6 +8,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 from redis.typing import EncodableT
 
+from checkpoints.backfills import BackfillStore
 from checkpoints.keys import Keys
 from checkpoints.lua import FENCE_CHECK, LuaScript, raise_unless_fenced
 from checkpoints.stats import StreamEntry, as_text
@@ -164,9 +165,14 @@ class EventQueue:
 
 async def applied_through(redis: Redis, keys: Keys, cluster_time: int) -> bool:
     """Whether every change up to *cluster_time* (packed) is captured and applied:
-    the checkpoint is at or past it and nothing is queued or pending."""
+    the checkpoint is at or past it, no backfill is running (the first start's load
+    is one) and nothing is queued or pending in either lane."""
     checkpoint = await ResumeTokenStore(redis, keys).load()
     if checkpoint is None or (checkpoint.cluster_time or 0) < cluster_time:
         return False
+    job = await BackfillStore(redis, keys).load()
+    if job is not None and job.state == "running":
+        return False
     queue = EventQueue(redis, keys)
-    return await queue.backlog() == 0 and await queue.pending() == 0
+    idle = (await queue.backlog(), await queue.bulk_backlog(), await queue.pending())
+    return idle == (0, 0, 0)

@@ -92,7 +92,7 @@ class ResumeTokenStore:
 
     async def load(self) -> Checkpoint | None:
         """The saved position, or None when the pipeline has never started (its
-        first start scans the watched collections)."""
+        first start backfills the watched collections)."""
         raw = await self._redis.get(self._keys.checkpoint)
         return None if raw is None else Checkpoint.from_json(raw)
 

@@ -55,8 +55,7 @@ class Context:
     """*fence* is the current lease's; *quiesce* stops capture for the duration of a
     block that moves the position (the service's capture restarts from the new
     position after it), so a reset never interleaves with a batch being queued.
-    *scanning* says whether the first-start scan is running (a reset other than
-    --rescan would cut it short); *deadline* is the request's (seconds since the epoch);
+    *deadline* is the request's (seconds since the epoch);
     *index* opens the Milvus collection and what judging documents needs (the
     service lends its own; a process without a service opens them for the command);
     *reads_paused* waits up to its argument's seconds for the indexer to stop reading
@@ -70,7 +69,6 @@ class Context:
     mongo: AsyncMongoClient[Document]
     scope: WatchScope
     quiesce: Callable[[], AbstractAsyncContextManager[None]] = nothing_to_stop
-    scanning: Callable[[], bool] = lambda: False
     deadline: float | None = None
     index: IndexOpener = no_index
     live: bool = False

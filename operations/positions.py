@@ -160,12 +160,6 @@ async def target_checkpoint(context: Context, target: ResetTarget) -> Checkpoint
 async def reset(context: Context, target: ResetTarget, by: str) -> dict[str, Any]:
     """Move the position to *target* under *context*'s fence, with capture stopped
     meanwhile, and audit it. Returns the positions before and after."""
-    if target.kind != "rescan" and context.scanning():
-        raise InvalidRequest(
-            "the first-start scan is still running: a reset now would leave the rest of "
-            "the collections unindexed; wait until `cdc-sidecar status` shows a checkpoint, "
-            "or use --rescan"
-        )
     tokens = ResumeTokenStore(context.redis, context.keys)
     async with context.quiesce():
         before = await tokens.load()

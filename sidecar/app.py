@@ -1,8 +1,8 @@
 """The sidecar assembled from Settings, and the supervisor that runs it.
 
-One process runs one pipeline: it takes the pipeline's lease, indexes the
-existing documents on first start, then runs capture and the indexer side by
-side until asked to stop. Everything it starts, it stops."""
+One process runs one pipeline: it takes the pipeline's lease, then runs capture,
+the indexer and the backfills (the first start's load of the existing documents
+is one) side by side until asked to stop. Everything it starts, it stops."""
 
 from __future__ import annotations
 
@@ -25,7 +25,6 @@ from cdc.capture import Capture
 from cdc.fields import IndexedText, MetadataFields, TextLimit, UserField
 from cdc.mapping import ChangeMapper
 from cdc.namespaces import WatchScope
-from cdc.snapshot import Snapshot
 from checkpoints.backfills import BackfillJob, BackfillStore
 from checkpoints.consumer import EventReader
 from checkpoints.keys import Keys
@@ -172,7 +171,6 @@ class Sidecar:
         self.dispatcher = Dispatcher([self.updater, catalog, *handlers])
         self._uncounted = 0
         self._capture_switch = CaptureSwitch()
-        self._first_scan_running = False
         self._reading_paused: asyncio.Event | None = None
         self._stack = AsyncExitStack()
 
@@ -246,7 +244,6 @@ class Sidecar:
             self.mongo,
             scope,
             self._capture_switch.paused,
-            scanning=lambda: self._first_scan_running,
             index=lambda: nullcontext(self.index_view()),
             reads_paused=self._reads_paused,
             live=True,
@@ -370,27 +367,14 @@ class Sidecar:
         except Stopped:
             return
         if checkpoint is None:
-            snapshot = Snapshot(
-                self.mongo,
-                settings.database,
-                settings.collections,
-                self.mapper,
-                self.queue,
-                fence,
-                max_batch=settings.capture_batch_size,
-                max_backlog=settings.index_queue_max_size,
-            )
-            self._first_scan_running = True
+            rescan = Resync(self.mongo, self.redis, self.keys, settings)
             try:
-                # An outage restarts the scan: what it queued twice replays harmlessly.
-                scanned = await outlast(
-                    lambda: snapshot.run(stop), what="the first-start scan", stop=stop
+                await outlast(
+                    partial(rescan.first_start, self.lease.owner, fence),
+                    what="the first start (MongoDB or Redis)",
+                    stop=stop,
                 )
             except Stopped:
-                return
-            finally:
-                self._first_scan_running = False
-            if scanned is None:
                 return
         await Capture(
             self.mongo,

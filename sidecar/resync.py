@@ -1,4 +1,5 @@
-"""Resynchronising after lost history, without taking the index offline."""
+"""Rescanning the source without taking the index offline: the first start, and the
+resynchronisation after lost history."""
 
 from __future__ import annotations
 
@@ -40,11 +41,13 @@ class IndexedDocuments:
 
 
 class Resync:
-    """What the lease holder does when the change stream lost its position
-    (CDC_ON_HISTORY_LOST=resync): capture restarts at the stream's current end, and a
-    backfill of every watched collection, recorded first, rescans the source
-    (re-embedding only changed documents) and then deletes the vectors of documents
-    the source no longer holds. Searches keep being served throughout."""
+    """Rescanning the source beside the live stream: capture (re)starts at the stream's
+    current end, and a backfill of every watched collection, recorded first, reads
+    every document (re-embedding only changed ones). On the first start (no
+    position saved) that is the whole initial load, resumable like any backfill.
+    When the change stream lost its position (CDC_ON_HISTORY_LOST=resync), the
+    backfill then also deletes the vectors of documents the source no longer holds.
+    Searches keep being served throughout."""
 
     def __init__(
         self, mongo: AsyncMongoClient[dict[str, Any]], redis: Redis, keys: Keys, settings: Settings
@@ -54,9 +57,23 @@ class Resync:
         self._keys = keys
         self._scope = WatchScope(settings.database, settings.collections)
 
+    async def first_start(self, by: str, fence: int) -> None:
+        """No position is saved: load every watched document through a backfill."""
+        await self._start(by, fence, reason="first start", sweep=False)
+
     async def start(self, by: str, fence: int, why: str) -> None:
-        """Record the backfill, then move the position (a crash between the two
-        meets the lost history again at the next start and starts over)."""
+        """The history is lost (*why*): rescan, then sweep what the source no longer has."""
+        log.error(
+            "history_lost_resyncing",
+            note="capture restarts at the current end of the stream; the backfill rescans "
+            "the collections and deletes vectors of documents the source no longer has",
+            error=why,
+        )
+        await self._start(by, fence, reason="history lost", sweep=True)
+
+    async def _start(self, by: str, fence: int, *, reason: str, sweep: bool) -> None:
+        """Record the backfill, then move the position (a crash between the two finds
+        the same situation at the next start, which starts over)."""
         position = await current_position(self._mongo, self._scope)
         collections = await self._scope.collection_names(self._mongo)
         database = self._mongo[self._scope.database]
@@ -68,30 +85,23 @@ class Resync:
             by=by,
             requested_at=now.isoformat(),
             estimated=sum([await database[c].estimated_document_count() for c in collections]),
-            reason="history lost",
-            sweep_before=position.cluster_time,
+            reason=reason,
+            sweep_before=position.cluster_time if sweep else None,
         )
-        log.error(
-            "history_lost_resyncing",
-            backfill=job.id,
-            collections=collections,
-            note="capture restarts at the current end of the stream; the backfill rescans "
-            "the collections and deletes vectors of documents the source no longer has",
-            error=why,
-        )
+        log.warning("rescan_started", reason=reason, backfill=job.id, collections=collections)
         store = BackfillStore(self._redis, self._keys)
         running = await store.load()
         outcome = f"started backfill {job.id}"
         if running is not None and running.state == "running":
-            # It stops at its next write (JobReplaced): the resync covers every collection.
+            # It stops at its next write (JobReplaced): the rescan covers every collection.
             outcome += f", replacing backfill {running.id} (it had queued {running.queued})"
-        started = AuditEntry(now, "resync (history lost)", by, outcome)
+        started = AuditEntry(now, f"{'resync' if sweep else 'backfill'} ({reason})", by, outcome)
         await store.start(job, fence=fence, audit=started)
         tokens = ResumeTokenStore(self._redis, self._keys)
         before, after = await tokens.load(), position.checkpoint()
         moved = AuditEntry(
             now,
-            "checkpoint reset --to-now (history lost)",
+            f"checkpoint reset --to-now ({reason})",
             by,
             "done",
             describe(before),

@@ -85,7 +85,9 @@ async def test_lost_history_is_resynchronised_by_the_running_service(
             indexed = await sidecar.store.chunk_ids_by_document()
             assert unchanged in indexed  # searchable throughout
             job = await store.load()
-            return job is not None and job.state == "done" and await settled(sidecar)
+            # The first start's load left a finished job too: wait for the resync's.
+            resynced = job is not None and job.reason == "history lost" and job.state == "done"
+            return resynced and await settled(sidecar)
 
         await eventually(healed, within=WITHIN, what="the resynchronisation")
         # A change after the new position is followed as usual.

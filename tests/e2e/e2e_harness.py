@@ -104,20 +104,23 @@ class Running:
 async def running(
     settings: Settings, redis: aioredis.Redis, embedder: Embedder
 ) -> AsyncIterator[Running]:
-    """Start the sidecar and wait until it has a checkpoint (the first start's scan
-    is done), so every write the caller makes next reaches it through the change
-    stream; on exit set stop and require the service to return within 10 s."""
+    """Start the sidecar and wait until it has a checkpoint and has indexed what the
+    source held (the first start's backfill is done), so every write the caller makes
+    next reaches it through the change stream; on exit set stop and require the
+    service to return within 10 s."""
     async with Sidecar(settings, redis=redis, embedder=embedder) as sidecar:
         stop = asyncio.Event()
         task = asyncio.create_task(sidecar.run(stop))
         service = Running(sidecar, stop, task)
+        async with AsyncMongoClient(settings.mongo_uri) as client:
+            written = await written_so_far(client)
         try:
 
             async def streaming() -> bool:
                 if task.done():
                     task.result()
                     pytest.fail("the sidecar stopped while starting")
-                return await sidecar.tokens.load() is not None
+                return await applied_through(sidecar.redis, sidecar.keys, written)
 
             await eventually(streaming, within=CONVERGE_SECONDS, what="the sidecar streams")
             yield service

@@ -23,7 +23,7 @@ from e2e_harness import (
     written_so_far,
 )
 from pymongo import AsyncMongoClient
-from service_process import ServiceProcess, service_process
+from service_process import ServiceProcess, service_process, streaming
 
 from checkpoints.keys import Keys
 from checkpoints.queue import applied_through
@@ -175,14 +175,16 @@ async def test_sigterm_with_batches_in_flight_exits_within_the_deadline_and_conv
     per_document = await paragraphs_for(
         embedder, 10 * settings.index_drain_seconds, documents=total
     )
-    await articles.insert_many(
-        [
-            {"_id": n, "title": f"Doc {n}", "body": paragraphs(f"b{n}", per_document, words=60)}
-            for n in range(total)
-        ]
-    )
-
     async with service_process(settings, tmp_path / "service.log") as service:
+        # Written once the service streams, so they come as live changes, in batches
+        # of index_batch_size (the first start's load reads small bulk batches).
+        await streaming(service, redis_client, keys)
+        await articles.insert_many(
+            [
+                {"_id": n, "title": f"Doc {n}", "body": paragraphs(f"b{n}", per_document, words=60)}
+                for n in range(total)
+            ]
+        )
 
         async def all_in_flight() -> bool:
             service.require_alive()

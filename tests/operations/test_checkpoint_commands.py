@@ -285,24 +285,18 @@ async def test_the_running_service_answers_a_bad_or_unknown_request_without_acti
         )
 
 
-async def test_a_reset_is_refused_during_the_first_scan_and_after_its_deadline(
+async def test_a_reset_is_refused_after_its_deadline(
     redis_client: aioredis.Redis, pipeline_name: str, mongo: Client
 ) -> None:
     keys = Keys(pipeline_name)
     fence = await Lease(redis_client, keys, owner="holder").acquire(wait=False)
-    scanning = Context(redis_client, keys, fence, mongo, SCOPE, scanning=lambda: True)
     late = Context(redis_client, keys, fence, mongo, SCOPE, deadline=time.time() - 1)
 
-    with pytest.raises(InvalidRequest, match="the first-start scan is still running"):
-        await positions.reset(scanning, target(to_now=True), "ops@host")
-    await positions.reset(scanning, target(rescan=True), "ops@host")  # --rescan is fine
     with pytest.raises(NoAnswer, match="expired while capture was stopping; not carried out"):
         await positions.reset(late, target(to_now=True), "ops@host")
 
     assert await ResumeTokenStore(redis_client, keys).load() is None
-    assert [e.command for e in await AuditLog(redis_client, keys).recent()] == [
-        "checkpoint reset --rescan"
-    ]
+    assert await AuditLog(redis_client, keys).recent() == []
 
 
 async def test_without_a_service_an_outage_is_one_clear_error(
