@@ -46,6 +46,7 @@ class _Batch:
 
     token: Mapping[str, Any] | None
     events: list[DocumentEvent] = field(default_factory=list)
+    urgent: set[str] = field(default_factory=set)
     filtered: int = 0
     cluster_time: int | None = None
     invalidated_by: Mapping[str, Any] | None = None
@@ -194,7 +195,7 @@ class Capture:
             if change is None:
                 batch.token = stream.resume_token
                 break
-            result = await self._map(change)
+            result, urgent = await self._map(change)
             if isinstance(result, CollectionChange):
                 if result.operation_type == "invalidate":
                     # The server refuses to resume after an invalidate: the batch
@@ -209,13 +210,19 @@ class Capture:
                 batch.filtered += 1
             else:
                 batch.events.append(result)
+                if urgent:
+                    batch.urgent.add(result.event_id)
             batch.token = stream.resume_token
             batch.cluster_time = pack_timestamp(change["clusterTime"])
             if asyncio.get_running_loop().time() >= deadline:
                 break
         return batch
 
-    async def _map(self, change: Mapping[str, Any]) -> DocumentEvent | CollectionChange | None:
+    async def _map(
+        self, change: Mapping[str, Any]
+    ) -> tuple[DocumentEvent | CollectionChange | None, bool]:
+        """The change's event (as ChangeMapper gives it), and whether it goes to the
+        priority lane."""
         if (
             self._full_document == "whenAvailable"
             and change["operationType"] in ("update", "replace")
@@ -224,7 +231,7 @@ class Capture:
         ):
             change = await self._look_up(change)
         try:
-            return self._mapper(change)
+            return self._mapper(change), self._mapper.urgent(change)
         except DocumentRejected as exc:
             origin = origin_of(change)
             log.error(
@@ -233,7 +240,7 @@ class Capture:
                 document_id=origin.document_id,
                 error=str(exc),
             )
-            return self._mapper.rejected(origin, exc)
+            return self._mapper.rejected(origin, exc), False
 
     async def _look_up(self, change: Mapping[str, Any]) -> Mapping[str, Any]:
         """*change* with the document's current state, as updateLookup would give it."""
@@ -272,7 +279,9 @@ class Capture:
             or batch.cluster_time
             or self._position.cluster_time,
         )
-        await self._queue.append(batch.events, position.checkpoint(), fence=self._current_fence())
+        await self._queue.append(
+            batch.events, position.checkpoint(), fence=self._current_fence(), urgent=batch.urgent
+        )
         self._position = position
         self._saved_at = asyncio.get_running_loop().time()
         self._outage.ended()

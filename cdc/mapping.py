@@ -66,8 +66,10 @@ class ChangeMapper:
     whole collections. Raises DocumentRejected when the document's text or
     user field has the wrong type; :meth:`rejected` then gives the event that
     takes the document out of the index. *limit* caps the indexed text of one
-    document (cut and marked, or rejected). Raises UnsupportedQuery when
-    *filter* is not a query the sidecar can evaluate as the server would."""
+    document (cut and marked, or rejected). *priority* is the query of the
+    documents whose changes go first (:meth:`urgent`). Raises UnsupportedQuery
+    when *filter* or *priority* is not a query the sidecar can evaluate as the
+    server would."""
 
     def __init__(
         self,
@@ -76,6 +78,7 @@ class ChangeMapper:
         user: UserField,
         filter: Mapping[str, Any] | None = None,
         limit: TextLimit | None = None,
+        priority: Mapping[str, Any] | None = None,
     ) -> None:
         self._text = text
         self._limit = limit
@@ -83,8 +86,11 @@ class ChangeMapper:
         self._user = user
         self._filter = dict(filter or {})
         self._matches = Query(self._filter)
+        self._priority = Query(dict(priority)) if priority else None
         watched = [*text.paths, *metadata.paths, *([user.path] if user.path else [])]
-        self._document_fields = FieldSet(watched + sorted(filter_paths(self._filter)))
+        watched += sorted(filter_paths(self._filter))
+        self._document_fields = FieldSet(watched)
+        self._projected = FieldSet(watched + sorted(filter_paths(dict(priority or {}))))
 
     @property
     def filter(self) -> dict[str, Any]:
@@ -94,7 +100,13 @@ class ChangeMapper:
     def projection(self) -> list[str] | None:
         """The document fields mapping needs (plus ``_id``), as projection keys,
         or None when it needs the whole document (a path starting with an index)."""
-        return self._document_fields.projection()
+        return self._projected.projection()
+
+    def urgent(self, change: Mapping[str, Any]) -> bool:
+        """Whether *change* is about a document the priority query admits (as the
+        change shows it: a delete shows none, so it is never urgent)."""
+        document = change.get("fullDocument")
+        return self._priority is not None and document is not None and self._priority(document)
 
     def matches(self, document: Mapping[str, Any]) -> bool:
         """Whether *document* passes the pipeline's filter."""

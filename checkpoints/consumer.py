@@ -22,6 +22,9 @@ from core.events import DocumentEvent, MalformedEvent, event_from_json
 BULK_PREFIX = "bulk:"
 """What the ids of bulk-lane entries start with (live entries' ids are Redis's own)."""
 
+PRIORITY_PREFIX = "vip:"
+"""What the ids of priority-lane entries start with."""
+
 BULK_BATCH = 8
 """Bulk entries read at once: small, so a live change arriving meanwhile waits for at
 most one small bulk batch."""
@@ -119,6 +122,10 @@ class _Lane:
 
     async def new(self, count: int, block_ms: int | None) -> list[QueueEntry]:
         batch = await self._read_group(count, ">", block_ms=block_ms)
+        return await self.deliver(batch)
+
+    async def deliver(self, batch: Sequence[StreamEntry]) -> list[QueueEntry]:
+        """Entries read as new (first deliveries) of this lane."""
         return await self._deliver(batch, known_deliveries=True)
 
     async def _read_group(
@@ -179,19 +186,19 @@ class _Lane:
 class EventReader:
     """Reads the pipeline's queue as one consumer of the indexer's consumer group.
 
-    The queue has two lanes: live changes (``Keys.events``) and bulk work
-    (``Keys.bulk``: backfills, reindexing, repairs). Live entries always come
-    first: bulk entries are read only when no live entry is waiting, at most
-    *bulk_batch* at a time, so a live change waits behind one small bulk batch at
-    most. In each lane, ``read`` delivers, in order of priority: this consumer's
-    own entries delivered before and not acknowledged (after a restart); entries
-    idle longer than *claim_idle_ms* in any consumer (a crashed one's, or ours
-    that were never committed), claimed by XAUTOCLAIM; then new entries. An
-    entry is redelivered until ``commit`` or ``dead_letter`` acknowledges it,
-    so the caller must acknowledge only what the vector store accepted.
-    *consumer* should be stable across restarts of one replica so its own
-    pending entries come back to it at once. A blocking read needs a client
-    whose socket timeout exceeds *block_ms*."""
+    The queue has three lanes: changes of priority documents (``Keys.priority``,
+    CDC_PRIORITY_FILTER), the other live changes (``Keys.events``) and bulk work
+    (``Keys.bulk``: backfills, reindexing, repairs), read in that order: live entries
+    are read only when no priority one waits, and bulk entries only when no live one
+    waits, at most *bulk_batch* at a time, so a live change waits behind one small bulk
+    batch at most. In each lane, ``read`` delivers, in order of priority: this
+    consumer's own entries delivered before and not acknowledged (after a restart);
+    entries idle longer than *claim_idle_ms* in any consumer (a crashed one's, or ours
+    that were never committed), claimed by XAUTOCLAIM; then new entries. An entry is
+    redelivered until ``commit`` or ``dead_letter`` acknowledges it, so the caller must
+    acknowledge only what the vector store accepted. *consumer* should be stable across
+    restarts of one replica so its own pending entries come back to it at once. A
+    blocking read needs a client whose socket timeout exceeds *block_ms*."""
 
     def __init__(
         self,
@@ -217,9 +224,10 @@ class EventReader:
         self._stats = Stats(redis, keys)
         self._take_over = take_over
         self._bulk_batch = bulk_batch
+        self._priority = _Lane(redis, keys, keys.priority, PRIORITY_PREFIX, consumer, claim_idle_ms)
         self._live = _Lane(redis, keys, keys.events, "", consumer, claim_idle_ms)
         self._bulk = _Lane(redis, keys, keys.bulk, BULK_PREFIX, consumer, claim_idle_ms)
-        self._lanes = (self._live, self._bulk)
+        self._lanes = (self._priority, self._live, self._bulk)
 
     @property
     def consumer(self) -> str:
@@ -232,7 +240,7 @@ class EventReader:
 
     async def read(self, count: int, block_ms: int) -> list[QueueEntry]:
         """Up to *count* entries; waits up to *block_ms* for new live ones when
-        nothing is pending, claimable or queued in either lane (``block_ms <= 0``:
+        nothing is pending, claimable or queued in any lane (``block_ms <= 0``:
         does not wait). An empty list means nothing arrived in time.
 
         If the consumer group vanished (Redis restarted without persistence),
@@ -252,12 +260,31 @@ class EventReader:
             entries = await lane.redelivered(count)
             if entries:
                 return entries
-        entries = await self._live.new(count, block_ms=None)
-        if not entries:
-            entries = await self._bulk.new(min(count, self._bulk_batch), block_ms=None)
+        for lane in (self._priority, self._live):
+            entries = await lane.new(count, block_ms=None)
+            if entries:
+                return entries
+        entries = await self._bulk.new(min(count, self._bulk_batch), block_ms=None)
         if not entries and block_ms > 0:
-            entries = await self._live.new(count, block_ms=block_ms)
+            entries = await self._wait_live(count, block_ms)
         return entries
+
+    async def _wait_live(self, count: int, block_ms: int) -> list[QueueEntry]:
+        """New entries of the priority or the live lane, waiting up to *block_ms* for
+        the first to arrive in either (priority entries first when both have some)."""
+        lanes = (self._priority, self._live)
+        reply: list[tuple[bytes, list[StreamEntry]]] = await self._redis.xreadgroup(  # type: ignore[assignment]
+            self._keys.group,
+            self._consumer,
+            {lane.stream: ">" for lane in lanes},
+            count=count,
+            block=block_ms,
+        )
+        arrived = {_text(stream): entries for stream, entries in reply}
+        found: list[QueueEntry] = []
+        for lane in lanes:
+            found += await lane.deliver(arrived.get(lane.stream, []))
+        return found
 
     async def commit(
         self,
@@ -309,11 +336,11 @@ class EventReader:
         await pipe.execute()
 
     async def pending(self) -> int:
-        """Entries delivered to any consumer and not acknowledged, in both lanes."""
+        """Entries delivered to any consumer and not acknowledged, in every lane."""
         return await EventQueue(self._redis, self._keys).pending()
 
     def _lane_of(self, entry_id: str) -> _Lane:
-        return self._bulk if self._bulk.owns(entry_id) else self._live
+        return next(lane for lane in self._lanes if lane.owns(entry_id))
 
 
 def _decode(entry_id: str, fields: Mapping[bytes, bytes], deliveries: int) -> QueueEntry:

@@ -26,6 +26,7 @@ class Keys:
         self.prefix = prefix
         self.events = prefix + "events"
         self.bulk = prefix + "events:bulk"
+        self.priority = prefix + "events:priority"
         self.dead = prefix + "dead"
         self.checkpoint = prefix + "checkpoint"
         self.fence = prefix + "fence"

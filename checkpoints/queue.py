@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
@@ -17,9 +17,10 @@ from core.errors import SidecarError
 from core.events import DocumentEvent
 
 # KEYS: fence, stream (a lane), position (the checkpoint, or a backfill's progress),
-# stats. ARGV: fence, position JSON ("" to keep the saved one), the counter to add the
-# events to, the id the saved position must have, in state running ("" for no check),
-# then event JSON and key per event. Returns 1, 0 when the fence is stale, -1 when the
+# stats, the priority lane. ARGV: fence, position JSON ("" to keep the saved one), the
+# counter to add the events to, the id the saved position must have, in state running
+# ("" for no check), then per event its JSON, key, and "p" for the priority lane (""
+# for the stream of KEYS[2]). Returns 1, 0 when the fence is stale, -1 when the
 # saved position is another's or was cancelled (nothing written either way).
 _APPEND = LuaScript(
     FENCE_CHECK
@@ -34,13 +35,17 @@ if ARGV[4] ~= '' then
     return -1
   end
 end
-for i = 5, #ARGV, 2 do
-  redis.call('XADD', KEYS[2], '*', 'event', ARGV[i], 'key', ARGV[i + 1])
+for i = 5, #ARGV, 3 do
+  local lane = KEYS[2]
+  if ARGV[i + 2] == 'p' then
+    lane = KEYS[5]
+  end
+  redis.call('XADD', lane, '*', 'event', ARGV[i], 'key', ARGV[i + 1])
 end
 if ARGV[2] ~= '' then
   redis.call('SET', KEYS[3], ARGV[2])
 end
-local added = (#ARGV - 4) / 2
+local added = (#ARGV - 4) / 3
 if added > 0 then
   redis.call('HINCRBY', KEYS[4], ARGV[3], added)
 end
@@ -66,10 +71,16 @@ class EventQueue:
         self._keys = keys
 
     async def append(
-        self, events: Sequence[DocumentEvent], checkpoint: Checkpoint | None, *, fence: int
+        self,
+        events: Sequence[DocumentEvent],
+        checkpoint: Checkpoint | None,
+        *,
+        fence: int,
+        urgent: Collection[str] = (),
     ) -> None:
         """Queue *events* and save *checkpoint* as the position after them, in one atomic
-        server-side write: either all of it happens or none of it.
+        server-side write: either all of it happens or none of it. Events whose ids
+        are in *urgent* go to the priority lane, read before the live one.
 
         Zero events with a checkpoint only moves the position (an empty change
         stream batch). Raises LeaseLost, having written nothing, when *fence*
@@ -78,7 +89,9 @@ class EventQueue:
         the same events after resuming from the saved checkpoint is safe
         because the indexer's version guard drops duplicates."""
         position = "" if checkpoint is None else checkpoint.to_json()
-        await self._append(self._keys.events, events, self._keys.checkpoint, position, fence, "")
+        await self._append(
+            self._keys.events, events, self._keys.checkpoint, position, fence, "", urgent
+        )
 
     async def append_bulk(
         self,
@@ -104,12 +117,13 @@ class EventQueue:
         position: str,
         fence: int,
         guard: str,
+        urgent: Collection[str] = (),
     ) -> None:
         counter = "events_captured" if stream == self._keys.events else "events_backfilled"
         args: list[EncodableT] = [fence, position, counter, guard]
         for event in events:
-            args += (event.to_json(), event.key)
-        keys = [self._keys.fence, stream, position_key, self._keys.stats]
+            args += (event.to_json(), event.key, "p" if event.event_id in urgent else "")
+        keys = [self._keys.fence, stream, position_key, self._keys.stats, self._keys.priority]
         done = int(await _APPEND(self._redis, keys, args))
         if done == -1:
             raise JobReplaced(f"backfill {guard} was cancelled or replaced by another job")
@@ -119,7 +133,7 @@ class EventQueue:
         """Entries (of both lanes) delivered to the indexer and not acknowledged; 0
         before it ever started."""
         total = 0
-        for stream in (self._keys.events, self._keys.bulk):
+        for stream in (self._keys.priority, self._keys.events, self._keys.bulk):
             try:
                 summary = await self._redis.xpending(stream, self._keys.group)
             except ResponseError:
@@ -132,21 +146,29 @@ class EventQueue:
         return int(await self._redis.xlen(self._keys.dead))
 
     async def backlog(self) -> int:
-        """Live entries queued and not yet acknowledged (the indexer deletes what it
-        acknowledges, so the stream's length is the backlog). Capture's
-        backpressure counts these only: bulk work never holds live changes back."""
-        return int(await self._redis.xlen(self._keys.events))
+        """Live entries (of the priority lane too) queued and not yet acknowledged (the
+        indexer deletes what it acknowledges, so a stream's length is its backlog).
+        Capture's backpressure counts these only: bulk work never holds live changes
+        back."""
+        return int(await self._redis.xlen(self._keys.events)) + int(
+            await self._redis.xlen(self._keys.priority)
+        )
 
     async def bulk_backlog(self) -> int:
         """Bulk-lane entries (backfill, reindex) queued and not yet acknowledged."""
         return int(await self._redis.xlen(self._keys.bulk))
 
     async def entries_of(self, doc_key: str) -> list[dict[str, str]]:
-        """The queued entries (both lanes, not yet acknowledged) about *doc_key*, oldest
-        first per lane: ``{"lane", "id", "event"}``. A scan of both streams, whose
+        """The queued entries (every lane, not yet acknowledged) about *doc_key*, oldest
+        first per lane: ``{"lane", "id", "event"}``. A scan of the streams, whose
         length the backpressure and backfill limits bound."""
         found: list[dict[str, str]] = []
-        for lane, stream in (("live", self._keys.events), ("bulk", self._keys.bulk)):
+        keys = self._keys
+        for lane, stream in (
+            ("priority", keys.priority),
+            ("live", keys.events),
+            ("bulk", keys.bulk),
+        ):
             start = "-"
             while True:
                 rows: list[StreamEntry] = await self._redis.xrange(  # type: ignore[assignment]

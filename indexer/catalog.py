@@ -153,9 +153,15 @@ class CatalogHandler:
         originals."""
         moved: list[ChunkRow] = []
         moved_records: dict[str, VersionRecord] = {}
+        new_keys = {key: f"{target}/{chunks[0].document_id}" for key, chunks in rows.items()}
+        # A change of the target made after the rename may have been applied first
+        # (from the priority lane): it is newer than the moved state, which it replaces.
+        newer = await self._versions.get_many(list(new_keys.values()))
         for doc_key, chunks in rows.items():
             record = records.get(doc_key)
-            new_key = f"{target}/{chunks[0].document_id}"
+            new_key = new_keys[doc_key]
+            if not _older(newer.get(new_key), version):
+                continue
             renamed = _renamed(sorted(chunks, key=lambda c: c.chunk_index), new_key, target)
             moved += renamed
             if record is not None and not record.deleted:

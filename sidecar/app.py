@@ -104,6 +104,7 @@ def build_mapper(settings: Settings) -> ChangeMapper:
         UserField(settings.user_field),
         settings.filter or None,
         TextLimit(settings.max_text_chars, settings.oversize_text),
+        settings.priority_filter or None,
     )
 
 

@@ -30,6 +30,7 @@ SECRETS = ("mongo_uri", "redis_url")
 """Settings that may hold a password: each can also be read from a file named by
 CDC_<NAME>_FILE (Kubernetes mounts Secrets as files), and is redacted in messages."""
 
+
 def _split_list(value: Any) -> Any:
     """A list setting from "a,b" or from a JSON array '["a","b"]'."""
     if not isinstance(value, str):
@@ -64,6 +65,7 @@ class Settings(BaseSettings):
     metadata_fields: Annotated[list[str], NoDecode] = Field(default_factory=list)
     user_field: str | None = None
     filter: Annotated[dict[str, Any], NoDecode] = Field(default_factory=dict)
+    priority_filter: Annotated[dict[str, Any], NoDecode] = Field(default_factory=dict)
     max_text_chars: int = Field(default=100_000, ge=100)
     oversize_text: Literal["truncate", "reject"] = "truncate"
     full_document: Literal["updateLookup", "whenAvailable", "required"] = "updateLookup"
@@ -124,7 +126,7 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("filter", mode="before")
+    @field_validator("filter", "priority_filter", mode="before")
     @classmethod
     def _json_query(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -141,6 +143,16 @@ class Settings(BaseSettings):
         # Refused here, at start-up, rather than on the first document.
         Query(value)
         return value
+
+    @model_validator(mode="after")
+    def _priority_needs_the_guard(self) -> Settings:
+        if self.priority_filter and not self.index_version_enabled:
+            raise ValueError(
+                "CDC_PRIORITY_FILTER needs CDC_INDEX_VERSION_ENABLED=true: a document's "
+                "changes in the priority lane may be applied before its older ones in the "
+                "live lane, and only the version guard keeps the newest"
+            )
+        return self
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> Settings:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -70,7 +70,12 @@ class CountingQueue(EventQueue):
         return await super().backlog()
 
     async def append(
-        self, events: Sequence[DocumentEvent], checkpoint: Checkpoint | None, *, fence: int
+        self,
+        events: Sequence[DocumentEvent],
+        checkpoint: Checkpoint | None,
+        *,
+        fence: int,
+        urgent: Collection[str] = (),
     ) -> None:
         self.appended.append(len(events))
-        await super().append(events, checkpoint, fence=fence)
+        await super().append(events, checkpoint, fence=fence, urgent=urgent)
