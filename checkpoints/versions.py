@@ -17,11 +17,15 @@ from checkpoints.lua import LuaScript
 from core.errors import ConfigurationError
 
 # KEYS: the floors hash. ARGV: namespace, version. Raises the namespace's floor, never lowers it.
+# Versions are packed cluster times near 2**62, past what Lua's doubles hold exactly (two
+# changes of one second would compare equal): the decimal strings (no sign, no leading
+# zeros) are compared instead, the longer being the larger.
 _RAISE_FLOOR = LuaScript(
     """
-local current = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
-if tonumber(ARGV[2]) > current then
-  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+local new = ARGV[2]
+if not current or #new > #current or (#new == #current and new > current) then
+  redis.call('HSET', KEYS[1], ARGV[1], new)
 end
 return 1
 """
