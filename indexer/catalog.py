@@ -12,7 +12,7 @@ queued until it is acknowledged, and a second run finds the work done."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -27,10 +27,13 @@ from core.events import (
 )
 from indexer.handlers import Outcome, applied
 from indexer.plan import identified
-from indexer.rows import FIELDS, ChunkRow, from_entity
+from indexer.rows import ChunkRow
 from indexer.store import VectorStore
 
 log = structlog.get_logger(__name__)
+
+_DOCUMENTS = 100
+"""Documents rewritten at once: a rename holds their rows, vectors included, in memory."""
 
 
 class CatalogHandler:
@@ -89,10 +92,7 @@ class CatalogHandler:
         """Delete the rows and records of *namespace*'s documents older than *version*
         (rows without a record too), and rows a newer record does not name."""
         deleted = 0
-        async for page in self._store.pages(["id", "doc_key"], namespace=namespace):
-            ids: dict[str, list[str]] = {}
-            for row in page:
-                ids.setdefault(row["doc_key"], []).append(str(row["id"]))
+        async for ids in self._documents(namespace):
             records = await self._versions.get_many(list(ids))
             gone = [key for key in ids if _older(records.get(key), version)]
             stale = [cid for key in gone for cid in ids[key]]
@@ -109,6 +109,19 @@ class CatalogHandler:
             deleted += len(gone)
         await self._remove_records(namespace, version)
         return deleted
+
+    async def _documents(self, namespace: str) -> AsyncIterator[dict[str, list[str]]]:
+        """The chunk ids of *namespace*'s documents by document key, _DOCUMENTS documents
+        at a time, each with all its chunks. The scan splits the id space, and a
+        document's chunk ids are spread over it: the rows of one page are not all of
+        their documents' rows, and a rename must rewrite a document whole (its ids
+        number repeated texts, its record lists every chunk)."""
+        async for page in self._store.pages(["doc_key"], namespace=namespace):
+            keys = list(dict.fromkeys(str(row["doc_key"]) for row in page))
+            for start in range(0, len(keys), _DOCUMENTS):
+                found = await self._store.chunk_ids_of(keys[start : start + _DOCUMENTS])
+                if found:
+                    yield found
 
     async def _remove_records(self, namespace: str, version: int) -> None:
         """Delete the records left under *namespace* older than *version* (tombstones,
@@ -129,10 +142,12 @@ class CatalogHandler:
         await self._versions.raise_floor(target, version)
         await self._empty(target, version)
         moved = 0
-        async for page in self._store.pages(FIELDS, namespace=source):
+        async for ids in self._documents(source):
+            found = await self._store.fetch(
+                [cid for chunk_ids in ids.values() for cid in chunk_ids]
+            )
             rows: dict[str, list[ChunkRow]] = {}
-            for found in page:
-                row = from_entity(found)
+            for row in found.values():
                 rows.setdefault(row.doc_key, []).append(row)
             records = await self._versions.get_many(list(rows))
             moved += await self._move(rows, records, target, version)
