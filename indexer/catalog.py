@@ -165,7 +165,10 @@ class CatalogHandler:
     ) -> int:
         """Write *rows* (by document key) under *target* with their vectors, with a
         record at *version* for each document that had a live one, then delete the
-        originals."""
+        originals. A document whose record is newer than the rename stays where it is:
+        the old name was created again and written to after the rename, and that change,
+        taken from the priority or the bulk lane, was applied first."""
+        rows = {key: chunks for key, chunks in rows.items() if _older(records.get(key), version)}
         moved: list[ChunkRow] = []
         moved_records: dict[str, VersionRecord] = {}
         new_keys = {key: f"{target}/{chunks[0].document_id}" for key, chunks in rows.items()}
