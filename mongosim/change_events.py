@@ -69,12 +69,14 @@ class EventFactory:
             return self._with_invalidate(
                 entry, self._ns_event(entry, "drop"), scope.coll is not None
             )
-        if entry.op == "rename":
-            if not scope.covers(entry.db, entry.coll):
+        if entry.op == "rename" and entry.to is not None:
+            # As the server's filter: a rename is seen by the streams watching
+            # its source and by those watching its target ("o.to"), and it
+            # invalidates a collection stream on either.
+            if not (scope.covers(entry.db, entry.coll) or scope.covers(*entry.to)):
                 return []
             event = self._ns_event(entry, "rename")
-            if entry.to is not None:
-                event["to"] = {"db": entry.to[0], "coll": entry.to[1]}
+            event["to"] = {"db": entry.to[0], "coll": entry.to[1]}
             return self._with_invalidate(entry, event, scope.coll is not None)
         if entry.op == "dropDatabase":
             if scope.db is None and entry.db not in INTERNAL_DATABASES:

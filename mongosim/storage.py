@@ -96,10 +96,12 @@ class Storage:
         return True
 
     def rename(self, db: str, coll: str, to_db: str, to_coll: str, drop_target: bool) -> None:
-        """Rename *db.coll* to *to_db.to_coll*, recording a rename entry.
+        """Rename *db.coll* to *to_db.to_coll*, recording one rename entry.
 
-        Raises CommandError 26 if the source does not exist, 48 if the target
-        exists and *drop_target* is false, 20 for a rename across databases.
+        A target replaced with *drop_target* is dropped as part of the rename,
+        without a drop entry of its own, as on the server. Raises CommandError
+        26 if the source does not exist, 48 if the target exists and
+        *drop_target* is false, 20 for a rename across databases.
         """
         check_namespace(to_db, to_coll)
         if not self.exists(db, coll):
@@ -111,7 +113,8 @@ class Storage:
         if self.exists(to_db, to_coll):
             if not drop_target:
                 raise CommandError(48, "target namespace exists")
-            self.drop(to_db, to_coll)
+            self._client[to_db].drop_collection(to_coll)
+            self._options.pop((to_db, to_coll), None)
         self._client[db][coll].rename(to_coll)
         options = self._options.pop((db, coll), None)
         if options is not None:

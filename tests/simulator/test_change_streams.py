@@ -1,5 +1,5 @@
 """Change streams through the real driver: event shapes, order, scopes, images,
-resume options, history loss and invalidation."""
+resume options, history loss, invalidation, and renames seen from their target."""
 
 from __future__ import annotations
 
@@ -183,6 +183,41 @@ async def test_collection_stream_is_invalidated(client: Client, action: str) -> 
     async with await coll.watch(start_after=invalidate["_id"]) as fresh:
         await coll.insert_one({"_id": 2})
         assert (await fresh.next())["documentKey"] == {"_id": 2}
+
+
+async def test_rename_into_watched_collection_is_seen_and_invalidates(client: Client) -> None:
+    db = client.into
+    await db.a.insert_one({"_id": 1})
+    async with await db.b.watch() as target, await db.watch() as whole:
+        await db.a.rename("b")
+        renamed, invalidate = await target.next(), await target.next()
+        assert not target.alive
+        db_events = [await whole.next()]
+        await db.b.insert_one({"_id": 2})
+        db_events.append(await whole.next())
+    assert renamed["operationType"] == "rename"
+    assert renamed["ns"] == {"db": "into", "coll": "a"}
+    assert renamed["to"] == {"db": "into", "coll": "b"}
+    assert invalidate["operationType"] == "invalidate"
+    assert [e["operationType"] for e in db_events] == ["rename", "insert"]
+    assert db_events[0]["ns"] == {"db": "into", "coll": "a"}
+    assert db_events[0]["to"] == {"db": "into", "coll": "b"}
+    assert db_events[0]["_id"] == renamed["_id"]
+
+
+async def test_rename_with_drop_target_is_one_rename_event(client: Client) -> None:
+    db = client.replace
+    await db.a.insert_one({"_id": 1})
+    await db.b.insert_one({"_id": "old"})
+    async with await db.b.watch() as target, await db.watch() as whole:
+        await db.a.rename("b", dropTarget=True)
+        await db.c.insert_one({"_id": "after"})
+        kinds = [(await target.next())["operationType"] for _ in range(2)]
+        db_kinds = [(await whole.next())["operationType"] for _ in range(2)]
+    # The server drops the target inside the rename: no drop event of its own.
+    assert kinds == ["rename", "invalidate"]
+    assert db_kinds == ["rename", "insert"]
+    assert await db.b.find_one() == {"_id": 1}
 
 
 async def test_drop_database_invalidates_database_stream(client: Client) -> None:
