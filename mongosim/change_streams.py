@@ -18,13 +18,7 @@ import bson
 from bson.raw_bson import RawBSONDocument
 from bson.timestamp import Timestamp
 
-from mongosim.change_events import (
-    BEFORE_CHANGE_MODES,
-    FULL_DOCUMENT_MODES,
-    EventFactory,
-    ImageModes,
-    Scope,
-)
+from mongosim.change_events import EventFactory, Scope, StreamModes
 from mongosim.cursors import MAX_BATCH_BYTES
 from mongosim.engine import compatible_stage, matches, run_pipeline
 from mongosim.errors import RETRYABLE_CODES, CommandError
@@ -133,14 +127,7 @@ class ChangeStreamCursor:
         if unknown:
             field = sorted(unknown)[0]
             raise CommandError(40415, f"BSON field '$changeStream.{field}' is an unknown field.")
-        modes = ImageModes(
-            str(options.get("fullDocument", "default")),
-            str(options.get("fullDocumentBeforeChange", "off")),
-        )
-        if modes.full_document not in FULL_DOCUMENT_MODES:
-            raise CommandError(2, f"unknown fullDocument mode: {modes.full_document!r}")
-        if modes.before_change not in BEFORE_CHANGE_MODES:
-            raise CommandError(2, f"unknown fullDocumentBeforeChange mode: {modes.before_change!r}")
+        modes = StreamModes.parse(options)
         self.namespace = namespace
         self._storage = storage
         self._oplog = storage.oplog

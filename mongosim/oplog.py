@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from bson.binary import Binary
 from bson.timestamp import Timestamp
 
 from mongosim.errors import CommandError
@@ -93,9 +94,14 @@ class ResumeToken:
 class OplogEntry:
     """One write, as the change stream needs it.
 
-    ``op`` is insert, update, replace, delete, drop, rename, dropDatabase or noop.
+    ``op`` is insert, update, replace, delete, drop, rename, dropDatabase, create,
+    createIndexes, dropIndexes, modify (collMod) or noop.
     ``pre_image``/``post_image`` are kept only when the collection had
     changeStreamPreAndPostImages enabled at the time of the write.
+    ``uuid`` is the collection's UUID (None for dropDatabase and views),
+    ``description`` what a catalog change did (its operationDescription, less
+    a rename's ``to``), ``before`` a collMod's stateBeforeChange, and
+    ``ns_type`` "view" when the entry creates or drops a view.
     """
 
     seq: int
@@ -110,6 +116,10 @@ class OplogEntry:
     pre_image: dict[str, Any] | None = None
     post_image: dict[str, Any] | None = None
     to: tuple[str, str] | None = None
+    uuid: Binary | None = None
+    description: dict[str, Any] | None = None
+    before: dict[str, Any] | None = None
+    ns_type: str = "collection"
 
     @property
     def token(self) -> ResumeToken:

@@ -85,13 +85,14 @@ class DocumentWriter:
 
     def __init__(self, storage: Storage) -> None:
         self._storage = storage
-        self._oplog = storage.oplog
 
     def insert(
         self, db: str, coll: str, documents: list[dict[str, Any]], ordered: bool
     ) -> WriteOutcome:
         """Insert *documents*, giving each an ObjectId ``_id`` (first) when it has none."""
         collection = self._storage.collection(db, coll)
+        if documents:
+            self._storage.ensure(db, coll)
         outcome = WriteOutcome()
         for index, document in enumerate(documents):
             if "_id" not in document:
@@ -104,8 +105,8 @@ class DocumentWriter:
                     break
                 continue
             outcome.n += 1
-            self._oplog.append(
-                "insert", db, coll=coll, document_key={"_id": document["_id"]}, document=document
+            self._storage.record(
+                "insert", db, coll, document_key={"_id": document["_id"]}, document=document
             )
         return outcome
 
@@ -203,10 +204,10 @@ class DocumentWriter:
         if not any(description.values()) and list(before) == list(after):
             return None
         images = self._storage.images_enabled(db, coll)
-        self._oplog.append(
+        self._storage.record(
             op,
             db,
-            coll=coll,
+            coll,
             document_key={"_id": doc_id},
             document=after if op == "replace" else None,
             update_description=description if op == "update" else None,
@@ -218,6 +219,7 @@ class DocumentWriter:
     def upsert(self, db: str, coll: str, query: Any, update: Any, array_filters: Any) -> Any:
         """Insert the document an upsert of *update* under *query* creates; returns its _id."""
         collection = self._storage.collection(db, coll)
+        self._storage.ensure(db, coll)
         if is_replacement(update):
             result = collection.replace_one(query, dict(update), upsert=True)
         else:
@@ -226,7 +228,7 @@ class DocumentWriter:
             )
         doc_id = result.upserted_id
         document = collection.find_one({"_id": doc_id})
-        self._oplog.append("insert", db, coll=coll, document_key={"_id": doc_id}, document=document)
+        self._storage.record("insert", db, coll, document_key={"_id": doc_id}, document=document)
         return doc_id
 
     def delete(
@@ -257,10 +259,10 @@ class DocumentWriter:
             return None
         collection.delete_one({"_id": doc_id})
         images = self._storage.images_enabled(db, coll)
-        self._oplog.append(
+        self._storage.record(
             "delete",
             db,
-            coll=coll,
+            coll,
             document_key={"_id": doc_id},
             pre_image=before if images else None,
         )

@@ -80,6 +80,7 @@ def _scope(call: Call, options: Mapping[str, Any]) -> tuple[Scope, str]:
         raise CommandError(
             73, f"$changeStream may not be opened on the internal {call.db}.{coll} namespace"
         )
+    call.deployment.storage.collection(call.db, coll)  # 166 for a view, as on the server
     return Scope(call.db, coll), f"{call.db}.{coll}"
 
 

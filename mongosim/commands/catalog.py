@@ -9,7 +9,7 @@ from mongosim.context import READ, WRITE, Call, CommandSpec
 from mongosim.cursors import cursor_reply
 from mongosim.engine import matches
 from mongosim.errors import CommandError
-from mongosim.storage import check_namespace
+from mongosim.storage import ID_INDEX, check_namespace
 
 # Fields of create/collMod that describe the collection, as opposed to the
 # generic command fields (writeConcern, lsid, $clusterTime...).
@@ -31,7 +31,8 @@ COLLECTION_OPTIONS = frozenset(
         "recordPreImages",
     }
 )
-ID_INDEX = {"v": 2, "key": {"_id": 1}, "name": "_id_"}
+# Fields of an index specification that are not options of the index.
+INDEX_SPEC_FIELDS = frozenset({"v", "key", "name"})
 
 
 def _collection_options(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -55,13 +56,19 @@ async def list_collections(call: Call) -> dict[str, Any]:
     """The database's collections as a cursor; honours ``filter`` and ``nameOnly``."""
     storage = call.deployment.storage
     entries: list[dict[str, Any]] = []
-    for name in sorted(storage.collections(call.db)):
+    views = storage.views(call.db)
+    for name in sorted([*storage.collections(call.db), *views]):
+        if name in views:
+            entries.append(
+                {"name": name, "type": "view", "options": views[name], "info": {"readOnly": True}}
+            )
+            continue
         entries.append(
             {
                 "name": name,
                 "type": "collection",
                 "options": storage.options(call.db, name),
-                "info": {"readOnly": False},
+                "info": {"readOnly": False, "uuid": storage.uuid(call.db, name)},
                 "idIndex": ID_INDEX,
             }
         )
@@ -74,13 +81,24 @@ async def list_collections(call: Call) -> dict[str, Any]:
 
 
 async def create(call: Call) -> dict[str, Any]:
-    """Create a collection with its options (changeStreamPreAndPostImages included).
+    """Create a collection with its options (changeStreamPreAndPostImages included),
+    or a view (``viewOn``, ``pipeline``).
 
-    Raises CommandError 48 NamespaceExists if it exists, 115 for views.
+    Raises CommandError 48 NamespaceExists if the name is taken.
     """
-    if "viewOn" in call.body:
-        raise CommandError(115, "mongosim does not support views")
-    call.deployment.storage.create(call.db, call.collection_name(), _collection_options(call.body))
+    storage = call.deployment.storage
+    view_on = call.body.get("viewOn")
+    if view_on is None:
+        storage.create(call.db, call.collection_name(), _collection_options(call.body))
+        return {"ok": 1.0}
+    pipeline = call.body.get("pipeline", [])
+    if not isinstance(view_on, str) or not view_on:
+        raise CommandError(73, "'viewOn' must be a non-empty string")
+    if not isinstance(pipeline, list) or not all(isinstance(s, Mapping) for s in pipeline):
+        raise CommandError(14, "'pipeline' must be an array of documents")
+    if any("$changeStream" in stage for stage in pipeline):
+        raise CommandError(167, "$changeStream cannot be used in a view definition")
+    storage.create_view(call.db, call.collection_name(), view_on, list(pipeline))
     return {"ok": 1.0}
 
 
@@ -128,22 +146,35 @@ async def rename_collection(call: Call) -> dict[str, Any]:
 
 
 async def create_indexes(call: Call) -> dict[str, Any]:
-    """Create indexes through mongomock (unique indexes are enforced)."""
+    """Create indexes through mongomock (unique indexes are enforced).
+
+    Each new index is recorded as the server does: one createIndexes entry per
+    index on an empty collection, one for them all otherwise.
+    """
     name = call.collection_name()
-    storage = call.deployment.storage
-    existed = storage.exists(call.db, name)
-    if not existed:
-        storage.create(call.db, name, {})
-    collection = storage.collection(call.db, name)
-    before = len(collection.index_information())
     indexes = call.body.get("indexes")
     if not isinstance(indexes, list) or not indexes:
         raise CommandError(2, "Must specify at least one index to create")
     for index in indexes:
         if not isinstance(index, Mapping) or not isinstance(index.get("key"), Mapping):
             raise CommandError(2, "index specification must contain a key document")
+    storage = call.deployment.storage
+    existed = storage.exists(call.db, name)
+    collection = storage.collection(call.db, name)
+    storage.ensure(call.db, name)
+    before = len(collection.index_information())
+    built: list[dict[str, Any]] = []
+    for index in indexes:
+        known = set(collection.index_information())
         options = {k: v for k, v in index.items() if k in ("name", "unique", "sparse")}
-        collection.create_index(list(index["key"].items()), **options)
+        index_name = collection.create_index(list(index["key"].items()), **options)
+        if index_name not in known:
+            rest = {k: v for k, v in index.items() if k not in INDEX_SPEC_FIELDS}
+            built.append({"v": 2, "key": dict(index["key"]), "name": index_name, **rest})
+    if built:
+        groups = [built] if collection.find_one({}) is not None else [[spec] for spec in built]
+        for group in groups:
+            storage.record("createIndexes", call.db, name, description={"indexes": group})
     return {
         "createdCollectionAutomatically": not existed,
         "numIndexesBefore": before,
@@ -152,26 +183,32 @@ async def create_indexes(call: Call) -> dict[str, Any]:
     }
 
 
+def _index_spec(name: str, info: Mapping[str, Any]) -> dict[str, Any]:
+    spec = {"v": 2, "key": dict(info["key"]), "name": name}
+    for option in ("unique", "sparse"):
+        if info.get(option):
+            spec[option] = True
+    return spec
+
+
 async def list_indexes(call: Call) -> dict[str, Any]:
     """The collection's indexes. Raises CommandError 26 if it does not exist."""
     name = call.collection_name()
     storage = call.deployment.storage
     if not storage.exists(call.db, name):
         raise CommandError(26, f"ns does not exist: {call.db}.{name}")
-    indexes = []
-    for index_name, info in storage.collection(call.db, name).index_information().items():
-        entry = {"v": 2, "key": dict(info["key"]), "name": index_name}
-        if info.get("unique"):
-            entry["unique"] = True
-        indexes.append(entry)
+    information = storage.collection(call.db, name).index_information()
+    indexes = [_index_spec(index_name, info) for index_name, info in information.items()]
     return cursor_reply(0, f"{call.db}.{name}", indexes, first=True)
 
 
 async def drop_indexes(call: Call) -> dict[str, Any]:
-    """Drop one index by name or key, or all but ``_id_`` with ``"*"``."""
+    """Drop one index by name or key, or all but ``_id_`` with ``"*"``; each
+    dropped index is recorded as one dropIndexes entry."""
     name = call.collection_name()
-    collection = call.deployment.storage.collection(call.db, name)
-    before = len(collection.index_information())
+    storage = call.deployment.storage
+    collection = storage.collection(call.db, name)
+    existing = collection.index_information()
     index = call.body.get("index")
     if index == "*":
         collection.drop_indexes()
@@ -181,7 +218,12 @@ async def drop_indexes(call: Call) -> dict[str, Any]:
         collection.drop_index(list(index.items()))
     else:
         raise CommandError(14, "index must be a name, a key document or '*'")
-    return {"nIndexesWas": before, "ok": 1.0}
+    remaining = collection.index_information()
+    for index_name, info in existing.items():
+        if index_name not in remaining:
+            spec = _index_spec(index_name, info)
+            storage.record("dropIndexes", call.db, name, description={"indexes": [spec]})
+    return {"nIndexesWas": len(existing), "ok": 1.0}
 
 
 HANDLERS: dict[str, CommandSpec] = {

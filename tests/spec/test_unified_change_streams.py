@@ -37,6 +37,9 @@ SPEC_FILES = (
     "change-streams-resume-errorLabels.json",
     "change-streams-pre_and_post_images.json",
     "change-streams-clusterTime.json",
+    "change-streams-showExpandedEvents.json",
+    "change-streams-disambiguatedPaths.json",
+    "change-streams-nsType.json",
 )
 # Spec tests mongosim does not pass, by description, with the reason.
 SKIPPED: dict[str, str] = {}
