@@ -22,9 +22,6 @@ from core.events import DocumentEvent, MalformedEvent, event_from_json
 BULK_PREFIX = "bulk:"
 """What the ids of bulk-lane entries start with (live entries' ids are Redis's own)."""
 
-QUIET_SECONDS = 5.0
-"""How long without live changes before bulk work is read in full batches."""
-
 PRIORITY_PREFIX = "vip:"
 """What the ids of priority-lane entries start with."""
 
@@ -193,9 +190,8 @@ class EventReader:
     CDC_PRIORITY_FILTER), the other live changes (``Keys.events``) and bulk work
     (``Keys.bulk``: backfills, reindexing, repairs), read in that order: live entries
     are read only when no priority one waits, and bulk entries only when no live one
-    waits, at most *bulk_batch* at a time while live changes flow (so a live change
-    waits behind one small bulk batch at most), in full batches once none came for
-    QUIET_SECONDS. In each lane, ``read`` delivers, in order of priority: this
+    waits, at most *bulk_batch* at a time, so a live change waits behind one small bulk
+    batch at most. In each lane, ``read`` delivers, in order of priority: this
     consumer's own entries delivered before and not acknowledged (after a restart);
     entries idle longer than *claim_idle_ms* in any consumer (a crashed one's, or ours
     that were never committed), claimed by XAUTOCLAIM; then new entries. An entry is
@@ -232,7 +228,6 @@ class EventReader:
         self._live = _Lane(redis, keys, keys.events, "", consumer, claim_idle_ms)
         self._bulk = _Lane(redis, keys, keys.bulk, BULK_PREFIX, consumer, claim_idle_ms)
         self._lanes = (self._priority, self._live, self._bulk)
-        self._live_read_at = float("-inf")
 
     @property
     def consumer(self) -> str:
@@ -268,21 +263,11 @@ class EventReader:
         for lane in (self._priority, self._live):
             entries = await lane.new(count, block_ms=None)
             if entries:
-                self._live_read_at = time.monotonic()
                 return entries
-        entries = await self._bulk.new(self._bulk_count(count), block_ms=None)
+        entries = await self._bulk.new(min(count, self._bulk_batch), block_ms=None)
         if not entries and block_ms > 0:
             entries = await self._wait_live(count, block_ms)
-            if entries:
-                self._live_read_at = time.monotonic()
         return entries
-
-    def _bulk_count(self, count: int) -> int:
-        """Bulk entries to read now: *bulk_batch* while live changes flow, *count* once
-        none came for QUIET_SECONDS (a first start's load, a backfill of a quiet
-        database): small batches cost throughput that nobody is waiting for then."""
-        quiet = time.monotonic() - self._live_read_at > QUIET_SECONDS
-        return count if quiet else min(count, self._bulk_batch)
 
     async def _wait_live(self, count: int, block_ms: int) -> list[QueueEntry]:
         """New entries of the priority or the live lane, waiting up to *block_ms* for
