@@ -141,7 +141,7 @@ class CatalogHandler:
         await self._versions.raise_floor(source, version)
         await self._versions.raise_floor(target, version)
         await self._empty(target, version)
-        moved = 0
+        moved = kept = 0
         async for ids in self._documents(source):
             found = await self._store.fetch(
                 [cid for chunk_ids in ids.values() for cid in chunk_ids]
@@ -150,9 +150,18 @@ class CatalogHandler:
             for row in found.values():
                 rows.setdefault(row.doc_key, []).append(row)
             records = await self._versions.get_many(list(rows))
-            moved += await self._move(rows, records, target, version)
+            newer = {key for key in rows if not _older(records.get(key), version)}
+            kept += len(newer)
+            moved += await self._move(
+                {key: chunks for key, chunks in rows.items() if key not in newer},
+                records,
+                target,
+                version,
+            )
         await self._remove_records(source, version)
-        if event.backfill:
+        if event.backfill or kept:
+            # Kept: what such a document held before the rename now lives under the
+            # new name in the source, and only a read of the source can bring it.
             await self._backfill(target.partition(".")[2])
         return moved
 
@@ -165,10 +174,9 @@ class CatalogHandler:
     ) -> int:
         """Write *rows* (by document key) under *target* with their vectors, with a
         record at *version* for each document that had a live one, then delete the
-        originals. A document whose record is newer than the rename stays where it is:
-        the old name was created again and written to after the rename, and that change,
-        taken from the priority or the bulk lane, was applied first."""
-        rows = {key: chunks for key, chunks in rows.items() if _older(records.get(key), version)}
+        originals. The caller leaves out a document whose record is newer than the
+        rename: the old name was created again and written to after the rename, and that
+        change, taken from the priority or the bulk lane, was applied first."""
         moved: list[ChunkRow] = []
         moved_records: dict[str, VersionRecord] = {}
         new_keys = {key: f"{target}/{chunks[0].document_id}" for key, chunks in rows.items()}

@@ -572,6 +572,8 @@ async def test_a_rename_leaves_a_newer_document_of_the_recreated_source_where_it
     assert {row.document_id for row in (await index.rows(B)).values()} == set(DOCS)
     assert set(await index.records(B)) == {f"{B}/{doc}" for doc in DOCS}
     assert {row.document_id for row in (await index.rows(A)).values()} == {"x"}
+    # What the new name may hold of "x" from before the rename only the source has.
+    assert index.backfills == ["archive"]
 
 
 async def test_a_rename_into_the_watched_set_asks_for_a_backfill_of_the_new_name(
