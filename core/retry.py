@@ -44,6 +44,27 @@ async def sleep_unless(stop: asyncio.Event, seconds: float) -> None:
         return
 
 
+class Wakeup:
+    """A poll that can be cut short: :meth:`wait_unless` sleeps until :meth:`set` is
+    called, *stop* is set or the time is up, whichever comes first."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    async def wait_unless(self, stop: asyncio.Event, seconds: float) -> None:
+        woken = asyncio.ensure_future(self._event.wait())
+        stopped = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({woken, stopped}, timeout=seconds, return_when="FIRST_COMPLETED")
+        finally:
+            woken.cancel()
+            stopped.cancel()
+        self._event.clear()
+
+
 class Outage:
     """The log of one outage of *what*: a line when it starts, one when it ends.
 

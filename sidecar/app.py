@@ -44,7 +44,7 @@ from core.errors import (
     is_outage,
     redact,
 )
-from core.retry import Stopped, outlast, sleep_unless
+from core.retry import Stopped, Wakeup, outlast, sleep_unless
 from indexer.catalog import CatalogHandler
 from indexer.chunking import Chunker
 from indexer.embedding import Embedder, SentenceTransformerEmbedder
@@ -172,6 +172,7 @@ class Sidecar:
         self.dispatcher = Dispatcher([self.updater, catalog, *handlers])
         self._uncounted = 0
         self._capture_switch = CaptureSwitch()
+        self._backfill_recorded = Wakeup()
         self._reading_paused: asyncio.Event | None = None
         self._stack = AsyncExitStack()
 
@@ -324,7 +325,7 @@ class Sidecar:
         try:
             while not stop.is_set():
                 await outlast(resume, what="the backfill (MongoDB or Redis)", stop=stop)
-                await sleep_unless(stop, BACKFILL_POLL_SECONDS)
+                await self._backfill_recorded.wait_unless(stop, BACKFILL_POLL_SECONDS)
         except Stopped:
             return
 
@@ -358,6 +359,7 @@ class Sidecar:
                             what="the resynchronisation (MongoDB or Redis)",
                             stop=stop,
                         )
+                        self._backfill_recorded.set()
                     except Stopped:
                         return  # the next start meets the lost history again and resyncs
 
@@ -375,6 +377,7 @@ class Sidecar:
                     what="the first start (MongoDB or Redis)",
                     stop=stop,
                 )
+                self._backfill_recorded.set()
             except Stopped:
                 return
         await Capture(

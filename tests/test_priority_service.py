@@ -39,6 +39,8 @@ async def test_a_vip_change_overtakes_the_backlog(
         pause = PauseFlag(redis_client, sidecar.keys)
         entry = AuditEntry(datetime.now(UTC), "pause", "test", "done")
         await pause.pause("build a backlog", fence=sidecar.lease.fence, audit=entry)
+        # A read already waiting when the pause came would take the changes below.
+        assert await sidecar._reads_paused(10)
         await articles.insert_many([{"_id": n, "title": f"ordinary {n}"} for n in range(40)])
         await articles.insert_one({"_id": "vip", "title": "a gold customer", "tier": "gold"})
 
