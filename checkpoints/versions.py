@@ -160,15 +160,18 @@ class VersionStore:
         """The document keys with a record under *namespace* (a collection, or a whole
         database), by SCAN (each at least once)."""
         pattern = _escape_glob(namespace) + ("/*" if "." in namespace else ".*")
-        prefix = self._keys.version_prefix
-        async for key in self._redis.scan_iter(match=prefix + pattern, count=1000):
-            name = key.decode() if isinstance(key, bytes) else str(key)
-            yield name[len(prefix) :]
+        async for doc_key in self._scan(pattern):
+            yield doc_key
 
     async def all_keys(self) -> AsyncIterator[str]:
         """Every document key with a record, by SCAN (each at least once; Redis may
         repeat a key when the keyspace is rehashed during the scan)."""
+        async for doc_key in self._scan("*"):
+            yield doc_key
+
+    async def _scan(self, pattern: str) -> AsyncIterator[str]:
+        """The document keys whose record key matches *pattern* after the prefix."""
         prefix = self._keys.version_prefix
-        async for key in self._redis.scan_iter(match=prefix + "*", count=1000):
+        async for key in self._redis.scan_iter(match=prefix + pattern, count=1000):
             name = key.decode() if isinstance(key, bytes) else str(key)
             yield name[len(prefix) :]
