@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/fetch_spec_tests.sh
 bash scripts/ensure_redis.sh
+bash scripts/ensure_prometheus.sh
 .venv/bin/ruff check .
 .venv/bin/mypy
 # Two workers, one per core: most tests wait on a service, a subprocess or the model,
