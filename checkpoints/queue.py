@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Sequence
+from datetime import datetime
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
@@ -153,6 +155,19 @@ class EventQueue:
         return int(await self._redis.xlen(self._keys.events)) + int(
             await self._redis.xlen(self._keys.priority)
         )
+
+    async def oldest_live(self) -> datetime | None:
+        """The cluster time of the oldest live change (either lane) not yet applied, or
+        None when there is none: acknowledged entries are deleted, so it is the first
+        entry of each stream."""
+        times = []
+        for stream in (self._keys.priority, self._keys.events):
+            rows: list[StreamEntry] = await self._redis.xrange(stream, count=1)  # type: ignore[assignment]
+            for _, fields in rows:
+                text = {as_text(k): as_text(v) for k, v in (fields or {}).items()}
+                event = json.loads(text["event"])
+                times.append(datetime.fromisoformat(event["timestamp"]))
+        return min(times, default=None)
 
     async def bulk_backlog(self) -> int:
         """Bulk-lane entries (backfill, reindex) queued and not yet acknowledged."""

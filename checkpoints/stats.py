@@ -34,6 +34,7 @@ class Stats:
         "deletes",
         "documents_rehomed",
         "dead_lettered",
+        "history_lost",
     )
 
     def __init__(self, redis: Redis, keys: Keys) -> None:

@@ -140,6 +140,24 @@ def _mongo_outage(error: PyMongoError) -> bool:
     return error.timeout
 
 
+DEPENDENCIES = ("mongodb", "redis", "milvus", "embedder")
+"""What an outage can be of (the label of the outage metric)."""
+
+
+def dependency_of(error: BaseException | None) -> str:
+    """Which dependency *error* (an outage) came from: one of DEPENDENCIES, or "other"
+    for a bare connection error or timeout whose origin the error does not say."""
+    if isinstance(error, RedisUnavailable | redis.exceptions.RedisError):
+        return "redis"
+    if isinstance(error, PyMongoError):
+        return "mongodb"
+    if isinstance(error, VectorStoreUnavailable):
+        return "milvus"
+    if isinstance(error, EmbedderUnavailable):
+        return "embedder"
+    return "other"
+
+
 def describe_failure(error: BaseException) -> tuple[int, str]:
     """The exit status and the one line a person reads when *error* stops the
     service or a command: 2 for configuration, permission and lost history (a

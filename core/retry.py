@@ -22,7 +22,7 @@ from tenacity import (
     stop_when_event_set,
 )
 
-from core.errors import is_outage
+from core.errors import dependency_of, is_outage
 
 log = structlog.get_logger("core.retry")
 
@@ -65,8 +65,34 @@ class Wakeup:
         self._event.clear()
 
 
+class OutageBoard:
+    """The outages in progress in this process, by dependency (core.errors.DEPENDENCIES
+    or "other"), for the outage metric. Every Outage reports to BOARD."""
+
+    def __init__(self) -> None:
+        self._open: dict[str, int] = {}
+
+    def started(self, dependency: str) -> None:
+        self._open[dependency] = self._open.get(dependency, 0) + 1
+
+    def ended(self, dependency: str) -> None:
+        left = self._open.get(dependency, 0) - 1
+        if left > 0:
+            self._open[dependency] = left
+        else:
+            self._open.pop(dependency, None)
+
+    def in_progress(self) -> dict[str, int]:
+        """How many calls wait out an outage of each dependency now (only those > 0)."""
+        return dict(self._open)
+
+
+BOARD = OutageBoard()
+
+
 class Outage:
-    """The log of one outage of *what*: a line when it starts, one when it ends.
+    """The log of one outage of *what*: a line when it starts, one when it ends, and
+    its place on BOARD meanwhile (under the dependency its first error names).
 
     A long-running call (a stream followed for days) marks its own recovery with
     ended() when it makes progress again, so the next outage starts from a short
@@ -76,6 +102,7 @@ class Outage:
         self._what = what
         self._started: float | None = None
         self._failures = 0
+        self._dependency = "other"
 
     @property
     def failures(self) -> int:
@@ -85,6 +112,8 @@ class Outage:
         self._failures += 1
         if self._started is None:
             self._started = time.monotonic()
+            self._dependency = dependency_of(error)
+            BOARD.started(self._dependency)
             log.warning("outage_started", what=self._what, error=repr(error), retry_in=wait)
         else:
             log.debug("outage_continues", what=self._what, error=repr(error), retry_in=wait)
@@ -93,6 +122,15 @@ class Outage:
         if self._started is not None:
             seconds = round(time.monotonic() - self._started, 3)
             log.warning("outage_ended", what=self._what, seconds=seconds, retries=self._failures)
+            BOARD.ended(self._dependency)
+        self._started = None
+        self._failures = 0
+
+    def left(self) -> None:
+        """The call waiting out this outage gave up (stopped, cancelled, or a fatal
+        error): it is off BOARD, though nobody saw the dependency come back."""
+        if self._started is not None:
+            BOARD.ended(self._dependency)
         self._started = None
         self._failures = 0
 
@@ -121,6 +159,7 @@ async def outlast(
     Raises at once any error that is not an outage, and Stopped (from the last
     outage) when *stop* is set while the outage lasts. *outage*, when given, is
     the caller's own log of it (see Outage)."""
+    own = outage is None
     outage = outage or Outage(what)
 
     def wait(state: RetryCallState) -> float:
@@ -157,8 +196,10 @@ async def outlast(
 
     try:
         result: T = await retrying(attempt)
-    except Exception as error:
-        if stop.is_set() and is_outage(error):
+    except BaseException as error:
+        if own:
+            outage.left()
+        if isinstance(error, Exception) and stop.is_set() and is_outage(error):
             raise Stopped(f"stopped while {what} was unavailable: {error}") from error
         raise
     outage.ended()

@@ -51,6 +51,20 @@ class EntrySource(Protocol):
     async def dead_letter(self, entry: QueueEntry, error: str) -> None: ...
 
 
+class TaskObserver(Protocol):
+    def finished(self, event: DocumentEvent | None, status: str) -> None:
+        """One queue entry is done with: applied ("success"), or moved to the
+        dead-letter stream, "rejected" by a handler (the document's own fault) or
+        "failed" after its retries. *event* is None for a malformed entry. Must not
+        do I/O (a metric)."""
+        ...
+
+
+class _Unobserved:
+    def finished(self, event: DocumentEvent | None, status: str) -> None:
+        return
+
+
 class DocumentLocks:
     """Turns on documents, granted in the order batches ask for them.
 
@@ -105,9 +119,11 @@ class IndexScheduler:
         on_idle: Callable[[], Awaitable[None]] | None = None,
         drain_seconds: float = DRAIN_SECONDS,
         paused: Callable[[], Awaitable[bool]] | None = None,
+        observer: TaskObserver | None = None,
     ) -> None:
         """*paused*, when given, is asked before each read: while it says True no
-        new entry is read (batches in flight finish; the idle hook still runs)."""
+        new entry is read (batches in flight finish; the idle hook still runs).
+        *observer* is told of each entry done with (metrics)."""
         self._source = source
         self._dispatcher = dispatcher
         self._batch_size = batch_size
@@ -118,6 +134,7 @@ class IndexScheduler:
         self._on_idle = on_idle
         self._drain_seconds = drain_seconds
         self._paused = paused
+        self._observer: TaskObserver = observer or _Unobserved()
         self._was_paused = False
         self.reading_paused = asyncio.Event()
         """Set while the pause is in force and no read is outstanding: an entry queued
@@ -218,6 +235,7 @@ class IndexScheduler:
                 if entry.event is None:
                     log.error("entry_malformed", entry_id=entry.entry_id, error=entry.error)
                     await self._dead_letter(entry, entry.error or "malformed entry", stop)
+                    self._observer.finished(None, "failed")
             if good:
                 await self._apply(good, stop)
 
@@ -285,6 +303,8 @@ class IndexScheduler:
         for entry in entries:
             if entry.entry_id in errors:
                 await self._dead_letter(entry, errors[entry.entry_id], stop)
+            status = "rejected" if entry.entry_id in errors else "success"
+            self._observer.finished(entry.event, status)
 
     async def _dead_letter(self, entry: QueueEntry, error: str, stop: asyncio.Event) -> None:
         await outlast(
@@ -300,6 +320,7 @@ class IndexScheduler:
             return
         for entry in entries:
             await self._dead_letter(entry, f"{type(error).__name__}: {error}", stop)
+            self._observer.finished(entry.event, "failed")
         log.error("dead_lettered", key=_key(entries), entries=len(entries), error=repr(error))
 
     async def _retry_while_retriable(

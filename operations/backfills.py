@@ -9,10 +9,13 @@ from typing import Any
 
 from bson import ObjectId, json_util
 from bson.errors import InvalidBSON
+from redis.asyncio import Redis
 
 from cdc.query import Query, UnsupportedQuery
 from checkpoints.audit import AuditEntry
 from checkpoints.backfills import BackfillJob, BackfillStore
+from checkpoints.keys import Keys
+from checkpoints.queue import EventQueue
 from core.errors import InvalidRequest
 from operations.context import Context
 
@@ -34,6 +37,13 @@ def parse_filter(text: str) -> dict[str, Any]:
     except UnsupportedQuery as error:
         raise InvalidRequest(f"--filter: {error}") from None
     return query
+
+
+async def follow_state(redis: Redis, keys: Keys) -> dict[str, Any]:
+    """The backfill job and the bulk lane's backlog, for following a backfill."""
+    job = await BackfillStore(redis, keys).load()
+    backlog = await EventQueue(redis, keys).bulk_backlog()
+    return {"backfill": progress(job), "backlog_bulk": backlog}
 
 
 def progress(job: BackfillJob | None) -> dict[str, Any] | None:

@@ -186,13 +186,15 @@ async def perform(
     index: IndexOpener = no_index,
     answer_seconds: float = ANSWER_SECONDS,
     lease_ttl: float = 15.0,
+    by: str | None = None,
 ) -> dict[str, Any]:
     """Carry out *command* under the pipeline's lease and return its result: by the
     running service when one holds the lease, else here (opening the index with
     *index* if the command needs it). Raises SidecarError with the reason when it
     failed, NoAnswer when the service did not answer in time. *lease_ttl* is the
-    lease's time to live while this process holds it."""
-    request = Request(command, args, requester(), time.time() + answer_seconds)
+    lease's time to live while this process holds it; *by* is who asks, for the
+    audit log (the local user@host when not given)."""
+    request = Request(command, args, by or requester(), time.time() + answer_seconds)
     owner = f"{COMMAND_OWNER}{socket.gethostname()}-{os.getpid()}"
     lease = Lease(redis, keys, owner=owner, ttl=lease_ttl)
     try:

@@ -10,7 +10,12 @@ import asyncio
 import os
 import socket
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager, nullcontext
+from contextlib import (
+    AbstractAsyncContextManager,
+    AsyncExitStack,
+    asynccontextmanager,
+    nullcontext,
+)
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -20,6 +25,10 @@ from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from api.app import create_app, version
+from api.metrics import Build, Metrics
+from api.server import HttpServer
+from api.state import ServiceState
 from cdc.backfill import Backfill
 from cdc.capture import Capture
 from cdc.fields import IndexedText, MetadataFields, TextLimit, UserField
@@ -49,7 +58,7 @@ from indexer.catalog import CatalogHandler
 from indexer.chunking import Chunker
 from indexer.embedding import Embedder, SentenceTransformerEmbedder
 from indexer.handlers import Dispatcher, EventHandler
-from indexer.scheduler import IndexScheduler
+from indexer.scheduler import IndexScheduler, TaskObserver
 from indexer.store import VectorStore
 from indexer.updater import IndexUpdater
 from operations import backfills, consistency
@@ -121,7 +130,8 @@ class Sidecar:
     """Capture and indexer of one pipeline, wired to Redis, MongoDB and Milvus.
 
     Use as ``async with Sidecar(...) as sidecar: await sidecar.run(stop)``.
-    *handlers* are extra event handlers registered beside the index updater.
+    *handlers* are extra event handlers registered beside the index updater;
+    *observer* is told of each queue entry the indexer is done with (metrics).
     Entering waits out a Milvus that is not reachable yet; *stop* ends that wait
     with core.retry.Stopped."""
 
@@ -133,6 +143,7 @@ class Sidecar:
         embedder: Embedder,
         handlers: tuple[EventHandler, ...] = (),
         stop: asyncio.Event | None = None,
+        observer: TaskObserver | None = None,
     ) -> None:
         self.settings = settings
         self._stop = stop or asyncio.Event()
@@ -171,6 +182,9 @@ class Sidecar:
         )
         self.dispatcher = Dispatcher([self.updater, catalog, *handlers])
         self._uncounted = 0
+        self._observer = observer
+        self.holding = False
+        """Whether this replica holds the pipeline's lease now."""
         self._capture_switch = CaptureSwitch()
         self._backfill_recorded = Wakeup()
         self._reading_paused: asyncio.Event | None = None
@@ -208,6 +222,7 @@ class Sidecar:
         except Stopped:
             return
         log.info("lease_acquired", pipeline=self.keys.pipeline, fence=fence)
+        self.holding = True
         try:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self.lease.hold(stop))
@@ -230,6 +245,7 @@ class Sidecar:
 
     async def _release(self) -> None:
         """Give the lease up for a standby; when Redis is down, it expires on its own."""
+        self.holding = False
         try:
             await self.lease.release()
         except Exception as error:
@@ -417,6 +433,7 @@ class Sidecar:
             on_idle=self.updater.tick,
             drain_seconds=settings.index_drain_seconds,
             paused=PauseFlag(self.redis, self.keys).is_set,
+            observer=self._observer,
         )
 
 
@@ -451,24 +468,38 @@ async def redis_for(settings: Settings, *, start_private: bool) -> AsyncIterator
 
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
-    """`cdc-sidecar run`: the service until *stop*. Credentials and the filter are
-    checked before the model loads."""
-    try:
-        await preflight(settings, stop)
-    except Stopped:
-        return
-    embedder = build_embedder(settings)
-    await embedder.start()
-    try:
-        async with (
-            redis_for(settings, start_private=True) as redis,
-            Sidecar(settings, redis=redis, embedder=embedder, stop=stop) as sidecar,
-        ):
-            await sidecar.run(stop)
-    except Stopped:
-        log.info("stopped_during_an_outage")
-    finally:
-        await embedder.stop()
+    """`cdc-sidecar run`: the service until *stop*, its HTTP server (probes, metrics,
+    admin API) answering from the start. Credentials and the filter are checked
+    before the model loads."""
+    state = ServiceState(settings, Metrics(settings.pipeline), stop)
+    async with http_server(state):
+        try:
+            await preflight(settings, stop)
+        except Stopped:
+            return
+        embedder = build_embedder(settings)
+        await embedder.start()
+        state.metrics.build = Build(version(), settings.embedding_model, embedder.fingerprint)
+        try:
+            async with redis_for(settings, start_private=True) as redis:
+                state.redis = redis
+                async with Sidecar(
+                    settings, redis=redis, embedder=embedder, stop=stop, observer=state.metrics
+                ) as sidecar:
+                    state.pipeline = sidecar
+                    await sidecar.run(stop)
+        except Stopped:
+            log.info("stopped_during_an_outage")
+        finally:
+            await embedder.stop()
+
+
+def http_server(state: ServiceState) -> AbstractAsyncContextManager[object]:
+    """The HTTP server on CDC_HTTP_HOST:CDC_HTTP_PORT (none when the port is 0)."""
+    settings = state.settings
+    if settings.http_port == 0:
+        return nullcontext()
+    return HttpServer(create_app(state), settings.http_host, settings.http_port)
 
 
 async def read_status(settings: Settings) -> dict[str, Any]:

@@ -11,15 +11,13 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from cdc.namespaces import WatchScope
-from checkpoints.backfills import BackfillStore
 from checkpoints.checks import CheckProgress
 from checkpoints.keys import Keys
-from checkpoints.queue import EventQueue
 from checkpoints.versions import VersionStore
 from core.errors import RedisUnavailable, is_outage, redact
 from indexer.plan import pipeline_fingerprint
 from operations import deadletters, positions
-from operations.backfills import progress
+from operations.backfills import follow_state
 from operations.context import IndexView
 from operations.control import perform
 from sidecar.app import build_chunker, build_embedder, build_mapper, build_store, redis_for
@@ -103,10 +101,7 @@ async def show_dead_letter(settings: Settings, entry_id: str) -> dict[str, Any]:
 async def backfill_progress(settings: Settings) -> dict[str, Any]:
     """The backfill job and the bulk lane's backlog, for `backfill --follow`."""
     async with pipeline_redis(settings) as redis:
-        keys = Keys(settings.pipeline)
-        job = await BackfillStore(redis, keys).load()
-        backlog = await EventQueue(redis, keys).bulk_backlog()
-        return {"backfill": progress(job), "backlog_bulk": backlog}
+        return await follow_state(redis, Keys(settings.pipeline))
 
 
 async def check_with_progress(

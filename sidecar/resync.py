@@ -17,6 +17,7 @@ from cdc.positions import current_position
 from checkpoints.audit import AuditEntry
 from checkpoints.backfills import BackfillJob, BackfillStore
 from checkpoints.keys import Keys
+from checkpoints.stats import Stats
 from checkpoints.tokens import ResumeTokenStore
 from checkpoints.versions import VersionRecord, VersionStore
 from indexer.store import VectorStore
@@ -70,6 +71,7 @@ class Resync:
             error=why,
         )
         await self._start(by, fence, reason="history lost", sweep=True)
+        await Stats(self._redis, self._keys).incr({"history_lost": 1})
 
     async def _start(self, by: str, fence: int, *, reason: str, sweep: bool) -> None:
         """Record the backfill, then move the position (a crash between the two finds

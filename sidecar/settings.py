@@ -26,7 +26,7 @@ from indexer.embedding import DEFAULT_MODEL
 _QUERY_JSON = json_util.RELAXED_JSON_OPTIONS.with_options(tz_aware=True, tzinfo=UTC)
 
 
-SECRETS = ("mongo_uri", "redis_url")
+SECRETS = ("mongo_uri", "redis_url", "admin_token")
 """Settings that may hold a password: each can also be read from a file named by
 CDC_<NAME>_FILE (Kubernetes mounts Secrets as files), and is redacted in messages."""
 
@@ -109,6 +109,11 @@ class Settings(BaseSettings):
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
+    # Every interface: the kubelet's probes and Prometheus reach the pod's own IP.
+    http_host: str = "0.0.0.0"
+    http_port: int = Field(default=8000, ge=0, le=65535)
+    admin_token: str | None = Field(default=None, min_length=16)
+
     @field_validator("collections", "text_fields", "metadata_fields", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
@@ -121,7 +126,7 @@ class Settings(BaseSettings):
             raise ValueError("name at least one field whose text is indexed")
         return value
 
-    @field_validator("redis_url", "user_field", mode="before")
+    @field_validator("redis_url", "user_field", "admin_token", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
@@ -238,6 +243,8 @@ def _problem(error: Any) -> str:
         # A check across fields: its input is every setting, passwords included.
         return message
     value = error.get("input")
+    if field == "admin_token":
+        return f"CDC_ADMIN_TOKEN: {message} (the value is not shown)"
     if field in SECRETS and isinstance(value, str):
         value = redact(value)
     return f"CDC_{field.upper()}: {message} (got {value!r})"

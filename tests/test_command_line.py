@@ -28,7 +28,7 @@ def cli(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(ROOT / "main.py"), *args],
         cwd=cwd,
-        env={**clean, **env},
+        env={**clean, "CDC_HTTP_PORT": "0", **env},
         capture_output=True,
         text=True,
         timeout=60,

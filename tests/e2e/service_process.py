@@ -54,7 +54,11 @@ def service_environment(settings: Settings) -> dict[str, str]:
         "CDC_BACKFILL_CHUNK": str(settings.backfill_chunk),
         "CDC_BACKFILL_MAX_QUEUED": str(settings.backfill_max_queued),
         "CDC_LEASE_TTL": str(settings.lease_ttl),
+        # Off unless a test asks for it: parallel tests would fight over one port.
+        "CDC_HTTP_PORT": str(settings.http_port if "http_port" in settings.model_fields_set else 0),
     }
+    if settings.admin_token is not None:
+        env["CDC_ADMIN_TOKEN"] = settings.admin_token
     return env
 
 
