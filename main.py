@@ -46,7 +46,8 @@ def run() -> None:
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
-    """Show the pipeline's checkpoint, queue, last applied change and counters (read from Redis)."""
+    """Show the pipeline's service, checkpoint, queue, last applied change and counters
+    (read from Redis). Exits 3 when no service holds the pipeline's lease."""
     settings = settings_or_exit()
     from sidecar.app import read_status
 
@@ -56,13 +57,24 @@ def status(
         raise fail(error) from None
     if as_json:
         typer.echo(json.dumps(report, ensure_ascii=False, indent=2))
-        return
-    _print_status(report)
+    else:
+        _print_status(report)
+    if report["service"] is None:
+        raise typer.Exit(NOT_RUNNING)
+
+
+NOT_RUNNING = 3
+"""`status`'s exit status when no service runs the pipeline (as `systemctl status`)."""
 
 
 def _print_status(report: dict[str, Any]) -> None:
     checkpoint = report["checkpoint"]
+    service = report["service"]
     typer.echo(f"pipeline        {report['pipeline']}")
+    if service is None:
+        typer.echo("service         NOT RUNNING (no replica holds the lease)")
+    else:
+        typer.echo(f"service         {service['owner']} (lease since {service['since']})")
     if checkpoint is None:
         typer.echo("checkpoint      none (the next start scans the collections first)")
     else:
@@ -94,8 +106,10 @@ def _print_status(report: dict[str, Any]) -> None:
         )
     last = report["last_applied"]
     typer.echo(f"last applied    {last['doc_key'] + ' at ' + last['timestamp'] if last else '-'}")
-    for name, value in report["counters"].items():
-        typer.echo(f"{name:<16}{value}")
+    counters = report["counters"]
+    width = max(16, *(len(name) + 2 for name in counters))
+    for name, value in counters.items():
+        typer.echo(f"{name:<{width}}{value}")
 
 
 @cli.command()

@@ -10,11 +10,13 @@ from redis.asyncio import Redis
 from checkpoints.backfills import BackfillStore
 from checkpoints.checks import CheckResults
 from checkpoints.keys import Keys
+from checkpoints.lease import Lease
 from checkpoints.pause import PauseFlag
 from checkpoints.queue import EventQueue
 from checkpoints.stats import Stats
 from checkpoints.tokens import ResumeTokenStore, unpack_timestamp
 from operations.backfills import progress
+from operations.control import COMMAND_OWNER
 
 
 def _cluster_time(packed: int | None) -> dict[str, Any] | None:
@@ -29,8 +31,9 @@ def _cluster_time(packed: int | None) -> dict[str, Any] | None:
 
 
 async def pipeline_status(redis: Redis, keys: Keys) -> dict[str, Any]:
-    """Checkpoint, queue length, pending entries, dead letters, last applied change
-    and counters of the pipeline named by *keys*."""
+    """The service holding the lease (None when none runs), checkpoint, queue length,
+    pending entries, dead letters, last applied change and counters of the pipeline
+    named by *keys*."""
     checkpoint = await ResumeTokenStore(redis, keys).load()
     stats = Stats(redis, keys)
     position: dict[str, Any] | None = None
@@ -42,8 +45,13 @@ async def pipeline_status(redis: Redis, keys: Keys) -> dict[str, Any]:
             "saved_at": checkpoint.saved_at.isoformat(),
         }
     queue = EventQueue(redis, keys)
+    holder = await Lease(redis, keys, owner="status").holder()
+    service = None
+    if holder is not None and not holder[0].startswith(COMMAND_OWNER):
+        service = {"owner": holder[0], "since": holder[1]}
     return {
         "pipeline": keys.pipeline,
+        "service": service,
         "checkpoint": position,
         "queue_length": await queue.backlog(),
         "pending": await queue.pending(),

@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 from checkpoints.keys import Keys
 from checkpoints.lease import Lease
 from checkpoints.queue import EventQueue
+from checkpoints.stats import Stats
 from checkpoints.tokens import Checkpoint
 from core.events import DocumentCreatedEvent
 from mongosim import ThreadedMongoSim
@@ -55,17 +56,24 @@ async def test_status_json_reports_checkpoint_queue_and_counters(
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["pipeline"] == pipeline_name
+    assert report["service"]["owner"] == "test"
     assert report["queue_length"] == 1
     assert report["checkpoint"]["token"] == token
     assert report["checkpoint"]["cluster_time"]["t"] == 1700000000
     assert report["counters"]["events_captured"] == 1
 
 
-def test_status_text_output_is_readable(pipeline_name: str, tmp_path: Path) -> None:
+def test_status_text_output_is_readable_and_exits_3_without_a_service(
+    pipeline_name: str, tmp_path: Path
+) -> None:
     done = cli("status", cwd=tmp_path, CDC_REDIS_URL=REDIS_URL, CDC_PIPELINE=pipeline_name)
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 3, done.stderr
+    assert "service         NOT RUNNING" in done.stdout
     assert "checkpoint      none" in done.stdout
     assert "queue length    0" in done.stdout
+    # Every counter's name and number stay apart, however long the name.
+    counters = done.stdout.splitlines()[-len(Stats.COUNTERS):]
+    assert [line.split() for line in counters] == [[name, "0"] for name in Stats.COUNTERS]
 
 
 def test_bad_setting_stops_with_the_variable_named(tmp_path: Path) -> None:
