@@ -7,6 +7,7 @@ bash scripts/setup.sh
 bash scripts/fetch_spec_tests.sh
 bash scripts/ensure_redis.sh
 bash scripts/ensure_prometheus.sh
+bash scripts/ensure_crd_validators.sh
 .venv/bin/ruff check .
 .venv/bin/mypy
 # Two workers, one per core: most tests wait on a service, a subprocess or the model,
