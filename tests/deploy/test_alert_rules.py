@@ -1,6 +1,6 @@
 """The Prometheus rules in deploy/prometheus: promtool accepts them and their unit
-tests pass, and every alert is tested and carries a severity and the annotations
-an on-call engineer needs."""
+tests pass, and every alert is tested, carries a severity and the annotations an
+on-call engineer needs, and is documented in English and Chinese."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "rules.yml"
 TESTS = ROOT / "deploy" / "prometheus" / "tests.yml"
+DOCS = (ROOT / "deploy" / "prometheus" / "README.md", ROOT / "docs" / "zh" / "alerts.md")
 RUNBOOK = "https://github.com/example/cdc-sidecar/blob/main/README.md#"
 
 
@@ -33,7 +34,7 @@ def promtool(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def alert_rules() -> list[dict[str, Any]]:
-    groups = yaml.safe_load(RULES.read_text())["groups"]
+    groups = yaml.safe_load(RULES.read_text(encoding="utf-8"))["groups"]
     return [rule for group in groups for rule in group["rules"] if "alert" in rule]
 
 
@@ -52,7 +53,7 @@ def test_the_rules_unit_tests_pass() -> None:
 def test_every_alert_is_tested_firing_and_not_firing() -> None:
     fires: set[str] = set()
     silent: set[str] = set()
-    for case in yaml.safe_load(TESTS.read_text())["tests"]:
+    for case in yaml.safe_load(TESTS.read_text(encoding="utf-8"))["tests"]:
         for check in case.get("alert_rule_test", []):
             (fires if check.get("exp_alerts") else silent).add(check["alertname"])
     names = {rule["alert"] for rule in alert_rules()}
@@ -66,3 +67,10 @@ def test_every_alert_has_a_severity_and_the_on_call_annotations() -> None:
         annotations = rule["annotations"]
         assert {"summary", "description", "runbook_url"} <= annotations.keys(), rule["alert"]
         assert annotations["runbook_url"].startswith(RUNBOOK), rule["alert"]
+
+
+def test_every_alert_is_documented_in_english_and_chinese() -> None:
+    names = {rule["alert"] for rule in alert_rules()}
+    for doc in DOCS:
+        text = doc.read_text(encoding="utf-8")
+        assert {name for name in names if name not in text} == set(), doc.name
