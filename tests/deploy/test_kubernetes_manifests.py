@@ -12,6 +12,7 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
+import yaml
 
 from sidecar.settings import SECRETS, known_variables
 from tests.deploy.kit import (
@@ -22,7 +23,9 @@ from tests.deploy.kit import (
     of_kind,
     pod_spec,
     resources,
+    run,
     sidecar_containers,
+    tool,
     workloads,
 )
 
@@ -92,6 +95,32 @@ def test_kustomizations_list_every_manifest_and_only_existing_files() -> None:
     for pattern in ("native-sidecar", "deployment"):
         (spec,) = documents(KUBERNETES / pattern / "kustomization.yaml")
         assert "../base" in spec["resources"], pattern
+
+
+@pytest.mark.parametrize(
+    ("pattern", "workload"),
+    [("native-sidecar", "StatefulSet/mongo"), ("deployment", "Deployment/cdc-sidecar")],
+)
+def test_each_pattern_builds_with_kustomize_into_valid_resources(
+    pattern: str, workload: str
+) -> None:
+    """What `kubectl apply -k` would send, rendered by kubectl's own kustomize."""
+    done = run(tool("kubectl"), "kustomize", KUBERNETES / pattern)
+    assert done.returncode == 0, done.stderr
+    built = [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+    names = {f"{doc['kind']}/{doc['metadata']['name']}" for doc in built}
+    shared = {
+        "ConfigMap/cdc-sidecar-config",
+        "Service/cdc-sidecar",
+        "ServiceMonitor/cdc-sidecar",
+        "PrometheusRule/cdc-sidecar",
+    }
+    assert shared | {workload} <= names
+    assert not any(doc["kind"] == "Secret" for doc in built), "the Secret is created by hand"
+    for resource in built:
+        if not resource["apiVersion"].startswith(OPERATOR_GROUP):
+            for version in VERSIONS:
+                _validate(resource, version)
 
 
 def test_the_configmap_holds_only_settings_the_service_knows() -> None:
