@@ -18,14 +18,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.auth import require_token
 from api.errors import ApiError, from_failure
 from api.state import ServiceState
-from cdc.namespaces import WatchScope
 from checkpoints.checks import CheckProgress, CheckResults
 from checkpoints.keys import Keys
 from operations import deadletters, positions
 from operations.backfills import follow_state, parse_filter
 from operations.context import no_index
-from operations.control import perform
 from operations.deadletters import Selection
+from sidecar.perform import perform_for
 from sidecar.status import pipeline_status
 
 router = APIRouter()
@@ -96,18 +95,14 @@ async def _run(request: Request, name: str, args: dict[str, Any]) -> dict[str, A
     state = _service(request)
     redis = _redis(state)
     client = request.client.host if request.client is not None else "unknown"
-    settings = state.settings
     index = state.index()
     try:
-        return await perform(
+        return await perform_for(
+            state.settings,
             redis,
-            Keys(settings.pipeline),
-            settings.mongo_uri,
-            WatchScope(settings.database, settings.collections),
             name,
             args,
             index=no_index if index is None else lambda: index,
-            lease_ttl=settings.lease_ttl,
             by=f"http api ({client})",
         )
     except Exception as error:  # noqa: BLE001 - every failure is an answer

@@ -10,7 +10,6 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from cdc.namespaces import WatchScope
 from checkpoints.checks import CheckProgress
 from checkpoints.keys import Keys
 from checkpoints.versions import VersionStore
@@ -19,8 +18,8 @@ from indexer.plan import pipeline_fingerprint
 from operations import deadletters, positions
 from operations.backfills import follow_state
 from operations.context import IndexView
-from operations.control import perform
 from sidecar.app import build_chunker, build_embedder, build_mapper, build_store, redis_for
+from sidecar.perform import perform_for
 from sidecar.settings import Settings
 
 
@@ -48,15 +47,8 @@ async def command(settings: Settings, name: str, args: dict[str, Any]) -> dict[s
     """Carry out the operator command *name* under the pipeline's lease (see
     operations.control.perform)."""
     async with pipeline_redis(settings) as redis:
-        return await perform(
-            redis,
-            Keys(settings.pipeline),
-            settings.mongo_uri,
-            WatchScope(settings.database, settings.collections),
-            name,
-            args,
-            index=lambda: open_index(settings, redis),
-            lease_ttl=settings.lease_ttl,
+        return await perform_for(
+            settings, redis, name, args, index=lambda: open_index(settings, redis)
         )
 
 
