@@ -23,6 +23,7 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Histogram,
+    disable_created_metrics,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -35,7 +36,7 @@ from checkpoints.queue import EventQueue
 from checkpoints.stats import Stats
 from checkpoints.tokens import ResumeTokenStore, unpack_timestamp
 from core.errors import DEPENDENCIES
-from core.events import DocumentEvent
+from core.events import DocumentEvent, from_change_stream
 from core.retry import BOARD
 
 PREFIX = "cdc_sidecar_"
@@ -102,11 +103,10 @@ async def read_pipeline(redis: Redis, keys: Keys, *, max_backlog: int) -> Pipeli
     }
     job = await BackfillStore(redis, keys).load()
     backfill: dict[str, float] = {}
-    if job is not None:
-        running = job.state == "running"
+    if job is not None and job.state == "running":
         backfill = {
-            "backfill_running": float(running),
-            "resync_running": float(running and job.reason == "history lost"),
+            "backfill_running": 1.0,
+            "resync_running": float(job.reason == "history lost"),
             "backfill_documents_scanned": float(job.scanned),
             "backfill_documents_queued": float(job.queued),
             "backfill_documents_estimated": float(job.estimated),
@@ -144,6 +144,8 @@ class Metrics:
         """Known once the model is loaded; build_info is left out until then."""
         self.lease_held = False
         self.reading: PipelineReading | None = None
+        # A counter's _created series doubles the series for nothing a rule reads.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=True)
         for standard in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
             self.registry.register(standard)
@@ -157,18 +159,24 @@ class Metrics:
         )
         self._latency = Histogram(
             PREFIX + "index_latency_seconds",
-            "Seconds from a change's MongoDB cluster time to Milvus accepting it.",
+            "Seconds from a change's MongoDB cluster time to Milvus accepting it "
+            "(changes from the change stream; backfills are not timed).",
             ["pipeline", "event_type"],
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
         self.registry.register(_PipelineCollector(self))
+        for event_type in ("created", "updated", "deleted"):
+            for status in ("success", "rejected", "failed"):
+                # At 0 from the start, so a rate of failures is 0 rather than empty.
+                self._tasks.labels(pipeline, event_type, status)
 
     def finished(self, event: DocumentEvent | None, status: str) -> None:
         """TaskObserver: one entry done with."""
         event_type = "malformed" if event is None else event.event_type
         self._tasks.labels(self.pipeline, event_type, status).inc()
-        if event is not None and status == "success":
+        # Latency is a live change's: a backfill's documents were written long before.
+        if event is not None and status == "success" and from_change_stream(event):
             seconds = max(0.0, time.time() - event.timestamp.timestamp())
             self._latency.labels(self.pipeline, event_type).observe(seconds)
 
@@ -278,9 +286,9 @@ def _pipeline_series(pipeline: str, reading: PipelineReading) -> Iterator[Metric
         ),
         "backfill_running": ("1 while a backfill (or a resync) runs.", 0.0),
         "resync_running": ("1 while a resync after lost history runs.", 0.0),
-        "backfill_documents_scanned": ("Documents the current backfill has read.", None),
-        "backfill_documents_queued": ("Documents the current backfill has queued.", None),
-        "backfill_documents_estimated": ("Documents the current backfill expects.", None),
+        "backfill_documents_scanned": ("Documents the running backfill has read.", None),
+        "backfill_documents_queued": ("Documents the running backfill has queued.", None),
+        "backfill_documents_estimated": ("Documents the running backfill expects.", None),
     }
     for name, (documentation, fallback) in gauges.items():
         current = reading.backfill.get(name, fallback)

@@ -92,6 +92,13 @@ def is_collection_event(event: DocumentEvent) -> bool:
     return event.document_id == COLLECTION_DOCUMENT
 
 
+def from_change_stream(event: DocumentEvent) -> bool:
+    """Whether *event* was captured from the change stream: its id is the change's
+    resume token (hex), where a backfill, reindex or repair gives its events ids of
+    the form ``kind:job:...``."""
+    return ":" not in event.event_id
+
+
 REINDEX_PREFIX = "reindex:"
 """What the event ids of an operator's reindex start with: for such an event the
 indexer checks Milvus instead of trusting the document's version record."""
