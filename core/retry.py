@@ -159,7 +159,6 @@ async def outlast(
     Raises at once any error that is not an outage, and Stopped (from the last
     outage) when *stop* is set while the outage lasts. *outage*, when given, is
     the caller's own log of it (see Outage)."""
-    own = outage is None
     outage = outage or Outage(what)
 
     def wait(state: RetryCallState) -> float:
@@ -197,8 +196,9 @@ async def outlast(
     try:
         result: T = await retrying(attempt)
     except BaseException as error:
-        if own:
-            outage.left()
+        # Off the board even when the outage is the caller's: a caller that gives up
+        # (a capture stopped for a reset, or ended by lost history) never ends it.
+        outage.left()
         if isinstance(error, Exception) and stop.is_set() and is_outage(error):
             raise Stopped(f"stopped while {what} was unavailable: {error}") from error
         raise

@@ -10,7 +10,7 @@ import pytest
 import redis.exceptions
 import structlog.testing
 
-from core.retry import Stopped, outlast
+from core.retry import BOARD, Outage, Stopped, outlast
 
 
 def failing(times: int, error: Exception) -> tuple[list[int], Callable[[], Awaitable[str]]]:
@@ -85,3 +85,45 @@ async def test_a_call_that_swallows_its_cancellation_still_ends_the_caller() -> 
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(task, 5)
 
+
+
+async def test_an_outage_is_on_the_board_under_its_dependency_until_it_ends() -> None:
+    seen: list[dict[str, int]] = []
+    calls: list[int] = []
+
+    async def call() -> str:
+        calls.append(1)
+        seen.append(BOARD.in_progress())
+        if len(calls) <= 2:
+            raise redis.exceptions.ConnectionError("refused")
+        return "done"
+
+    before = BOARD.in_progress().get("redis", 0)
+    await outlast(call, what="Redis", stop=asyncio.Event(), initial=0.01)
+    assert [view.get("redis", 0) - before for view in seen] == [0, 1, 1]
+    assert BOARD.in_progress().get("redis", 0) == before
+
+
+@pytest.mark.parametrize("ending", ["stop", "fatal error"])
+async def test_a_caller_that_gives_up_on_its_own_outage_takes_it_off_the_board(
+    ending: str,
+) -> None:
+    """A capture keeps its own Outage and never ends it once it stopped (a reset, lost
+    history): the board must not report that outage for the rest of the process."""
+    outage = Outage("the change stream (MongoDB) or the queue (Redis)")
+    stop = asyncio.Event()
+    calls: list[int] = []
+
+    async def call() -> str:
+        calls.append(1)
+        if len(calls) == 3:
+            if ending == "stop":
+                stop.set()
+            else:
+                raise ValueError("a bug")
+        raise redis.exceptions.ConnectionError("refused")
+
+    before = BOARD.in_progress().get("redis", 0)
+    with pytest.raises(Stopped if ending == "stop" else ValueError):
+        await outlast(call, what="capture", stop=stop, initial=0.01, outage=outage)
+    assert BOARD.in_progress().get("redis", 0) == before
