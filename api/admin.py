@@ -9,11 +9,14 @@ dead letters), needs the admin token."""
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from collections.abc import Awaitable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any, TypeVar
 
 from bson import json_util
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
+from redis.asyncio import Redis
 
 from api.auth import require_token
 from api.errors import ApiError, from_failure
@@ -29,6 +32,7 @@ from sidecar.status import pipeline_status
 
 router = APIRouter()
 Token = Depends(require_token)
+T = TypeVar("T")
 
 
 class _Body(BaseModel):
@@ -39,15 +43,24 @@ QueryText = dict[str, Any] | str | None
 """A MongoDB query: a JSON object, or the same as text in extended JSON."""
 
 
-def _filter_text(query: QueryText, name: str = "filter") -> str:
+@contextmanager
+def _answered() -> Iterator[None]:
+    """Turn what the block raises into the answer it means (api.errors.from_failure)."""
+    try:
+        yield
+    except ApiError:
+        raise
+    except Exception as error:  # noqa: BLE001 - every failure is an answer
+        raise from_failure(error) from None
+
+
+def _filter_text(query: QueryText) -> str:
     """*query* as the extended JSON text the operations take, checked. Raises ApiError."""
     if query is None or query == "":
         return ""
     text = query if isinstance(query, str) else json_util.dumps(query)
-    try:
+    with _answered():
         parse_filter(text)
-    except Exception as error:  # noqa: BLE001 - becomes the 400 answer
-        raise from_failure(error) from None
     return text
 
 
@@ -93,10 +106,10 @@ async def _run(request: Request, name: str, args: dict[str, Any]) -> dict[str, A
     """Carry out the operator command *name* as the command line does; the audit log
     names the API's caller."""
     state = _service(request)
-    redis = _redis(state)
+    redis, _ = _pipeline(request)
     client = request.client.host if request.client is not None else "unknown"
     index = state.index()
-    try:
+    with _answered():
         return await perform_for(
             state.settings,
             redis,
@@ -105,49 +118,37 @@ async def _run(request: Request, name: str, args: dict[str, Any]) -> dict[str, A
             index=no_index if index is None else lambda: index,
             by=f"http api ({client})",
         )
-    except Exception as error:  # noqa: BLE001 - every failure is an answer
-        raise from_failure(error) from None
 
 
-def _redis(state: ServiceState) -> Any:
+def _pipeline(request: Request) -> tuple[Redis, Keys]:
+    """The service's Redis and the pipeline's keys; ApiError 503 before it has Redis."""
+    state = _service(request)
     if state.redis is None:
         raise ApiError(
             503, "the service is starting: try again in a few seconds", headers={"Retry-After": "5"}
         )
-    return state.redis
+    return state.redis, Keys(state.settings.pipeline)
 
 
-async def _read(state: ServiceState, reading: Any) -> Any:
-    try:
+async def _read(reading: Awaitable[T]) -> T:
+    with _answered():
         return await reading
-    except Exception as error:  # noqa: BLE001 - every failure is an answer
-        raise from_failure(error) from None
 
 
 @router.get("/index/status", tags=["index"])
 async def index_status(request: Request) -> dict[str, Any]:
     """The pipeline's checkpoint, queue, last applied change and counters (as `status`),
     and this replica's phase."""
-    state = _service(request)
-    report = await _read(state, pipeline_status(_redis(state), Keys(state.settings.pipeline)))
-    return {**report, "replica": state.readiness()[1]}
+    report = await _read(pipeline_status(*_pipeline(request)))
+    return {**report, "replica": _service(request).readiness()[1]}
 
 
 @router.get("/index/queue", tags=["index"])
 async def index_queue(request: Request) -> dict[str, Any]:
     """Queue lengths by lane, entries pending, dead letters and the backfill's progress."""
-    state = _service(request)
-    redis, keys = _redis(state), Keys(state.settings.pipeline)
-    report = await _read(state, pipeline_status(redis, keys))
-    follow = await _read(state, follow_state(redis, keys))
-    return {
-        "queue_length": report["queue_length"],
-        "backlog_bulk": report["backlog_bulk"],
-        "pending": report["pending"],
-        "dead_letters": report["dead_letters"],
-        "paused": report["paused"],
-        "backfill": follow["backfill"],
-    }
+    report = await _read(pipeline_status(*_pipeline(request)))
+    shown = ("queue_length", "backlog_bulk", "pending", "dead_letters", "paused", "backfill")
+    return {name: report[name] for name in shown}
 
 
 @router.post("/index/reindex", tags=["index"], dependencies=[Token])
@@ -172,37 +173,27 @@ async def index_resume(request: Request) -> dict[str, Any]:
 @router.get("/checkpoint", tags=["checkpoint"])
 async def checkpoint_show(request: Request) -> dict[str, Any]:
     """The saved position, the lease holder and the latest operator commands."""
-    state = _service(request)
-    result: dict[str, Any] = await _read(
-        state, positions.show(_redis(state), Keys(state.settings.pipeline))
-    )
-    return result
+    return await _read(positions.show(*_pipeline(request)))
 
 
 @router.post("/checkpoint/reset", tags=["checkpoint"], dependencies=[Token])
 async def checkpoint_reset(body: ResetBody, request: Request) -> dict[str, Any]:
     """Move the position: exactly one of to_now, to_time, to_token, rescan."""
     token = body.to_token
-    try:
+    with _answered():
         target = positions.ResetTarget.parse(
             to_now=body.to_now,
             to_time=body.to_time,
             to_token=json.dumps(token) if isinstance(token, dict) else token,
             rescan=body.rescan,
         )
-    except Exception as error:  # noqa: BLE001 - becomes the 400 answer
-        raise from_failure(error) from None
     return await _run(request, "checkpoint reset", target.args())
 
 
 @router.get("/backfill", tags=["backfill"])
 async def backfill_show(request: Request) -> dict[str, Any]:
     """The backfill job (if any) and the bulk lane's backlog."""
-    state = _service(request)
-    result: dict[str, Any] = await _read(
-        state, follow_state(_redis(state), Keys(state.settings.pipeline))
-    )
-    return result
+    return await _read(follow_state(*_pipeline(request)))
 
 
 @router.post("/backfill", tags=["backfill"], dependencies=[Token])
@@ -220,11 +211,10 @@ async def backfill_cancel(request: Request) -> dict[str, Any]:
 @router.get("/check", tags=["check"])
 async def check_show(request: Request) -> dict[str, Any]:
     """The running check's progress and the last finished check's report."""
-    state = _service(request)
-    redis, keys = _redis(state), Keys(state.settings.pipeline)
+    redis, keys = _pipeline(request)
     return {
-        "progress": await _read(state, CheckProgress(redis, keys).read()),
-        "last": await _read(state, CheckResults(redis, keys).last()),
+        "progress": await _read(CheckProgress(redis, keys).read()),
+        "last": await _read(CheckResults(redis, keys).last()),
     }
 
 
@@ -252,29 +242,18 @@ async def dlq_list(
     after: Annotated[str | None, Query(max_length=64)] = None,
 ) -> dict[str, Any]:
     """Dead letters, oldest first; `next` is the `after` of the next page."""
-    state = _service(request)
-    result: dict[str, Any] = await _read(
-        state,
-        deadletters.listing(_redis(state), Keys(state.settings.pipeline), limit=limit, after=after),
-    )
-    return result
+    return await _read(deadletters.listing(*_pipeline(request), limit=limit, after=after))
 
 
 @router.get("/dlq/{entry_id}", tags=["dead letters"], dependencies=[Token])
 async def dlq_show(entry_id: str, request: Request) -> dict[str, Any]:
     """One dead letter with its original event."""
-    state = _service(request)
-    result: dict[str, Any] = await _read(
-        state, deadletters.show(_redis(state), Keys(state.settings.pipeline), entry_id)
-    )
-    return result
+    return await _read(deadletters.show(*_pipeline(request), entry_id))
 
 
 async def _move(name: str, body: SelectionBody, request: Request) -> dict[str, Any]:
-    try:
+    with _answered():
         selection = Selection.parse(body.ids, body.all)
-    except Exception as error:  # noqa: BLE001 - becomes the 400 answer
-        raise from_failure(error) from None
     return await _run(request, name, selection.args())
 
 

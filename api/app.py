@@ -7,7 +7,7 @@ import importlib.metadata
 from typing import Any
 
 import structlog
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -52,7 +52,7 @@ def create_app(state: ServiceState) -> FastAPI:
         return JSONResponse(report, 200 if ready else 503)
 
     @app.get("/metrics", tags=["probes"])
-    async def metrics(request: Request) -> Response:
+    async def metrics() -> Response:
         """Prometheus text format; the pipeline's series only from the lease holder."""
         await _refresh(state)
         return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

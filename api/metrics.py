@@ -87,14 +87,14 @@ async def read_pipeline(redis: Redis, keys: Keys, *, max_backlog: int) -> Pipeli
 
     *max_backlog* is CDC_INDEX_QUEUE_MAX_SIZE: capture holds back while the live
     lanes hold more than that."""
-    queue = EventQueue(redis, keys)
+    queue, stats = EventQueue(redis, keys), Stats(redis, keys)
     checkpoint = await ResumeTokenStore(redis, keys).load()
     packed = (
         None
         if checkpoint is None
         else (checkpoint.cluster_time or checkpoint.start_at_operation_time)
     )
-    last = await Stats(redis, keys).last_applied()
+    last = await stats.last_applied()
     oldest = await queue.oldest_live()
     lanes = {
         "priority": int(await redis.xlen(keys.priority)),
@@ -112,7 +112,7 @@ async def read_pipeline(redis: Redis, keys: Keys, *, max_backlog: int) -> Pipeli
             "backfill_documents_estimated": float(job.estimated),
         }
     return PipelineReading(
-        counters=await Stats(redis, keys).read(),
+        counters=await stats.read(),
         checkpoint_time=None if packed is None else float(unpack_timestamp(packed).time),
         last_applied_time=None if last is None else _unix(str(last["timestamp"])),
         oldest_unapplied=None if oldest is None else oldest.timestamp(),
