@@ -18,13 +18,13 @@ import redis.exceptions
 
 from checkpoints.consumer import EventReader, QueueEntry
 from checkpoints.keys import Keys
-from checkpoints.lease import Lease
 from checkpoints.queue import EventQueue
 from checkpoints.stats import Stats
 from core.errors import DocumentRejected, EmbedderUnavailable, VectorStoreUnavailable
 from core.events import DocumentEvent, DocumentUpdatedEvent
 from indexer.handlers import Dispatcher, Outcome
 from indexer.scheduler import IndexScheduler
+from tests.indexer.queue_support import enqueue
 
 
 def event(doc: str, version: int, content: str = "text") -> DocumentEvent:
@@ -145,11 +145,6 @@ async def running(
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)
-
-
-async def enqueue(redis_client: aioredis.Redis, keys: Keys, events: list[DocumentEvent]) -> None:
-    fence = await Lease(redis_client, keys, owner="test").acquire()
-    await EventQueue(redis_client, keys).append(events, None, fence=fence)
 
 
 async def test_everything_is_applied_and_acknowledged(

@@ -6,8 +6,7 @@ finished; then it is acknowledged like any entry."""
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,7 +17,6 @@ import redis.asyncio as aioredis
 
 from checkpoints.consumer import EventReader, QueueEntry
 from checkpoints.keys import Keys
-from checkpoints.lease import Lease
 from checkpoints.queue import EventQueue
 from core.errors import VectorStoreUnavailable
 from core.events import (
@@ -30,6 +28,8 @@ from core.events import (
 )
 from indexer.handlers import Dispatcher, Outcome
 from indexer.scheduler import IndexScheduler
+from tests.indexer.queue_support import enqueue
+from tests.waiting import eventually
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -174,19 +174,6 @@ async def running(
         await asyncio.wait_for(task, 10)
 
 
-async def enqueue(redis_client: aioredis.Redis, keys: Keys, events: list[DocumentEvent]) -> None:
-    fence = await Lease(redis_client, keys, owner="test").acquire()
-    await EventQueue(redis_client, keys).append(events, None, fence=fence)
-
-
-async def wait_for(check: Callable[[], Awaitable[bool]], seconds: float = 15.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        await asyncio.sleep(0.02)
-
-
 async def all_acknowledged(redis_client: aioredis.Redis, keys: Keys) -> bool:
     queue = EventQueue(redis_client, keys)
     return await queue.backlog() == 0 and await queue.pending() == 0
@@ -204,7 +191,9 @@ async def run_all(
     journal = Journal()
     await enqueue(redis_client, keys, events)
     async with running(redis_client, keys, Handler(journal, failing), batch_size=batch_size):
-        await wait_for(lambda: all_acknowledged(redis_client, keys))
+        await eventually(
+            lambda: all_acknowledged(redis_client, keys), within=15, what="every entry applied"
+        )
     applied = [i for ids in journal.batches() for i in ids]
     assert sorted(applied) == sorted(e.event_id for e in events), "each entry applied once"
     return journal
