@@ -96,11 +96,7 @@ async def read_pipeline(redis: Redis, keys: Keys, *, max_backlog: int) -> Pipeli
     )
     last = await stats.last_applied()
     oldest = await queue.oldest_live()
-    lanes = {
-        "priority": int(await redis.xlen(keys.priority)),
-        "live": int(await redis.xlen(keys.events)),
-        "bulk": await queue.bulk_backlog(),
-    }
+    lanes = await queue.lengths()
     job = await BackfillStore(redis, keys).load()
     backfill: dict[str, float] = {}
     if job is not None and job.state == "running":

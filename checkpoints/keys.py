@@ -27,6 +27,8 @@ class Keys:
         self.events = prefix + "events"
         self.bulk = prefix + "events:bulk"
         self.priority = prefix + "events:priority"
+        self.lanes = {"priority": self.priority, "live": self.events, "bulk": self.bulk}
+        """The queue's streams by lane, in the order the indexer reads them."""
         self.dead = prefix + "dead"
         self.checkpoint = prefix + "checkpoint"
         self.fence = prefix + "fence"

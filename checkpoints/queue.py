@@ -132,10 +132,10 @@ class EventQueue:
         raise_unless_fenced(done, fence)
 
     async def pending(self) -> int:
-        """Entries (of both lanes) delivered to the indexer and not acknowledged; 0
+        """Entries (of every lane) delivered to the indexer and not acknowledged; 0
         before it ever started."""
         total = 0
-        for stream in (self._keys.priority, self._keys.events, self._keys.bulk):
+        for stream in self._keys.lanes.values():
             try:
                 summary = await self._redis.xpending(stream, self._keys.group)
             except ResponseError:
@@ -152,9 +152,14 @@ class EventQueue:
         indexer deletes what it acknowledges, so a stream's length is its backlog).
         Capture's backpressure counts these only: bulk work never holds live changes
         back."""
-        return int(await self._redis.xlen(self._keys.events)) + int(
-            await self._redis.xlen(self._keys.priority)
-        )
+        live = (self._keys.priority, self._keys.events)
+        return sum([int(await self._redis.xlen(stream)) for stream in live])
+
+    async def lengths(self) -> dict[str, int]:
+        """Entries queued and not yet acknowledged, by lane (Keys.lanes)."""
+        return {
+            lane: int(await self._redis.xlen(stream)) for lane, stream in self._keys.lanes.items()
+        }
 
     async def oldest_live(self) -> datetime | None:
         """The cluster time of the oldest live change (either lane) not yet applied, or
@@ -178,12 +183,7 @@ class EventQueue:
         first per lane: ``{"lane", "id", "event"}``. A scan of the streams, whose
         length the backpressure and backfill limits bound."""
         found: list[dict[str, str]] = []
-        keys = self._keys
-        for lane, stream in (
-            ("priority", keys.priority),
-            ("live", keys.events),
-            ("bulk", keys.bulk),
-        ):
+        for lane, stream in self._keys.lanes.items():
             start = "-"
             while True:
                 rows: list[StreamEntry] = await self._redis.xrange(  # type: ignore[assignment]

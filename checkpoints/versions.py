@@ -14,6 +14,7 @@ from redis.asyncio.client import Pipeline
 
 from checkpoints.keys import Keys
 from checkpoints.lua import LuaScript
+from checkpoints.stats import as_text
 from core.errors import ConfigurationError
 
 # KEYS: the floors hash. ARGV: namespace, version. Raises the namespace's floor, never lowers it.
@@ -173,5 +174,4 @@ class VersionStore:
         """The document keys whose record key matches *pattern* after the prefix."""
         prefix = self._keys.version_prefix
         async for key in self._redis.scan_iter(match=prefix + pattern, count=1000):
-            name = key.decode() if isinstance(key, bytes) else str(key)
-            yield name[len(prefix) :]
+            yield as_text(key)[len(prefix) :]
