@@ -24,8 +24,8 @@ class _Server(uvicorn.Server):
 
 
 class HttpServer:
-    """Serves *app* on *host*:*port* while entered (port 0: any free port, see
-    :attr:`port`). Raises ConfigurationError on entering when the port is taken."""
+    """Serves *app* on *host*:*port* while entered. Raises ConfigurationError on
+    entering when the port is taken."""
 
     def __init__(self, app: FastAPI, host: str, port: int) -> None:
         self._app = app
@@ -34,11 +34,6 @@ class HttpServer:
         self._socket: socket.socket | None = None
         self._server: _Server | None = None
         self._task: asyncio.Task[None] | None = None
-
-    @property
-    def port(self) -> int:
-        assert self._socket is not None, "not started"
-        return int(self._socket.getsockname()[1])
 
     async def __aenter__(self) -> HttpServer:
         self._socket = self._bind()
