@@ -9,6 +9,7 @@ anywhere replays at most the batch in hand, and replays are harmless
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -27,7 +28,7 @@ from checkpoints.queue import EventQueue
 from checkpoints.stats import Stats
 from checkpoints.tokens import ResumeTokenStore, pack_timestamp
 from core.errors import HISTORY_LOST_CODES, DocumentRejected, HistoryLost
-from core.events import DocumentEvent
+from core.events import DocumentEvent, logged_keys
 from core.retry import Outage, Stopped, outlast, raise_if_cancelling
 
 log = structlog.get_logger("cdc.capture")
@@ -50,6 +51,8 @@ class _Batch:
     filtered: int = 0
     cluster_time: int | None = None
     invalidated_by: Mapping[str, Any] | None = None
+    started: float = field(default_factory=time.monotonic)
+    """When its read began (for the batch's log line)."""
 
 
 class Capture:
@@ -288,10 +291,13 @@ class Capture:
         if batch.filtered:
             await self._stats.incr({"events_filtered": batch.filtered})
         if batch.events:
-            log.info(
+            log.debug(
                 "batch_queued",
-                n=len(batch.events),
+                events=len(batch.events),
                 filtered=batch.filtered,
+                urgent=len(batch.urgent),
+                documents=logged_keys(batch.events),
+                seconds=round(time.monotonic() - batch.started, 4),
                 **position.describe(),
             )
 

@@ -9,6 +9,7 @@ index state of a newer version."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
@@ -135,3 +136,16 @@ def event_from_json(raw: str | bytes) -> DocumentEvent:
         return cls(**body)
     except (ValueError, KeyError, TypeError) as exc:
         raise MalformedEvent(f"not a document event: {exc}") from exc
+
+
+LOGGED_KEYS = 20
+"""Document keys a batch's log line names, at most."""
+
+
+def logged_keys(events: Iterable[DocumentEvent]) -> list[str]:
+    """The distinct document keys of *events* for a log line: the first LOGGED_KEYS,
+    then how many more there were."""
+    keys = list(dict.fromkeys(event.key for event in events))
+    if len(keys) <= LOGGED_KEYS:
+        return keys
+    return [*keys[:LOGGED_KEYS], f"... {len(keys) - LOGGED_KEYS} more"]

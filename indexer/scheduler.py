@@ -13,7 +13,8 @@ which go to the dead-letter stream after the configured retries."""
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict, deque
+import time
+from collections import Counter, defaultdict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
@@ -22,7 +23,7 @@ import structlog
 
 from checkpoints.consumer import QueueEntry
 from checkpoints.versions import VersionRecord
-from core.events import DocumentEvent, is_collection_event
+from core.events import DocumentEvent, is_collection_event, logged_keys
 from core.retry import Stopped, outlast, raise_if_cancelling, sleep_unless
 from indexer.handlers import Dispatcher, Outcome
 
@@ -227,6 +228,7 @@ class IndexScheduler:
             log.info("batch_left_for_next_run", entries=len(entries))
 
     async def _process_in_turn(self, entries: list[QueueEntry], stop: asyncio.Event) -> None:
+        started = time.monotonic()
         good = [entry for entry in entries if entry.event is not None]
         # Enter the turns before anything else awaits, so batches queue on their
         # documents in the order they were read.
@@ -238,6 +240,18 @@ class IndexScheduler:
                     self._observer.finished(None, "failed")
             if good:
                 await self._apply(good, stop)
+        events = [entry.event for entry in good if entry.event is not None]
+        times = [event.timestamp for event in events]
+        log.debug(
+            "batch_done",
+            batch=entries[0].entry_id,
+            entries=len(entries),
+            event_types=dict(Counter(event.event_type for event in events)),
+            documents=logged_keys(events),
+            first_cluster_time=min(times).isoformat() if times else None,
+            last_cluster_time=max(times).isoformat() if times else None,
+            seconds=round(time.monotonic() - started, 4),
+        )
 
     async def _apply(self, entries: list[QueueEntry], stop: asyncio.Event) -> None:
         result = await self._retry_while_retriable(entries, stop)

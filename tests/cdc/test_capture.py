@@ -678,3 +678,20 @@ async def test_the_server_waits_max_await_for_changes_and_at_least_a_millisecond
     finally:
         await client.close()
     assert listener.max_time_ms and set(listener.max_time_ms) == {max_time_ms}
+
+
+async def test_each_queued_batch_is_logged_at_debug_with_its_documents_and_duration(
+    mongo: Client, parts: PipelineParts
+) -> None:
+    articles = mongo[DATABASE]["articles"]
+    with structlog.testing.capture_logs() as logs:
+        async with running(make_capture(mongo, parts, max_batch=7), parts):
+            await articles.insert_many([{"_id": n, "title": f"t{n}"} for n in range(30)])
+            await queued(parts, 30)
+
+    batches = [entry for entry in logs if entry["event"] == "batch_queued"]
+    assert {entry["log_level"] for entry in batches} == {"debug"}
+    assert sum(entry["events"] for entry in batches) == 30
+    assert all(entry["events"] <= 7 and entry["seconds"] >= 0 for entry in batches)
+    assert all(len(entry["documents"]) == entry["events"] for entry in batches)
+    assert all(entry["cluster_time"] for entry in batches), batches[0]

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 import redis.exceptions
+import structlog.testing
 
 from checkpoints.consumer import EventReader, QueueEntry
 from checkpoints.keys import Keys
@@ -23,7 +24,7 @@ from checkpoints.stats import Stats
 from core.errors import DocumentRejected, EmbedderUnavailable, VectorStoreUnavailable
 from core.events import DocumentEvent, DocumentUpdatedEvent
 from indexer.handlers import Dispatcher, Outcome
-from indexer.scheduler import IndexScheduler
+from indexer.scheduler import IndexScheduler, TaskObserver
 from tests.indexer.queue_support import enqueue
 
 
@@ -124,6 +125,7 @@ async def running(
     on_idle: Callable[[], Awaitable[None]] | None = None,
     paused: Callable[[], Awaitable[bool]] | None = None,
     drain_seconds: float = 5.0,
+    observer: TaskObserver | None = None,
     **options: int,
 ) -> AsyncIterator[asyncio.Event]:
     scheduler = IndexScheduler(
@@ -137,6 +139,7 @@ async def running(
         on_idle=on_idle,
         drain_seconds=drain_seconds,
         paused=paused,
+        observer=observer,
     )
     stop = asyncio.Event()
     task = asyncio.create_task(scheduler.run(stop))
@@ -548,3 +551,57 @@ async def test_nothing_is_read_while_paused_and_the_idle_hook_still_runs(
 
 async def _is(condition: Callable[[], bool]) -> bool:
     return condition()
+
+
+class Observed:
+    """A TaskObserver that records what it is told."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str | None, str]] = []
+
+    def finished(self, event: DocumentEvent | None, status: str) -> None:
+        self.seen.append((None if event is None else event.document_id, status))
+
+
+async def test_the_observer_hears_of_every_entry_with_its_fate_and_each_batch_is_logged(
+    redis_client: aioredis.Redis, pipeline_name: str
+) -> None:
+    keys = Keys(pipeline_name)
+
+    class Judging(Recorder):
+        async def handle_batch(self, events: Sequence[DocumentEvent]) -> Outcome:
+            outcome = await super().handle_batch(events)
+            outcome.rejected.update({e.key: "binary" for e in events if e.document_id == "odd"})
+            return outcome
+
+    def fail(events: Sequence[DocumentEvent]) -> Exception | None:
+        broken = any(e.document_id == "bad" for e in events)
+        return DocumentRejected("always fails") if broken else None
+
+    await redis_client.xadd(keys.events, {"event": b"{not json", "key": b"x"})
+    await enqueue(
+        redis_client, keys, [event("ok", 1), event("odd", 2), event("bad", 3), event("ok", 4)]
+    )
+    observer = Observed()
+    with structlog.testing.capture_logs() as logs:
+        async with running(
+            redis_client, keys, Judging(fail), observer=observer, retry_times=1
+        ):
+            await wait_for(lambda: _queue_empty(redis_client, keys))
+
+    assert sorted(observer.seen, key=str) == sorted(
+        [(None, "failed"), ("ok", "success"), ("ok", "success"), ("odd", "rejected"),
+         ("bad", "failed")],
+        key=str,
+    )
+    batches = [entry for entry in logs if entry["event"] == "batch_done"]
+    assert sum(entry["entries"] for entry in batches) == 5
+    first = batches[0]
+    assert first["log_level"] == "debug" and first["batch"] and first["seconds"] >= 0
+    logged = {key for entry in batches for key in entry["documents"]}
+    assert logged == {"app.docs/ok", "app.docs/odd", "app.docs/bad"}
+    assert all(
+        entry["first_cluster_time"] <= entry["last_cluster_time"]
+        for entry in batches
+        if entry["first_cluster_time"] is not None
+    )
