@@ -7,10 +7,13 @@ import asyncio
 import json
 import signal
 import sys
-from typing import Annotated, Any
+import time
+from collections.abc import Callable
+from typing import Annotated
 
 import typer
 
+from core.errors import InvalidRequest, describe_failure
 from sidecar import operator_cli
 from sidecar.cli_support import fail, settings_or_exit
 from sidecar.logs import configure_logging
@@ -45,12 +48,27 @@ def run() -> None:
 @cli.command()
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Refresh in place every --interval s until Ctrl-C.")
+    ] = False,
+    interval: Annotated[
+        float, typer.Option(min=0.2, max=3600, help="Seconds between refreshes of --watch.")
+    ] = 2.0,
 ) -> None:
-    """Show the pipeline's service, checkpoint, queue, last applied change and counters
-    (read from Redis). Exits 3 when no service holds the pipeline's lease."""
+    """Show the pipeline's service, checkpoint, lag, queue, last applied change and
+    counters (read from Redis). Exits 3 when no service holds the pipeline's lease,
+    1 when Redis cannot be read."""
     settings = settings_or_exit()
     from sidecar.app import read_status
+    from sidecar.status import status_lines
 
+    if watch:
+        if as_json:
+            raise fail(
+                InvalidRequest("--watch shows text: leave out --json (or poll status --json)")
+            )
+        _watch(lambda: status_lines(asyncio.run(read_status(settings))), interval)
+        return
     try:
         report = asyncio.run(read_status(settings))
     except Exception as error:  # noqa: BLE001 - the edge: every failure becomes one line
@@ -58,58 +76,33 @@ def status(
     if as_json:
         typer.echo(json.dumps(report, ensure_ascii=False, indent=2))
     else:
-        _print_status(report)
+        typer.echo("\n".join(status_lines(report)))
     if report["service"] is None:
         raise typer.Exit(NOT_RUNNING)
 
 
+def _watch(render: Callable[[], list[str]], interval: float) -> None:
+    """`status --watch`: *render*'s lines redrawn in place until Ctrl-C; a read that fails
+    shows its error line and the next try goes on."""
+    from rich.live import Live
+    from rich.text import Text
+
+    with Live(auto_refresh=False) as live:
+        try:
+            while True:
+                try:
+                    lines = render()
+                except Exception as error:  # noqa: BLE001 - shown, then tried again
+                    lines = [f"error: {describe_failure(error)[1]}"]
+                footer = f"(every {interval:g} s, {time.strftime('%H:%M:%S')}; Ctrl-C stops)"
+                live.update(Text("\n".join([*lines, footer])), refresh=True)
+                time.sleep(interval)
+        except KeyboardInterrupt:
+            return
+
+
 NOT_RUNNING = 3
 """`status`'s exit status when no service runs the pipeline (as `systemctl status`)."""
-
-
-def _print_status(report: dict[str, Any]) -> None:
-    checkpoint = report["checkpoint"]
-    service = report["service"]
-    typer.echo(f"pipeline        {report['pipeline']}")
-    if service is None:
-        typer.echo("service         NOT RUNNING (no replica holds the lease)")
-    else:
-        typer.echo(f"service         {service['owner']} (lease since {service['since']})")
-    if checkpoint is None:
-        typer.echo("checkpoint      none (the next start scans the collections first)")
-    else:
-        when = checkpoint["cluster_time"] or checkpoint["start_at_operation_time"] or {}
-        typer.echo(f"checkpoint      {when.get('iso', '?')}  saved {checkpoint['saved_at']}")
-    typer.echo(f"queue length    {report['queue_length']}")
-    typer.echo(f"pending         {report['pending']}")
-    typer.echo(f"dead letters    {report['dead_letters']}")
-    typer.echo(f"bulk backlog    {report['backlog_bulk']}")
-    job = report["backfill"]
-    if job is not None:
-        why = f" ({job['reason']}; {job['swept']} deleted)" if job["reason"] else ""
-        typer.echo(
-            f"backfill        {job['id']} {job['state']}{why}: {job['queued']} of about "
-            f"{job['estimated']} documents queued ({', '.join(job['collections'])})"
-        )
-    paused = report["paused"]
-    if paused is not None:
-        typer.echo(
-            f"indexing        PAUSED by {paused['by']} since {paused['since']}: "
-            f"{paused['reason'] or 'no reason given'} (cdc-sidecar resume)"
-        )
-    check = report["last_check"]
-    if check is not None:
-        found = ", ".join(f"{count} {kind}" for kind, count in check["problems"].items() if count)
-        typer.echo(
-            f"last check      {check['started_at']} by {check['by']}: {check['checked']} "
-            f"documents, {found or 'no problems'}"
-        )
-    last = report["last_applied"]
-    typer.echo(f"last applied    {last['doc_key'] + ' at ' + last['timestamp'] if last else '-'}")
-    counters = report["counters"]
-    width = max(16, *(len(name) + 2 for name in counters))
-    for name, value in counters.items():
-        typer.echo(f"{name:<{width}}{value}")
 
 
 @cli.command()

@@ -32,9 +32,9 @@ from redis.asyncio import Redis
 from checkpoints.backfills import BackfillStore
 from checkpoints.keys import Keys
 from checkpoints.pause import PauseFlag
-from checkpoints.queue import EventQueue
+from checkpoints.queue import EventQueue, lag_seconds, position_time
 from checkpoints.stats import Stats
-from checkpoints.tokens import ResumeTokenStore, unpack_timestamp
+from checkpoints.tokens import ResumeTokenStore
 from core.errors import DEPENDENCIES
 from core.events import DocumentEvent, from_change_stream
 from core.retry import BOARD
@@ -62,24 +62,13 @@ class PipelineReading:
     counters: dict[str, int]
     checkpoint_time: float | None
     last_applied_time: float | None
-    oldest_unapplied: float | None
+    lag: float | None
     lanes: dict[str, int]
     pending: int
     dead_letters: int
     paused: bool
     backpressure: bool
     backfill: dict[str, float] = field(default_factory=dict)
-    read_at: float = field(default_factory=time.time)
-
-    @property
-    def lag(self) -> float | None:
-        """Seconds the index is behind MongoDB: since the oldest change not yet applied,
-        or, with none queued, since the position capture saved last (which a quiet
-        stream still moves every second). None before a first position."""
-        marks = [t for t in (self.oldest_unapplied, self.checkpoint_time) if t is not None]
-        if not marks:
-            return None
-        return max(0.0, self.read_at - min(marks))
 
 
 async def read_pipeline(redis: Redis, keys: Keys, *, max_backlog: int) -> PipelineReading:
@@ -89,13 +78,7 @@ async def read_pipeline(redis: Redis, keys: Keys, *, max_backlog: int) -> Pipeli
     lanes hold more than that."""
     queue, stats = EventQueue(redis, keys), Stats(redis, keys)
     checkpoint = await ResumeTokenStore(redis, keys).load()
-    packed = (
-        None
-        if checkpoint is None
-        else (checkpoint.cluster_time or checkpoint.start_at_operation_time)
-    )
     last = await stats.last_applied()
-    oldest = await queue.oldest_live()
     lanes = await queue.lengths()
     job = await BackfillStore(redis, keys).load()
     backfill: dict[str, float] = {}
@@ -109,9 +92,9 @@ async def read_pipeline(redis: Redis, keys: Keys, *, max_backlog: int) -> Pipeli
         }
     return PipelineReading(
         counters=await stats.read(),
-        checkpoint_time=None if packed is None else float(unpack_timestamp(packed).time),
+        checkpoint_time=position_time(checkpoint),
         last_applied_time=None if last is None else _unix(str(last["timestamp"])),
-        oldest_unapplied=None if oldest is None else oldest.timestamp(),
+        lag=lag_seconds(time.time(), checkpoint, await queue.oldest_live()),
         lanes=lanes,
         pending=await queue.pending(),
         dead_letters=await queue.dead_letters(),

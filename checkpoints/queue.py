@@ -14,7 +14,7 @@ from checkpoints.backfills import BackfillStore
 from checkpoints.keys import Keys
 from checkpoints.lua import FENCE_CHECK, LuaScript, raise_unless_fenced
 from checkpoints.stats import StreamEntry, as_text
-from checkpoints.tokens import Checkpoint, ResumeTokenStore
+from checkpoints.tokens import Checkpoint, ResumeTokenStore, unpack_timestamp
 from core.errors import SidecarError
 from core.events import DocumentEvent
 
@@ -198,6 +198,28 @@ class EventQueue:
                         found.append(entry)
                 start = f"({as_text(rows[-1][0])}"
         return found
+
+
+def position_time(checkpoint: Checkpoint | None) -> float | None:
+    """The Unix time of *checkpoint*'s cluster time (or of the operation time it starts
+    at), None without one."""
+    if checkpoint is None:
+        return None
+    packed = checkpoint.cluster_time or checkpoint.start_at_operation_time
+    return None if packed is None else float(unpack_timestamp(packed).time)
+
+
+def lag_seconds(
+    now: float, checkpoint: Checkpoint | None, oldest_unapplied: datetime | None
+) -> float | None:
+    """Seconds the index is behind MongoDB at *now*: since the oldest change not yet
+    applied, or, with none queued, since the position capture saved last (which a quiet
+    stream still moves every second). None before a first position."""
+    marks = [position_time(checkpoint)]
+    if oldest_unapplied is not None:
+        marks.append(oldest_unapplied.timestamp())
+    known = [mark for mark in marks if mark is not None]
+    return max(0.0, now - min(known)) if known else None
 
 
 async def applied_through(redis: Redis, keys: Keys, cluster_time: int) -> bool:

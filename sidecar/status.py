@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,7 +13,7 @@ from checkpoints.checks import CheckResults
 from checkpoints.keys import Keys
 from checkpoints.lease import Lease
 from checkpoints.pause import PauseFlag
-from checkpoints.queue import EventQueue
+from checkpoints.queue import EventQueue, lag_seconds
 from checkpoints.stats import Stats
 from checkpoints.tokens import ResumeTokenStore, unpack_timestamp
 from operations.backfills import progress
@@ -31,7 +32,8 @@ def _cluster_time(packed: int | None) -> dict[str, Any] | None:
 
 
 async def pipeline_status(redis: Redis, keys: Keys) -> dict[str, Any]:
-    """The service holding the lease (None when none runs), checkpoint, queue length,
+    """The service holding the lease (None when none runs), checkpoint, lag (as the
+    metric cdc_sidecar_lag_seconds), queue length,
     pending entries, dead letters, last applied change and counters of the pipeline
     named by *keys*."""
     checkpoint = await ResumeTokenStore(redis, keys).load()
@@ -45,6 +47,7 @@ async def pipeline_status(redis: Redis, keys: Keys) -> dict[str, Any]:
             "saved_at": checkpoint.saved_at.isoformat(),
         }
     queue = EventQueue(redis, keys)
+    lag = lag_seconds(time.time(), checkpoint, await queue.oldest_live())
     holder = await Lease(redis, keys, owner="status").holder()
     service = None
     if holder is not None and not holder[0].startswith(COMMAND_OWNER):
@@ -53,6 +56,7 @@ async def pipeline_status(redis: Redis, keys: Keys) -> dict[str, Any]:
         "pipeline": keys.pipeline,
         "service": service,
         "checkpoint": position,
+        "lag_seconds": None if lag is None else round(lag, 3),
         "queue_length": await queue.backlog(),
         "pending": await queue.pending(),
         "dead_letters": await queue.dead_letters(),
@@ -63,3 +67,53 @@ async def pipeline_status(redis: Redis, keys: Keys) -> dict[str, Any]:
         "last_applied": await stats.last_applied(),
         "counters": await stats.read(),
     }
+
+
+def status_lines(report: dict[str, Any]) -> list[str]:
+    """`status`'s text: one aligned line per part of *report* (pipeline_status)."""
+    lines: list[str] = []
+    checkpoint = report["checkpoint"]
+    service = report["service"]
+    lines.append(f"pipeline        {report['pipeline']}")
+    if service is None:
+        lines.append("service         NOT RUNNING (no replica holds the lease)")
+    else:
+        lines.append(f"service         {service['owner']} (lease since {service['since']})")
+    if checkpoint is None:
+        lines.append("checkpoint      none (the next start scans the collections first)")
+    else:
+        when = checkpoint["cluster_time"] or checkpoint["start_at_operation_time"] or {}
+        lines.append(f"checkpoint      {when.get('iso', '?')}  saved {checkpoint['saved_at']}")
+    lag = report["lag_seconds"]
+    lines.append(f"lag             {'-' if lag is None else f'{lag:.1f} s'}")
+    lines.append(f"queue length    {report['queue_length']}")
+    lines.append(f"pending         {report['pending']}")
+    lines.append(f"dead letters    {report['dead_letters']}")
+    lines.append(f"bulk backlog    {report['backlog_bulk']}")
+    job = report["backfill"]
+    if job is not None:
+        why = f" ({job['reason']}; {job['swept']} deleted)" if job["reason"] else ""
+        lines.append(
+            f"backfill        {job['id']} {job['state']}{why}: {job['queued']} of about "
+            f"{job['estimated']} documents queued ({', '.join(job['collections'])})"
+        )
+    paused = report["paused"]
+    if paused is not None:
+        lines.append(
+            f"indexing        PAUSED by {paused['by']} since {paused['since']}: "
+            f"{paused['reason'] or 'no reason given'} (cdc-sidecar resume)"
+        )
+    check = report["last_check"]
+    if check is not None:
+        found = ", ".join(f"{count} {kind}" for kind, count in check["problems"].items() if count)
+        lines.append(
+            f"last check      {check['started_at']} by {check['by']}: {check['checked']} "
+            f"documents, {found or 'no problems'}"
+        )
+    last = report["last_applied"]
+    lines.append(f"last applied    {last['doc_key'] + ' at ' + last['timestamp'] if last else '-'}")
+    counters = report["counters"]
+    width = max(16, *(len(name) + 2 for name in counters))
+    for name, value in counters.items():
+        lines.append(f"{name:<{width}}{value}")
+    return lines

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -61,6 +62,9 @@ async def test_status_json_reports_checkpoint_queue_and_counters(
     assert report["checkpoint"]["token"] == token
     assert report["checkpoint"]["cluster_time"]["t"] == 1700000000
     assert report["counters"]["events_captured"] == 1
+    # The saved position is of 2023 and the queued change of now: the lag counts from
+    # the older of the two.
+    assert report["lag_seconds"] > (datetime.now(UTC).timestamp() - 1700000000) - 60
 
 
 def test_status_text_output_is_readable_and_exits_3_without_a_service(
@@ -71,9 +75,32 @@ def test_status_text_output_is_readable_and_exits_3_without_a_service(
     assert "service         NOT RUNNING" in done.stdout
     assert "checkpoint      none" in done.stdout
     assert "queue length    0" in done.stdout
+    assert "lag             -" in done.stdout
     # Every counter's name and number stay apart, however long the name.
     counters = done.stdout.splitlines()[-len(Stats.COUNTERS):]
     assert [line.split() for line in counters] == [[name, "0"] for name in Stats.COUNTERS]
+
+
+def test_status_watch_redraws_until_interrupted_and_refuses_json(
+    pipeline_name: str, tmp_path: Path
+) -> None:
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("CDC_")},
+           "CDC_REDIS_URL": REDIS_URL, "CDC_PIPELINE": pipeline_name, "CDC_HTTP_PORT": "0"}
+    with subprocess.Popen(
+        [sys.executable, str(ROOT / "main.py"), "status", "--watch", "--interval", "0.2"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    ) as watching:
+        time.sleep(4)
+        assert watching.poll() is None, watching.stderr.read() if watching.stderr else ""
+        watching.send_signal(signal.SIGINT)
+        out, err = watching.communicate(timeout=10)
+    refused = cli("status", "--watch", "--json", cwd=tmp_path, CDC_REDIS_URL=REDIS_URL)
+
+    assert watching.returncode == 0, err
+    assert f"pipeline        {pipeline_name}" in out
+    assert "service         NOT RUNNING" in out and "Ctrl-C stops" in out
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("error: --watch shows text: leave out --json")
 
 
 def test_bad_setting_stops_with_the_variable_named(tmp_path: Path) -> None:
