@@ -10,11 +10,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis.asyncio as aioredis
 import structlog.testing
+from prometheus_client.parser import text_string_to_metric_families
 from pymongo import AsyncMongoClient
 
+from api.app import create_app
+from api.metrics import Metrics
+from api.state import ServiceState
 from checkpoints.keys import Keys
 from checkpoints.queue import applied_through
 from checkpoints.tokens import pack_timestamp
@@ -144,3 +149,57 @@ async def test_a_milvus_server_unreachable_for_a_while_is_waited_out(
         restore=milvus_proxy.restore,
         down_seconds=down_seconds,
     )
+
+
+async def test_readiness_and_the_outage_metric_follow_a_milvus_outage(
+    make_settings: Callable[..., Settings],
+    milvus_proxy: TcpProxy,
+    mongo: Mongo,
+) -> None:
+    """/readyz answers 503 naming the dependency while the service waits an outage out,
+    outage_active says which, and both recover with the dependency."""
+    settings = make_settings(milvus_uri=f"http://127.0.0.1:{milvus_proxy.port}", index_batch_size=5)
+    articles = mongo[DATABASE][COLLECTION]
+    client = aioredis.Redis.from_url(REDIS_URL, socket_timeout=5)
+    state = ServiceState(settings, Metrics(settings.pipeline), asyncio.Event(), redis=client)
+    transport = httpx.ASGITransport(app=create_app(state))
+    try:
+        async with (
+            Sidecar(
+                settings, redis=client, embedder=HashEmbedder(), observer=state.metrics
+            ) as sidecar,
+            httpx.AsyncClient(transport=transport, base_url="http://sidecar") as http,
+        ):
+            state.pipeline = sidecar
+            service = asyncio.create_task(sidecar.run(state.stop))
+
+            async def readiness(status: int, outages: list[str]) -> bool:
+                assert not service.done(), "the service must stay up through the outage"
+                answer = await http.get("/readyz")
+                return answer.status_code == status and answer.json()["outages"] == outages
+
+            async def outage_active() -> float:
+                scrape = (await http.get("/metrics")).text
+                return next(
+                    sample.value
+                    for family in text_string_to_metric_families(scrape)
+                    for sample in family.samples
+                    if sample.name == "cdc_sidecar_outage_active"
+                    and sample.labels["dependency"] == "milvus"
+                )
+
+            await eventually(lambda: readiness(200, []), what="ready while streaming")
+            assert await outage_active() == 0
+            await milvus_proxy.cut()
+            await articles.insert_many([{"_id": n, "title": f"t{n}"} for n in range(10)])
+            await eventually(
+                lambda: readiness(503, ["milvus"]), within=60, what="503 during the outage"
+            )
+            assert await outage_active() == 1
+            await milvus_proxy.restore()
+            await eventually(lambda: readiness(200, []), within=90, what="ready after it")
+            assert await outage_active() == 0
+            state.stop.set()
+            await asyncio.wait_for(service, 15)
+    finally:
+        await client.aclose()
