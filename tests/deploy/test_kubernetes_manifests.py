@@ -114,6 +114,7 @@ def test_each_pattern_builds_with_kustomize_into_valid_resources(
         "Service/cdc-sidecar",
         "ServiceMonitor/cdc-sidecar",
         "PrometheusRule/cdc-sidecar",
+        "ConfigMap/cdc-sidecar-grafana-dashboard",
     }
     assert shared | {workload} <= names
     assert not any(doc["kind"] == "Secret" for doc in built), "the Secret is created by hand"
@@ -123,10 +124,18 @@ def test_each_pattern_builds_with_kustomize_into_valid_resources(
                 _validate(resource, version)
 
 
+def _settings() -> dict[str, Any]:
+    """The sidecar's settings ConfigMap (base/ also holds the Grafana dashboard's)."""
+    (configmap,) = [
+        c for c in of_kind("ConfigMap") if c["metadata"]["name"] == "cdc-sidecar-config"
+    ]
+    return configmap
+
+
 def test_the_configmap_holds_only_settings_the_service_knows() -> None:
     """The service refuses an unknown CDC_* variable at start (exit 2): a typo here
     would crash-loop every pod."""
-    (configmap,) = of_kind("ConfigMap")
+    configmap = _settings()
     unknown = sorted(set(configmap["data"]) - known_variables())
     assert not unknown, f"not settings (see sidecar/settings.py): {unknown}"
     assert all(isinstance(value, str) for value in configmap["data"].values())
@@ -138,7 +147,7 @@ def test_the_configmap_holds_only_settings_the_service_knows() -> None:
 
 
 def test_each_secret_setting_names_a_file_of_the_mounted_secret() -> None:
-    (configmap,) = of_kind("ConfigMap")
+    configmap = _settings()
     files = {name: value for name, value in configmap["data"].items() if name.endswith("_FILE")}
     assert set(files) == {f"CDC_{field.upper()}_FILE" for field in SECRETS}
     for name in files:
