@@ -30,13 +30,34 @@ from operations.deadletters import Selection
 from sidecar.perform import perform_for
 from sidecar.status import pipeline_status
 
-router = APIRouter()
+
+class ErrorBody(BaseModel):
+    """Every error's body: one line a person can act on (and, for 422, each problem)."""
+
+    error: str
+    problems: list[str] | None = None
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in (
+        (400, "The request cannot be carried out as given; nothing was changed."),
+        (401, "The admin token is missing or wrong."),
+        (403, "No admin token is configured: the admin API is off."),
+        (409, "The pipeline's state refused the command."),
+        (422, "The body or a parameter has the wrong shape (each problem named)."),
+        (503, "Redis, MongoDB or the lease holder did not answer; try again."),
+    )
+}
+
+router = APIRouter(responses=_ERRORS)
 Token = Depends(require_token)
 T = TypeVar("T")
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict: `"repair": 0` is not a boolean, and an unknown field is a typo.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 QueryText = dict[str, Any] | str | None

@@ -8,7 +8,7 @@ from typing import Any
 
 import structlog
 from fastapi import FastAPI, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api import admin, errors
@@ -51,7 +51,7 @@ def create_app(state: ServiceState) -> FastAPI:
         ready, report = state.readiness()
         return JSONResponse(report, 200 if ready else 503)
 
-    @app.get("/metrics", tags=["probes"])
+    @app.get("/metrics", tags=["probes"], response_class=PlainTextResponse)
     async def metrics() -> Response:
         """Prometheus text format; the pipeline's series only from the lease holder."""
         await _refresh(state)
