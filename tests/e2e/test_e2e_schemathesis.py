@@ -28,7 +28,10 @@ from tests.waiting import eventually
 
 pytestmark = [pytest.mark.slow, pytest.mark.model]
 
-CHECKS = "not_a_server_error,response_schema_conformance,content_type_conformance"
+CHECKS = (
+    "not_a_server_error,response_schema_conformance,content_type_conformance,"
+    "status_code_conformance"
+)
 FUZZ_SECONDS = 60.0
 """How long schemathesis may take before the test gives up on it (it takes about 30 s)."""
 
