@@ -13,13 +13,12 @@ kustomization's directory."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
+from generated import document, write_or_check
 
 HERE = Path(__file__).resolve().parent
 DASHBOARD = HERE.parent / "grafana" / "cdc-sidecar.json"
@@ -39,26 +38,6 @@ HEADER = """\
 # kube-prometheus-stack's) loads ConfigMaps labelled grafana_dashboard: "1" from the
 # namespaces it searches.
 """
-
-
-class _Dumper(yaml.SafeDumper):
-    """Block sequences indented under their key (as yamllint expects), no anchors, and
-    multi-line strings as literal blocks with no line folded, so the JSON reads as in
-    its file."""
-
-    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
-        super().increase_indent(flow, False)
-
-    def ignore_aliases(self, data: Any) -> bool:
-        return True
-
-
-def _string(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    style = "|" if "\n" in value else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-
-_Dumper.add_representer(str, _string)
 
 
 def config_map(dashboard_text: str) -> dict[str, Any]:
@@ -91,26 +70,8 @@ def config_map(dashboard_text: str) -> dict[str, Any]:
 def render(dashboard_text: str) -> str:
     """The ConfigMap file's text for the dashboard's JSON text."""
     resource = config_map(dashboard_text)
-    body = yaml.dump(resource, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=1_000_000)
-    return HEADER + "---\n" + body
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if the file is not up to date")
-    args = parser.parse_args(argv)
-    expected = render(DASHBOARD.read_text(encoding="utf-8"))
-    current = OUTPUT.read_text(encoding="utf-8") if OUTPUT.exists() else None
-    if args.check:
-        if current != expected:
-            print(f"{OUTPUT} is stale: run {Path(__file__).name}", file=sys.stderr)
-            return 1
-        return 0
-    if current != expected:
-        OUTPUT.write_text(expected, encoding="utf-8")
-        print(f"wrote {OUTPUT}")
-    return 0
+    return document(HEADER, resource)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(write_or_check(__file__, __doc__.splitlines()[0], DASHBOARD, OUTPUT, render))

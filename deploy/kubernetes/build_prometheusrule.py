@@ -10,12 +10,12 @@ what this script makes of it."""
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
+from generated import document, write_or_check
 
 HERE = Path(__file__).resolve().parent
 RULES = HERE.parent / "prometheus" / "rules.yml"
@@ -27,26 +27,6 @@ HEADER = """\
 #   .venv/bin/python deploy/kubernetes/build_prometheusrule.py
 # Your Prometheus resource's ruleSelector must match these labels.
 """
-
-
-class _Dumper(yaml.SafeDumper):
-    """Block sequences indented under their key (as yamllint expects), no anchors (an
-    alias in rules.yml is written out in full), multi-line strings as literal blocks
-    and no line folded, so PromQL and descriptions read as in rules.yml."""
-
-    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
-        super().increase_indent(flow, False)
-
-    def ignore_aliases(self, data: Any) -> bool:
-        return True
-
-
-def _string(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    style = "|" if "\n" in value else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-
-_Dumper.add_representer(str, _string)
 
 
 def prometheus_rule(rules: dict[str, Any]) -> dict[str, Any]:
@@ -70,26 +50,8 @@ def prometheus_rule(rules: dict[str, Any]) -> dict[str, Any]:
 def render(rules_text: str) -> str:
     """The PrometheusRule file's text for the rules file's text."""
     resource = prometheus_rule(yaml.safe_load(rules_text))
-    body = yaml.dump(resource, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=1_000_000)
-    return HEADER + "---\n" + body
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if the file is not up to date")
-    args = parser.parse_args(argv)
-    expected = render(RULES.read_text(encoding="utf-8"))
-    current = OUTPUT.read_text(encoding="utf-8") if OUTPUT.exists() else None
-    if args.check:
-        if current != expected:
-            print(f"{OUTPUT} is stale: run {Path(__file__).name}", file=sys.stderr)
-            return 1
-        return 0
-    if current != expected:
-        OUTPUT.write_text(expected, encoding="utf-8")
-        print(f"wrote {OUTPUT}")
-    return 0
+    return document(HEADER, resource)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(write_or_check(__file__, __doc__.splitlines()[0], RULES, OUTPUT, render))

@@ -3,10 +3,12 @@ and the validators' command-line tools installed beside this interpreter."""
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import yaml
@@ -20,6 +22,18 @@ RULES = DEPLOY / "prometheus" / "rules.yml"
 
 SIDECAR_IMAGE = "cdc-sidecar:"
 """The prefix of the sidecar's image in every manifest: how a test finds its container."""
+
+
+def builder(script: str) -> ModuleType:
+    """One of deploy/kubernetes's build scripts, loaded as a module (it imports the
+    generated.py beside it, as it does when run)."""
+    if str(KUBERNETES) not in sys.path:
+        sys.path.insert(0, str(KUBERNETES))
+    spec = importlib.util.spec_from_file_location(script.removesuffix(".py"), KUBERNETES / script)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def tool(name: str) -> Path:

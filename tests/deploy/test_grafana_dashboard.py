@@ -20,7 +20,6 @@ current one (its defaultDashboard)."""
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import re
 import shutil
@@ -35,7 +34,7 @@ import yaml
 from api.metrics import Build, Metrics, PipelineReading
 from checkpoints.keys import Keys
 from checkpoints.stats import Stats
-from tests.deploy.kit import COMPOSE, DEPLOY, KUBERNETES, REPO, RULES, documents, run, tool
+from tests.deploy.kit import COMPOSE, DEPLOY, KUBERNETES, REPO, RULES, builder, documents, run, tool
 
 DASHBOARD = DEPLOY / "grafana" / "cdc-sidecar.json"
 SCHEMA_VERSION = 42
@@ -373,12 +372,7 @@ def test_the_docs_describe_every_row_and_variable() -> None:
 
 
 def _builder() -> ModuleType:
-    path = KUBERNETES / "build_grafana_dashboard.py"
-    spec = importlib.util.spec_from_file_location("build_grafana_dashboard", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return builder("build_grafana_dashboard.py")
 
 
 def test_the_committed_configmap_is_what_the_script_builds_from_the_json() -> None:

@@ -4,22 +4,16 @@ the script makes of the committed rules, so the two never drift apart."""
 
 from __future__ import annotations
 
-import importlib.util
 from types import ModuleType
 
 import pytest
 import yaml
 
-from tests.deploy.kit import KUBERNETES, RULES, run, tool
+from tests.deploy.kit import KUBERNETES, RULES, builder, run, tool
 
 
 def _builder() -> ModuleType:
-    path = KUBERNETES / "build_prometheusrule.py"
-    spec = importlib.util.spec_from_file_location("build_prometheusrule", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return builder("build_prometheusrule.py")
 
 
 def test_the_committed_prometheusrule_is_what_the_script_builds_from_rules_yml() -> None:
