@@ -4,6 +4,7 @@ and the validators' command-line tools installed beside this interpreter."""
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,6 +36,19 @@ def builder(script: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def prometheus_tool(name: str) -> str:
+    """The path of *name* (promtool or prometheus) from Debian's prometheus package; the
+    test fails, never skips, without it: scripts/test.sh installs it."""
+    found = shutil.which(name) or shutil.which(name, path="/usr/bin")
+    if found is None:
+        pytest.fail(
+            f"{name} is not installed: run `bash scripts/ensure_prometheus.sh` "
+            "(scripts/test.sh does), which installs Debian's prometheus package",
+            pytrace=False,
+        )
+    return found
 
 
 def tool(name: str) -> Path:

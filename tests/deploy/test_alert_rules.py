@@ -4,13 +4,14 @@ on-call engineer needs, and is documented in English and Chinese."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+from tests.deploy.kit import prometheus_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "rules.yml"
@@ -21,15 +22,13 @@ RUNBOOK = "https://github.com/example/cdc-sidecar/blob/main/README.md#"
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
     """Run promtool; fail (not skip) when it is missing: scripts/test.sh installs it."""
-    path = shutil.which("promtool")
-    if path is None:
-        pytest.fail(
-            "promtool is not installed: run `bash scripts/ensure_prometheus.sh` "
-            "(scripts/test.sh does) or `apt-get install prometheus`",
-            pytrace=False,
-        )
     return subprocess.run(
-        [path, *args], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
+        [prometheus_tool("promtool"), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from sidecar.settings import SECRETS, known_variables
-from tests.deploy.kit import COMPOSE, DEPLOY, documents, run, tool
+from tests.deploy.kit import COMPOSE, DEPLOY, documents, prometheus_tool, run, tool
 
 HERE = COMPOSE.parent
 
@@ -109,8 +109,7 @@ def test_the_prometheus_configuration_loads_the_rules_and_scrapes_the_sidecar(
 ) -> None:
     """promtool (Debian's prometheus package, scripts/ensure_prometheus.sh) checks the
     configuration and the rules file it loads, laid out as compose mounts them."""
-    promtool = shutil.which("promtool")
-    assert promtool, "promtool is missing: run bash scripts/ensure_prometheus.sh"
+    promtool = prometheus_tool("promtool")
     shutil.copy(HERE / "prometheus.yml", tmp_path / "prometheus.yml")
     shutil.copy(DEPLOY / "prometheus" / "rules.yml", tmp_path / "rules.yml")
     done = run(promtool, "check", "config", tmp_path / "prometheus.yml")

@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -34,7 +33,18 @@ import yaml
 from api.metrics import Build, Metrics, PipelineReading
 from checkpoints.keys import Keys
 from checkpoints.stats import Stats
-from tests.deploy.kit import COMPOSE, DEPLOY, KUBERNETES, REPO, RULES, builder, documents, run, tool
+from tests.deploy.kit import (
+    COMPOSE,
+    DEPLOY,
+    KUBERNETES,
+    REPO,
+    RULES,
+    builder,
+    documents,
+    prometheus_tool,
+    run,
+    tool,
+)
 
 DASHBOARD = DEPLOY / "grafana" / "cdc-sidecar.json"
 SCHEMA_VERSION = 42
@@ -147,13 +157,7 @@ def substitute(expr: str) -> str:
 def promtool_errors(exprs: dict[str, str], directory: Path) -> str:
     """promtool check rules over one recording rule per expression: its complaints,
     empty when it accepts them all."""
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.fail(
-            "promtool is not installed: run `bash scripts/ensure_prometheus.sh` "
-            "(scripts/test.sh does)",
-            pytrace=False,
-        )
+    promtool = prometheus_tool("promtool")
     rules = [
         {"record": f"dashboard:{name}", "expr": substitute(expr)} for name, expr in exprs.items()
     ]

@@ -12,9 +12,7 @@ first evaluation that matches."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -32,6 +30,7 @@ import yaml
 
 from checkpoints.keys import Keys
 from sidecar.settings import Settings
+from tests.deploy.kit import prometheus_tool
 from tests.e2e.e2e_harness import CONVERGE_SECONDS
 from tests.e2e.service_process import PROJECT, service_process, streaming
 from tests.waiting import eventually
@@ -48,20 +47,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-def prometheus_binary() -> str:
-    """The prometheus server; the test fails (it is never skipped) without it."""
-    found = shutil.which("prometheus")
-    if found is None and os.access("/usr/bin/prometheus", os.X_OK):
-        found = "/usr/bin/prometheus"
-    if found is None:
-        pytest.fail(
-            "the prometheus server is not installed (no `prometheus` on PATH nor "
-            "/usr/bin/prometheus): run scripts/ensure_prometheus.sh, which installs "
-            "Debian's prometheus package"
-        )
-    return found
 
 
 @dataclass
@@ -104,7 +89,7 @@ def prometheus(tmp_path: Path) -> Iterator[Callable[[str], Prometheus]]:
     started: list[Prometheus] = []
 
     def start(target: str) -> Prometheus:
-        binary = prometheus_binary()
+        binary = prometheus_tool("prometheus")
         assert RULES.is_file(), f"{RULES} is missing"
         home = tmp_path / f"prometheus-{len(started)}"
         home.mkdir()
