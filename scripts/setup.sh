@@ -11,9 +11,7 @@ stamp=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ "$(cat .venv/.installed 2>/dev/null)" = "$stamp" ]; then
   exit 0
 fi
-# --no-compile: byte-compiling every installed module (torch alone has thousands) took
-# half of a fresh setup; Python compiles what is imported, once, on first use.
-.venv/bin/pip install --quiet --no-compile --upgrade pip
-.venv/bin/pip install --quiet --no-compile torch==2.13.0
-.venv/bin/pip install --quiet --no-compile -e '.[dev]'
+.venv/bin/pip install --quiet --upgrade pip
+.venv/bin/pip install --quiet torch==2.13.0
+.venv/bin/pip install --quiet -e '.[dev]'
 echo "$stamp" > .venv/.installed
