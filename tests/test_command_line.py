@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import select
 import signal
 import subprocess
 import sys
@@ -84,23 +86,41 @@ def test_status_text_output_is_readable_and_exits_3_without_a_service(
 def test_status_watch_redraws_until_interrupted_and_refuses_json(
     pipeline_name: str, tmp_path: Path
 ) -> None:
+    """On a terminal (a pty), --watch draws the status and redraws it until Ctrl-C."""
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("CDC_")},
-           "CDC_REDIS_URL": REDIS_URL, "CDC_PIPELINE": pipeline_name, "CDC_HTTP_PORT": "0"}
+           "CDC_REDIS_URL": REDIS_URL, "CDC_PIPELINE": pipeline_name, "CDC_HTTP_PORT": "0",
+           "COLUMNS": "120"}
+    terminal, screen = pty.openpty()
     with subprocess.Popen(
         [sys.executable, str(ROOT / "main.py"), "status", "--watch", "--interval", "0.2"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=tmp_path, env=env, stdout=screen, stderr=subprocess.PIPE, text=True,
     ) as watching:
-        time.sleep(4)
-        assert watching.poll() is None, watching.stderr.read() if watching.stderr else ""
+        os.close(screen)
+        shown = read_until(terminal, "Ctrl-C stops", count=2, seconds=60)
         watching.send_signal(signal.SIGINT)
-        out, err = watching.communicate(timeout=10)
+        _, err = watching.communicate(timeout=10)
+    os.close(terminal)
     refused = cli("status", "--watch", "--json", cwd=tmp_path, CDC_REDIS_URL=REDIS_URL)
 
     assert watching.returncode == 0, err
-    assert f"pipeline        {pipeline_name}" in out
-    assert "service         NOT RUNNING" in out and "Ctrl-C stops" in out
+    assert f"pipeline        {pipeline_name}" in shown
+    assert "service         NOT RUNNING" in shown
     assert refused.returncode == 2
     assert refused.stderr.startswith("error: --watch shows text: leave out --json")
+
+
+def read_until(terminal: int, text: str, *, count: int, seconds: float) -> str:
+    """What a program wrote to the pty *terminal* until *text* appeared *count* times
+    (each redraw writes it once); fails the test after *seconds*."""
+    shown = ""
+    deadline = time.monotonic() + seconds
+    while shown.count(text) < count:
+        left = deadline - time.monotonic()
+        assert left > 0, f"{text!r} not shown {count} times within {seconds} s: {shown!r}"
+        ready, _, _ = select.select([terminal], [], [], left)
+        if ready:
+            shown += os.read(terminal, 65536).decode(errors="replace")
+    return shown
 
 
 def test_bad_setting_stops_with_the_variable_named(tmp_path: Path) -> None:
