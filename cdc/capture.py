@@ -54,6 +54,11 @@ class _Batch:
     started: float = field(default_factory=time.monotonic)
     """When its read began (for the batch's log line)."""
 
+    @property
+    def quiet(self) -> bool:
+        """Nothing to queue or count: only the position may have moved."""
+        return not (self.events or self.filtered)
+
 
 class Capture:
     """The change stream tailer of one pipeline.
@@ -146,15 +151,21 @@ class Capture:
         """Stream from the current position until stop (None) or an invalidate (its token)."""
         try:
             async with await self._open() as stream:
+                last: _Batch | None = None
                 while not stop.is_set():
                     raise_if_cancelling()
                     await self._backpressure.wait(stop)
                     if stop.is_set():
+                        # No read past the queue's limit; the position in hand is saved
+                        # all the same (a quiet read's is skipped while recent).
+                        if last is not None and last.quiet:
+                            await self._commit(last, final=True)
                         break
                     batch = await self._read(stream)
                     await self._commit(batch, final=stop.is_set())
                     if batch.invalidated_by is not None:
                         return batch.invalidated_by
+                    last = batch
         except OperationFailure as exc:
             if exc.code in HISTORY_LOST_CODES:
                 reason = (exc.details or {}).get("errmsg", str(exc))
@@ -272,9 +283,8 @@ class Capture:
         unless it is the *final* read before stopping."""
         token = batch.token
         moved = token is not None and token != self._position.token
-        quiet = not (batch.events or batch.filtered)
         recent = self._since_saved() < self._checkpoint_interval and not final
-        if quiet and (not moved or recent):
+        if batch.quiet and (not moved or recent):
             return
         position = StreamPosition(
             resume_after=token,

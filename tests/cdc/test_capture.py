@@ -695,3 +695,35 @@ async def test_each_queued_batch_is_logged_at_debug_with_its_documents_and_durat
     assert all(entry["events"] <= 7 and entry["seconds"] >= 0 for entry in batches)
     assert all(len(entry["documents"]) == entry["events"] for entry in batches)
     assert all(entry["cluster_time"] for entry in batches), batches[0]
+
+
+async def test_a_stop_during_the_backpressure_check_still_saves_the_quiet_position_in_hand(
+    mongo: Client, parts: PipelineParts
+) -> None:
+    """The race a loaded machine hits: the stop arrives while capture checks the queue's
+    backlog before a read, so no final read happens; the moved position read last (and
+    skipped as recent) is saved all the same."""
+    stop = asyncio.Event()
+
+    class StoppingQueue(CountingQueue):
+        stop_at: int | None = None
+
+        async def backlog(self) -> int:
+            backlog = await super().backlog()
+            if self.stop_at is not None and self.reads >= self.stop_at:
+                stop.set()
+            return backlog
+
+    queue = StoppingQueue(parts.redis, parts.keys)
+    parts = dataclasses.replace(parts, queue=queue)
+    task = await start(make_capture(mongo, parts, checkpoint_interval=3600), parts, stop)
+    saves = len(queue.appended)
+    moved_to = await unwatched_write(mongo)
+    await reads_done(queue, 2)
+    assert len(queue.appended) == saves, "a recent quiet position is not saved at once"
+    queue.stop_at = queue.reads + 1
+    await asyncio.wait_for(task, 30)
+
+    assert len(queue.appended) == saves + 1
+    checkpoint = await parts.tokens.load()
+    assert checkpoint is not None and (checkpoint.cluster_time or 0) >= moved_to
