@@ -25,9 +25,12 @@ BULK_PREFIX = "bulk:"
 PRIORITY_PREFIX = "vip:"
 """What the ids of priority-lane entries start with."""
 
-BULK_BATCH = 8
-"""Bulk entries read at once: small, so a live change arriving meanwhile waits for at
-most one small bulk batch."""
+BULK_BATCH = 50
+"""Bulk entries read at once: as many as a live batch (CDC_INDEX_BATCH_SIZE's default),
+so bulk work is embedded in calls large enough to pad little. A live change does not
+wait for such a batch: the indexer leaves a worker free of bulk work for it, and the
+embedder serves its texts before the bulk batch's remaining ones
+(indexer.lanes.LanedEmbedder)."""
 
 
 @dataclass(frozen=True)
@@ -190,9 +193,8 @@ class EventReader:
     CDC_PRIORITY_FILTER), the other live changes (``Keys.events``) and bulk work
     (``Keys.bulk``: backfills, reindexing, repairs), read in that order: live entries
     are read only when no priority one waits, and bulk entries only when no live one
-    waits, at most *bulk_batch* at a time, so a live change waits behind one small bulk
-    batch at most. In each lane, ``read`` delivers, in order of priority: this
-    consumer's own entries delivered before and not acknowledged (after a restart);
+    waits, at most *bulk_batch* at a time. In each lane, ``read`` delivers, in order of
+    priority: this consumer's own entries delivered before and not acknowledged (after a restart);
     entries idle longer than *claim_idle_ms* in any consumer (a crashed one's, or ours
     that were never committed), claimed by XAUTOCLAIM; then new entries. An entry is
     redelivered until ``commit`` or ``dead_letter`` acknowledges it, so the caller must
@@ -238,25 +240,27 @@ class EventReader:
         for lane in self._lanes:
             await lane.start(self._take_over)
 
-    async def read(self, count: int, block_ms: int) -> list[QueueEntry]:
+    async def read(self, count: int, block_ms: int, *, bulk: bool = True) -> list[QueueEntry]:
         """Up to *count* entries; waits up to *block_ms* for new live ones when
         nothing is pending, claimable or queued in any lane (``block_ms <= 0``:
-        does not wait). An empty list means nothing arrived in time.
+        does not wait). An empty list means nothing arrived in time. *bulk* False
+        leaves the bulk lane unread (the caller has enough bulk work in hand).
 
         If the consumer group vanished (Redis restarted without persistence),
         recreates it and reads again."""
         try:
-            return await self._read(count, block_ms)
+            return await self._read(count, block_ms, bulk=bulk)
         except ResponseError as exc:
             if not str(exc).startswith("NOGROUP"):
                 raise
             await self.start()
             for lane in self._lanes:
                 lane.rewind()
-            return await self._read(count, block_ms)
+            return await self._read(count, block_ms, bulk=bulk)
 
-    async def _read(self, count: int, block_ms: int) -> list[QueueEntry]:
-        for lane in self._lanes:
+    async def _read(self, count: int, block_ms: int, *, bulk: bool) -> list[QueueEntry]:
+        lanes = self._lanes if bulk else (self._priority, self._live)
+        for lane in lanes:
             entries = await lane.redelivered(count)
             if entries:
                 return entries
@@ -264,7 +268,7 @@ class EventReader:
             entries = await lane.new(count, block_ms=None)
             if entries:
                 return entries
-        entries = await self._bulk.new(min(count, self._bulk_batch), block_ms=None)
+        entries = await self._bulk.new(min(count, self._bulk_batch), block_ms=None) if bulk else []
         if not entries and block_ms > 0:
             entries = await self._wait_live(count, block_ms)
         return entries

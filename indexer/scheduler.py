@@ -26,6 +26,7 @@ from checkpoints.versions import VersionRecord
 from core.events import DocumentEvent, is_collection_event, logged_keys
 from core.retry import Stopped, outlast, raise_if_cancelling, sleep_unless
 from indexer.handlers import Dispatcher, Outcome
+from indexer.lanes import Lane, current_lane, lane_of
 
 log = structlog.get_logger(__name__)
 
@@ -38,7 +39,9 @@ DRAIN_SECONDS = 5.0
 class EntrySource(Protocol):
     async def start(self) -> None: ...
 
-    async def read(self, count: int, block_ms: int) -> list[QueueEntry]: ...
+    async def read(self, count: int, block_ms: int, *, bulk: bool = True) -> list[QueueEntry]:
+        """Up to *count* entries of one lane; *bulk* False leaves the bulk lane unread."""
+        ...
 
     async def commit(
         self,
@@ -156,6 +159,8 @@ class IndexScheduler:
         except Stopped:
             return
         in_flight: set[asyncio.Task[None]] = set()
+        # Bulk batches may fill every worker but one, which stays free for live changes.
+        bulk_in_flight: set[asyncio.Task[None]] = set()
         async with asyncio.TaskGroup() as batches:
             stopping = batches.create_task(stop.wait())
             while not stop.is_set():
@@ -164,8 +169,9 @@ class IndexScheduler:
                     # Waiting for a free worker must not outlast a stop.
                     await asyncio.wait({*in_flight, stopping}, return_when=asyncio.FIRST_COMPLETED)
                     continue
+                bulk = len(bulk_in_flight) < max(1, self._max_workers - 1)
                 try:
-                    entries = self._held or await self._read(stop)
+                    entries = self._held or await self._read(stop, bulk=bulk)
                 except Stopped:
                     break
                 self._held = []
@@ -185,6 +191,9 @@ class IndexScheduler:
                 task = batches.create_task(self._process(entries, stop))
                 in_flight.add(task)
                 task.add_done_callback(in_flight.discard)
+                if lane_of(entries[0].entry_id) == Lane.BULK:
+                    bulk_in_flight.add(task)
+                    task.add_done_callback(bulk_in_flight.discard)
             if in_flight:
                 _, unfinished = await asyncio.wait(in_flight, timeout=self._drain_seconds)
                 for task in unfinished:
@@ -192,15 +201,16 @@ class IndexScheduler:
                 if unfinished:
                     log.warning("batches_cancelled_on_stop", batches=len(unfinished))
 
-    async def _read(self, stop: asyncio.Event) -> list[QueueEntry]:
-        """The next batch, waiting out Redis outages; lets the idle hook run when
-        there is none. Raises Stopped when *stop* is set during an outage."""
+    async def _read(self, stop: asyncio.Event, *, bulk: bool) -> list[QueueEntry]:
+        """The next batch (of the bulk lane too when *bulk*), waiting out Redis
+        outages; lets the idle hook run when there is none. Raises Stopped when
+        *stop* is set during an outage."""
         if await self._pausing(stop):
             await sleep_unless(stop, self._block_ms / 1000)
             entries = []
         else:
             entries = await outlast(
-                lambda: self._source.read(self._batch_size, self._block_ms),
+                lambda: self._source.read(self._batch_size, self._block_ms, bulk=bulk),
                 what="the queue (Redis)",
                 stop=stop,
             )
@@ -222,6 +232,8 @@ class IndexScheduler:
         return paused
 
     async def _process(self, entries: list[QueueEntry], stop: asyncio.Event) -> None:
+        # The batch's task has its own context: the embedder sees this batch's lane.
+        current_lane.set(lane_of(entries[0].entry_id))
         try:
             await self._process_in_turn(entries, stop)
         except Stopped:

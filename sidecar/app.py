@@ -58,6 +58,7 @@ from indexer.catalog import CatalogHandler
 from indexer.chunking import Chunker
 from indexer.embedding import Embedder, SentenceTransformerEmbedder
 from indexer.handlers import Dispatcher, EventHandler
+from indexer.lanes import LanedEmbedder
 from indexer.scheduler import IndexScheduler, TaskObserver
 from indexer.store import VectorStore
 from indexer.updater import IndexUpdater
@@ -165,7 +166,7 @@ class Sidecar:
         self.versions = VersionStore(redis, self.keys, ttl_seconds=settings.index_version_ttl)
         self.updater = IndexUpdater(
             store=self.store,
-            embedder=embedder,
+            embedder=LanedEmbedder(embedder),
             chunker=chunker,
             versions=self.versions,
             version_guard=settings.index_version_enabled,

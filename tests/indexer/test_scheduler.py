@@ -19,11 +19,13 @@ import structlog.testing
 
 from checkpoints.consumer import EventReader, QueueEntry
 from checkpoints.keys import Keys
+from checkpoints.lease import Lease
 from checkpoints.queue import EventQueue
 from checkpoints.stats import Stats
 from core.errors import DocumentRejected, EmbedderUnavailable, VectorStoreUnavailable
 from core.events import DocumentEvent, DocumentUpdatedEvent
 from indexer.handlers import Dispatcher, Outcome
+from indexer.lanes import Lane, current_lane
 from indexer.scheduler import IndexScheduler, TaskObserver
 from tests.indexer.queue_support import enqueue
 
@@ -100,10 +102,10 @@ class Faulty:
         self._outage("start")
         await self.reader.start()
 
-    async def read(self, count: int, block_ms: int) -> list[QueueEntry]:
+    async def read(self, count: int, block_ms: int, *, bulk: bool = True) -> list[QueueEntry]:
         self.reads.append((count, block_ms))
         self._outage("read")
-        return await self.reader.read(count, block_ms)
+        return await self.reader.read(count, block_ms, bulk=bulk)
 
     async def commit(self, entry_ids: Sequence[str], **applied: Any) -> None:
         self._outage("commit")
@@ -605,3 +607,65 @@ async def test_the_observer_hears_of_every_entry_with_its_fate_and_each_batch_is
         for entry in batches
         if entry["first_cluster_time"] is not None
     )
+
+
+class LaneRecorder(Recorder):
+    """Holds bulk batches until released; records each batch's lane as the embedder
+    would see it and how many bulk batches were in its hands at once."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda events: None)
+        self.release_bulk = asyncio.Event()
+        self.lanes: list[tuple[Lane, str]] = []
+        self.bulk_now = 0
+        self.bulk_most = 0
+
+    async def handle_batch(self, events: Sequence[DocumentEvent]) -> Outcome:
+        lane = current_lane.get()
+        self.lanes.append((lane, events[0].document_id))
+        if lane is not Lane.BULK:
+            return await super().handle_batch(events)
+        self.bulk_now += 1
+        self.bulk_most = max(self.bulk_most, self.bulk_now)
+        try:
+            await self.release_bulk.wait()
+            return await super().handle_batch(events)
+        finally:
+            self.bulk_now -= 1
+
+
+async def test_bulk_batches_leave_a_worker_free_for_a_live_change(
+    redis_client: aioredis.Redis, pipeline_name: str
+) -> None:
+    keys = Keys(pipeline_name)
+    fence = await Lease(redis_client, keys, owner="test").acquire()
+    queue = EventQueue(redis_client, keys)
+    job = '{"id": "job", "state": "running"}'
+    await redis_client.set(keys.backfill, job)
+    bulk = [event(f"bulk-{i}", 1) for i in range(40)]
+    await queue.append_bulk(bulk, keys.backfill, job, fence=fence, job_id="job")
+    handler = LaneRecorder()
+    async with running(redis_client, keys, handler, max_workers=3, batch_size=10):
+        await wait_for(lambda: _bulk_held(handler, 2))
+        await queue.append([event("live", 2)], None, fence=fence)
+        await wait_for(lambda: _applied(handler, "live"))
+        assert handler.bulk_now == 2, "the live change must not wait for a bulk batch"
+        handler.release_bulk.set()
+        await wait_for(lambda: _queue_empty(redis_client, keys))
+        await wait_for(lambda: _bulk_empty(queue))
+    assert handler.bulk_most == 2
+    assert (Lane.LIVE, "live") in handler.lanes
+    assert {doc for lane, doc in handler.lanes if lane is Lane.BULK} >= {"bulk-0", "bulk-10"}
+    assert len({e.document_id for e in handler.applied}) == 41
+
+
+async def _bulk_held(handler: LaneRecorder, batches: int) -> bool:
+    return handler.bulk_now >= batches
+
+
+async def _applied(handler: Recorder, document: str) -> bool:
+    return any(e.document_id == document for e in handler.applied)
+
+
+async def _bulk_empty(queue: EventQueue) -> bool:
+    return await queue.bulk_backlog() == 0

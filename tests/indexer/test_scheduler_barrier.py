@@ -138,8 +138,8 @@ class Reads:
     async def start(self) -> None:
         await self._reader.start()
 
-    async def read(self, count: int, block_ms: int) -> list[QueueEntry]:
-        entries = await self._reader.read(count, block_ms)
+    async def read(self, count: int, block_ms: int, *, bulk: bool = True) -> list[QueueEntry]:
+        entries = await self._reader.read(count, block_ms, bulk=bulk)
         if entries:
             ids = tuple(e.event.event_id if e.event else "?" for e in entries)
             self._journal.log.append(("read", ids))
