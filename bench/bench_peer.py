@@ -1,0 +1,514 @@
+"""The sidecar against LangChain's indexing API, on the same documents, changes, model and
+chunks, in the same run.
+
+The peer is what a user would build instead: ``langchain_core.indexing.index()`` with
+an SQLRecordManager on SQLite, ``langchain_milvus.Milvus`` on Milvus Lite and
+``cleanup="incremental"``, fed each batch of changes as the changed documents
+(bench/langchain_peer.py, run as a child process in a virtualenv of its own that this
+script creates once and reuses, so none of its packages enters the project's). The
+sidecar runs as bench_pipeline.py runs it (``cdc-sidecar run`` against mongosim,
+Redis and Milvus Lite) and captures the same writes from MongoDB's change stream.
+Both sides use the same model, precision and encode batch size, and embed the same
+chunk texts: the peer is handed the chunks the sidecar's chunker cuts (so its
+chunking, about 0.4 ms a chunk, is not in its time).
+
+Phases: a bulk load of N documents (inserted in batches of 50; the peer indexes the
+same batches); a mixed workload of M changes (80 % set a metadata field that is not
+indexed, 15 % append a sentence to one paragraph, 5 % delete), passed to the peer in
+batches of 50 changes; and the same changes again on a fresh pipeline whose indexed
+metadata includes the changing field. For each: wall time from the first write to
+the last change searchable (the sidecar's last commit; the peer's last ``index()``
+call returning), changes/s, texts embedded (the sidecar's ``chunks_embedded``
+counter, the peer's embeddings counted around its Embeddings), the sidecar/peer
+ratio, the bare model's rate over the texts the phase had to embed, and an
+exhaustive check of both final indexes against the source: every live document's
+chunk texts and metadata, nothing more.
+
+    .venv/bin/python bench/bench_peer.py [--documents 274] [--changes 500]
+        [--precision fp32|bf16] [--peer-batch-sizes 32,100,1000] [--plot out.png] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+from bench_pipeline import (
+    COLLECTION,
+    DATABASE,
+    MILVUS_COLLECTION,
+    Doc,
+    Model,
+    Run,
+    bench_run,
+    bulk_documents,
+    wait_for,
+)
+from peer_venv import peer_python
+from workload import CHANGING_FIELD, SHARES, Change, draw_changes, final_documents
+
+from cdc.fields import document_id
+from indexer.embedding import DEFAULT_BATCH_SIZE
+from sidecar.status import pipeline_status
+
+INSERT_BATCH = 50
+PEER_SCRIPT = Path(__file__).resolve().parent / "langchain_peer.py"
+BASE_METADATA = ("lang", "source")
+Row = tuple[str, str, str]
+"""(document id, chunk text, metadata as sorted JSON): one chunk as the checks compare it."""
+
+
+@dataclass
+class Result:
+    """One side's figures for one phase."""
+
+    changes: int
+    seconds: float
+    embedded: int
+    exact: str
+    others: float = 0.0
+    config: str = ""
+
+    @property
+    def rate(self) -> float:
+        return self.changes / self.seconds
+
+
+@dataclass
+class PhaseSpec:
+    """One phase of the comparison: its changes, as MongoDB writes and as peer batches."""
+
+    name: str
+    metadata: tuple[str, ...]
+    changes: int
+    needed: list[str]
+    """The chunk texts a change-by-change indexer must embed: what the model alone encodes."""
+
+
+def metadata_of(doc: Doc, fields: tuple[str, ...]) -> dict[str, Any]:
+    return {field: doc[field] for field in fields if doc.get(field) is not None}
+
+
+def expected_rows(model: Model, docs: list[Doc], fields: tuple[str, ...]) -> Counter[Row]:
+    """The chunks an index true to *docs* holds, with the metadata *fields* of each."""
+    rows: Counter[Row] = Counter()
+    for doc in docs:
+        metadata = json.dumps(metadata_of(doc, fields), sort_keys=True)
+        for text in model.chunks([doc]):
+            rows[(document_id(doc["_id"]), text, metadata)] += 1
+    return rows
+
+
+def difference(expected: Counter[Row], found: Counter[Row]) -> str:
+    """'exact', or how many expected rows are missing and how many found rows are extra."""
+    missing, extra = expected - found, found - expected
+    if not missing and not extra:
+        return "exact"
+    return f"{sum(missing.values())} missing, {sum(extra.values())} extra"
+
+
+def new_texts(model: Model, docs: list[Doc], changes: list[Change]) -> list[str]:
+    """The chunk texts each change creates that its document did not hold just before."""
+    state = {doc["_id"]: Counter(model.chunks([doc])) for doc in docs}
+    texts: list[str] = []
+    for change in changes:
+        after = Counter(model.chunks([change.document])) if change.document else Counter()
+        texts += list((after - state.get(change.id, Counter())).elements())
+        state[change.id] = after
+    return texts
+
+
+def peer_batches(
+    model: Model, groups: list[list[Change]], fields: tuple[str, ...]
+) -> list[dict[str, Any]]:
+    """Each group of changes as a user hands it to index(): the latest version of each
+    changed document, cut into chunks, and the ids of the documents deleted."""
+    batches = []
+    for group in groups:
+        latest = {change.id: change.document for change in group}
+        upserts = [
+            {"id": doc_id, "chunks": model.chunks([doc]), "metadata": metadata_of(doc, fields)}
+            for doc_id, doc in latest.items()
+            if doc is not None
+        ]
+        deleted = [doc_id for doc_id, doc in latest.items() if doc is None]
+        batches.append({"upsert": upserts, "delete": deleted})
+    return batches
+
+
+def inserts_as_changes(docs: list[Doc]) -> list[Change]:
+    return [Change("edit", doc["_id"], None, doc) for doc in docs]
+
+
+def groups_of(changes: list[Change], size: int) -> list[list[Change]]:
+    return [changes[start : start + size] for start in range(0, len(changes), size)]
+
+
+async def started(run: Run) -> None:
+    """Start the sidecar over an empty collection; return once its change stream holds a
+    position, so that every later write is captured from the stream."""
+    sidecar = run.start_sidecar()
+
+    async def positioned() -> bool:
+        return (await pipeline_status(run.redis, run.keys))["checkpoint"] is not None
+
+    await wait_for(positioned, "the sidecar to start", sidecar)
+
+
+async def settled(run: Run, events: int) -> tuple[int, float]:
+    """Wait until capture has seen *events* changes in all and the indexer acknowledged
+    them; return the chunks embedded so far and the wall-clock time of the last commit."""
+    if run.sidecar is None:
+        raise RuntimeError("the sidecar is not running")
+    report: dict[str, Any] = {}
+
+    async def done() -> bool:
+        nonlocal report
+        report = await pipeline_status(run.redis, run.keys)
+        seen = report["counters"]["events_captured"] + report["counters"]["events_filtered"]
+        return bool(seen >= events and report["queue_length"] == 0 and report["pending"] == 0)
+
+    await wait_for(done, f"{events} changes applied", run.sidecar)
+    applied_at = datetime.fromisoformat(report["last_applied"]["applied_at"]).timestamp()
+    return report["counters"]["chunks_embedded"], applied_at
+
+
+async def sidecar_rows(run: Run) -> tuple[Counter[Row], list[Doc]]:
+    """Every chunk row in the sidecar's Milvus, and every document in MongoDB."""
+    if run.sidecar is None:
+        raise RuntimeError("the sidecar is not running")
+    client = run.sidecar.milvus()
+    rows: Counter[Row] = Counter()
+    try:
+        iterator = client.query_iterator(
+            MILVUS_COLLECTION,
+            batch_size=1000,
+            filter='id != ""',
+            output_fields=["document_id", "text", "metadata"],
+        )
+        while page := iterator.next():
+            for row in page:
+                metadata = json.dumps(row["metadata"], sort_keys=True)
+                rows[(row["document_id"], row["text"], metadata)] += 1
+        iterator.close()
+    finally:
+        client.close()
+    source = await run.mongo[DATABASE][COLLECTION].find({}).to_list()
+    return rows, source
+
+
+async def sidecar_phases(
+    args: argparse.Namespace, model: Model, docs: list[Doc], changes: list[Change], spec: PhaseSpec
+) -> tuple[list[Result], list[Doc]]:
+    """The bulk load and the mixed workload through the sidecar with *spec*'s metadata
+    indexed; the figures of both, and the source as it stands at the end."""
+    # No HTTP server: the benchmark reads Redis, and port 8000 may be taken.
+    env = [f"CDC_METADATA_FIELDS={','.join(spec.metadata)}", "CDC_HTTP_PORT=0", *args.env]
+    run_args = argparse.Namespace(**{**vars(args), "env": env})
+    async with bench_run(run_args, model, "peer") as run:
+        await started(run)
+        articles = run.mongo[DATABASE][COLLECTION]
+        run.meter.others()
+        began = time.time()
+        for start in range(0, len(docs), INSERT_BATCH):
+            await articles.insert_many(docs[start : start + INSERT_BATCH])
+        embedded, ended = await settled(run, len(docs))
+        results = [Result(len(docs), ended - began, embedded, "", run.meter.others())]
+        print(f"sidecar, {spec.name}: bulk load {results[0].rate:.1f} docs/s", flush=True)
+        rows, source = await sidecar_rows(run)
+        results[0].exact = difference(expected_rows(model, source, spec.metadata), rows)
+        counters = (await pipeline_status(run.redis, run.keys))["counters"]
+        events = counters["events_captured"] + counters["events_filtered"] + len(changes)
+        embedded_before = counters["chunks_embedded"]
+        run.meter.others()
+        began = time.time()
+        for change in changes:
+            if change.update is None:
+                await articles.delete_one({"_id": change.id})
+            else:
+                await articles.update_one({"_id": change.id}, {"$set": change.update})
+        written = time.time() - began
+        embedded, ended = await settled(run, events)
+        others = run.meter.others()
+        results.append(Result(len(changes), ended - began, embedded - embedded_before, "", others))
+        print(
+            f"sidecar, {spec.name}: {len(changes)} changes in {ended - began:.1f} s "
+            f"(the writes took {written:.1f} s)",
+            flush=True,
+        )
+        rows, source = await sidecar_rows(run)
+    verdict = difference(expected_rows(model, source, spec.metadata), rows)
+    results[-1].exact = verdict
+    return results, source
+
+
+def run_peer(
+    python: Path, workload: dict[str, Any], batch_size: int
+) -> tuple[dict[str, Any], float]:
+    """One peer child process over *workload* with index()'s *batch_size*; its result and
+    the share of the CPUs that processes other than it and this one used meanwhile."""
+    with tempfile.TemporaryDirectory(prefix="bench-peer-io-") as tmp:
+        paths = Path(tmp) / "workload.json", Path(tmp) / "result.json"
+        paths[0].write_text(json.dumps({**workload, "index_batch_size": batch_size}))
+        log = Path(tmp) / "peer.log"
+        busy, ours = _cpu_busy(), _cpu_ours()
+        started = time.monotonic()
+        with log.open("w") as out:
+            done = subprocess.run(
+                [str(python), str(PEER_SCRIPT), *map(str, paths)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                check=False,
+            )
+        if done.returncode != 0:
+            raise SystemExit(f"the peer failed:\n{log.read_text()[-3000:]}")
+        elapsed = (time.monotonic() - started) * (psutil.cpu_count() or 1)
+        others = max(0.0, _cpu_busy() - busy - (_cpu_ours() - ours)) / elapsed
+        return json.loads(paths[1].read_text()), others
+
+
+def _cpu_busy() -> float:
+    times = psutil.cpu_times()
+    return float(sum(times) - times.idle - times.iowait)
+
+
+def _cpu_ours() -> float:
+    """CPU seconds of this process and of the children it has waited for."""
+    own, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def peer_rows(rows: list[dict[str, Any]]) -> Counter[Row]:
+    return Counter(
+        (row["doc_id"], row["text"], json.dumps(row["metadata"], sort_keys=True)) for row in rows
+    )
+
+
+def peer_workload(
+    args: argparse.Namespace, model: Model, docs: list[Doc], changes: list[Change]
+) -> dict[str, Any]:
+    """What the peer child runs: per metadata setting, a fresh index loaded with *docs*
+    in batches of INSERT_BATCH, then *changes* in batches of ``args.changes_per_batch``."""
+    runs = []
+    for fields in (BASE_METADATA, (*BASE_METADATA, CHANGING_FIELD)):
+        bulk = peer_batches(model, groups_of(inserts_as_changes(docs), INSERT_BATCH), fields)
+        mixed = peer_batches(model, groups_of(changes, args.changes_per_batch), fields)
+        runs.append(
+            {"phases": [{"name": "bulk", "batches": bulk}, {"name": "mixed", "batches": mixed}]}
+        )
+    return {"precision": args.precision, "embedding_batch_size": args.batch_size, "runs": runs}
+
+
+def peer_phases(
+    args: argparse.Namespace,
+    model: Model,
+    docs: list[Doc],
+    changes: list[Change],
+    final: list[Doc],
+) -> tuple[list[list[Result]], dict[str, str]]:
+    """The peer over every index() batch size: per phase (bulk, mixed, mixed with the
+    metadata indexed), one Result per batch size; and the package versions that ran."""
+    python = peer_python()
+    workload = peer_workload(args, model, docs, changes)
+    per_phase: list[list[Result]] = [[], [], []]
+    versions: dict[str, str] = {}
+    for batch_size in args.peer_batch_sizes:
+        result, others = run_peer(python, workload, batch_size)
+        versions = result["versions"]
+        plain, indexed = result["runs"]
+        for slot, (run, phase, count) in enumerate(
+            ((plain, 0, len(docs)), (plain, 1, len(changes)), (indexed, 1, len(changes)))
+        ):
+            figures = run["phases"][phase]
+            fields = BASE_METADATA if run is plain else (*BASE_METADATA, CHANGING_FIELD)
+            source = docs if phase == 0 else final
+            exact = difference(expected_rows(model, source, fields), peer_rows(figures["rows"]))
+            config = f"batch_size={batch_size}"
+            per_phase[slot].append(
+                Result(count, figures["seconds"], figures["embedded"], exact, others, config)
+            )
+        print(
+            f"peer, batch_size={batch_size}: "
+            + ", ".join(f"{results[-1].rate:.1f}" for results in per_phase)
+            + " changes/s",
+            flush=True,
+        )
+    return per_phase, versions
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    model = Model(args.precision, args.batch_size)
+    docs = [{**doc, CHANGING_FIELD: 0} for doc in bulk_documents(args.documents, "doc-")]
+    changes = draw_changes(docs, args.changes, args.seed)
+    bulk_texts = model.chunks(docs)
+    change_texts = new_texts(model, docs, changes)
+    model.encode_rate(bulk_texts[:16])
+    specs = [
+        PhaseSpec("bulk load", BASE_METADATA, len(docs), bulk_texts),
+        PhaseSpec("mixed", BASE_METADATA, len(changes), change_texts),
+        PhaseSpec(
+            f"mixed, {CHANGING_FIELD} indexed",
+            (*BASE_METADATA, CHANGING_FIELD),
+            len(changes),
+            change_texts,
+        ),
+    ]
+    bare = [model.encode_rate(spec.needed) if spec.needed else float("inf") for spec in specs]
+    plain, plain_source = await sidecar_phases(args, model, docs, changes, specs[1])
+    indexed, indexed_source = await sidecar_phases(args, model, docs, changes, specs[2])
+    final = final_documents(docs, changes)
+    for source in (plain_source, indexed_source):
+        if {doc["_id"]: doc for doc in source} != final:
+            raise SystemExit("MongoDB does not hold what the workload wrote")
+    sidecar = [*plain, indexed[1]]
+    peers, versions = peer_phases(args, model, docs, changes, list(final.values()))
+    report(args, specs, bare, sidecar, peers, versions)
+    if args.plot:
+        plot(args.plot, specs, bare, sidecar, peers)
+
+
+def model_rate(spec: PhaseSpec, encode_rate: float) -> float:
+    """Changes/s of the bare model encoding the texts *spec*'s changes need."""
+    return spec.changes / (len(spec.needed) / encode_rate)
+
+
+def report(
+    args: argparse.Namespace,
+    specs: list[PhaseSpec],
+    bare: list[float],
+    sidecar: list[Result],
+    peers: list[list[Result]],
+    versions: dict[str, str],
+) -> None:
+    print(
+        f"\n{args.documents} documents, {args.changes} changes "
+        f"({', '.join(f'{share:.0%} {kind}' for kind, share in SHARES)}), "
+        f"{args.precision}, encode batch {args.batch_size}, {psutil.cpu_count()} CPUs; "
+        f"the peer gets {args.changes_per_batch} changes per index() call.\n"
+        "peer: " + ", ".join(f"{name} {v}" for name, v in versions.items())
+    )
+    print("\npeer by index() batch_size (changes/s; texts embedded; index equals the source):")
+    for row in zip(*peers, strict=True):
+        print(
+            f"  {row[0].config:<16}"
+            + "   ".join(
+                f"{spec.name}: {r.rate:7.1f} {r.embedded:>6} {r.exact}"
+                for spec, r in zip(specs, row, strict=True)
+            )
+            + f"   (others {row[0].others:.0%})"
+        )
+    print(
+        f"\n{'phase':<22}{'side':<30}{'changes':>8}{'seconds':>9}{'changes/s':>11}"
+        f"{'embedded':>10}{'ratio':>8}  index vs source"
+    )
+    for spec, encode, ours, theirs in zip(specs, bare, sidecar, peers, strict=True):
+        best = max(theirs, key=lambda r: r.rate)
+        for side, r in (
+            (f"sidecar (others {ours.others:.0%})", ours),
+            (f"peer {best.config}", best),
+        ):
+            shown = f"{ours.rate / best.rate:8.1f}" if r is ours else " " * 8
+            print(
+                f"{spec.name:<22}{side:<30}{r.changes:>8}{r.seconds:>9.2f}{r.rate:>11.1f}"
+                f"{r.embedded:>10}{shown}  {r.exact}"
+            )
+        print(
+            f"{spec.name:<22}{'model alone':<30}{spec.changes:>8}"
+            f"{len(spec.needed) / encode:>9.2f}{model_rate(spec, encode):>11.1f}"
+            f"{len(spec.needed):>10}"
+        )
+    targets = ((specs[1], sidecar[1], peers[1], 3.0), (specs[2], sidecar[2], peers[2], 30.0))
+    print()
+    for spec, ours, theirs, target in targets:
+        best = max(theirs, key=lambda r: r.rate)
+        ratio = ours.rate / best.rate
+        fewer = ours.embedded <= best.embedded
+        verdict = "met" if ratio >= target and fewer else "MISSED"
+        print(
+            f"target {spec.name}: >= {target:g}x the peer's best with no more embeddings: "
+            f"{ratio:.1f}x, {ours.embedded} vs {best.embedded} embedded -> {verdict}"
+        )
+    print(f"\ncommand: .venv/bin/python bench/bench_peer.py {shlex.join(sys.argv[1:])}")
+
+
+def plot(
+    path: Path,
+    specs: list[PhaseSpec],
+    bare: list[float],
+    sidecar: list[Result],
+    peers: list[list[Result]],
+) -> None:
+    """Grouped bars of changes/s per phase: the sidecar, the peer's best, the model alone."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = {
+        "sidecar": [r.rate for r in sidecar],
+        "LangChain index(), best batch_size": [max(r.rate for r in ps) for ps in peers],
+        "model alone (texts the changes need)": [
+            model_rate(spec, encode) for spec, encode in zip(specs, bare, strict=True)
+        ],
+    }
+    figure, axes = plt.subplots(figsize=(9, 5))
+    width = 0.8 / len(series)
+    for offset, (label, values) in enumerate(series.items()):
+        xs = [i + (offset - 1) * width for i in range(len(specs))]
+        bars = axes.bar(xs, values, width, label=label)
+        axes.bar_label(bars, fmt="%.0f", fontsize=8)
+    axes.set_xticks(range(len(specs)), [spec.name for spec in specs])
+    axes.set_yscale("log")
+    axes.set_ylabel("changes/s (bulk load: documents/s), log scale")
+    axes.set_title("Indexing throughput: the sidecar against LangChain's indexing API")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    print(f"plot written to {path}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--documents", type=int, default=274)
+    parser.add_argument("--changes", type=int, default=500, help="per mixed phase")
+    parser.add_argument("--changes-per-batch", type=int, default=50, help="per index() call")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="encode")
+    parser.add_argument(
+        "--peer-batch-sizes",
+        type=lambda text: [int(part) for part in text.split(",")],
+        default=[32, 100, 1000],
+        help="index()'s batch_size values to try, comma-separated",
+    )
+    parser.add_argument("--seed", type=int, default=10)
+    parser.add_argument("--plot", type=Path, help="write a PNG bar chart here")
+    parser.add_argument("--quick", action="store_true", help="40 documents, 60 changes")
+    parser.add_argument("--env", action="append", default=[], help="CDC_NAME=value for the sidecar")
+    args = parser.parse_args()
+    if args.quick:
+        args.documents, args.changes, args.changes_per_batch = 40, 60, 20
+        args.peer_batch_sizes = [100, 1000]
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    main()
