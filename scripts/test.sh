@@ -9,6 +9,7 @@ bash scripts/fetch_spec_tests.sh
 bash scripts/ensure_redis.sh
 bash scripts/ensure_prometheus.sh
 bash scripts/ensure_crd_validators.sh
+bash scripts/ensure_infinity.sh
 .venv/bin/ruff check .
 # mypy (a minute from a cold cache, on one core) runs beside the tests, which spend much
 # of their time waiting on services and subprocesses; its verdict counts as before.

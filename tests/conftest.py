@@ -17,6 +17,7 @@ from pymongo import AsyncMongoClient
 from mongosim import ThreadedMongoSim
 from sidecar.settings import Settings, load_settings
 from tests.embedders import CountingEmbedder
+from tests.infinity_server import InfinityServer
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 DATABASE = "app"
@@ -123,3 +124,22 @@ def make_settings(
         return load_settings(**values)
 
     return build
+
+
+@pytest.fixture(scope="session")
+def infinity_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InfinityServer]:
+    """A real embedding server (Infinity, the packaged model), started once per session."""
+    server = InfinityServer(tmp_path_factory.mktemp("infinity") / "infinity.log")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def infinity(infinity_process: InfinityServer) -> InfinityServer:
+    """The session's embedding server, started again if an earlier test killed it."""
+    if not infinity_process.running:
+        infinity_process.start()
+    return infinity_process
