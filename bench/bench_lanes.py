@@ -11,27 +11,32 @@ probe) twice in the same run:
    sidecar was stopped, the position then reset to now, so only the backfill
    brings them in): every one of them is embedded, so the model is saturated.
 
-It prints both P95s, their ratio, and how far the backfill advanced during the
+3. still during the backfill, a burst of B live documents written at once (the
+   live lane backed up) while priority documents (``CDC_PRIORITY_FILTER``
+   ``{"vip": true}``) arrive at 5 per second: the priority lane must not wait
+   behind the burst.
+
+It prints the P95s, their ratio, and how far the backfill advanced during the
 second window (documents per second): the lanes must keep live latency low and
-still let the backfill progress. The backfill must still have work left (queued
-in the bulk lane or not yet scanned) when the window ends, or the window did not
-measure what it claims (raise N).
+still let the backfill progress; then the priority documents' latency against
+the burst's. The backfill must still have work left (queued in the bulk lane or
+not yet scanned) when the windows end, or they did not measure what they claim
+(raise N).
 
     .venv/bin/python bench/bench_lanes.py [--documents 3000] [--latency-seconds 30]
-        [--precision fp32|bf16]
+        [--burst 300] [--precision fp32|bf16]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import subprocess
+import json
 import time
 
 from bench_pipeline import (
     COLLECTION,
     DATABASE,
-    ROOT,
     Model,
     Run,
     SidecarProcess,
@@ -39,7 +44,6 @@ from bench_pipeline import (
     bulk_documents,
     latency,
     percentile,
-    sidecar_env,
     wait_for,
 )
 
@@ -47,14 +51,11 @@ from checkpoints.backfills import BackfillStore
 from checkpoints.tokens import ResumeTokenStore
 from indexer.embedding import DEFAULT_BATCH_SIZE
 
+VIP = {"vip": True}
+"""What makes a document a priority one here (CDC_PRIORITY_FILTER)."""
 
-def command(run: Run, *args: str) -> None:
-    env = sidecar_env(run.args, run.mongo_uri, run.workdir, run.keys.pipeline)
-    done = subprocess.run(
-        [str(ROOT / ".venv/bin/cdc-sidecar"), *args], env=env, capture_output=True, text=True
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"cdc-sidecar {' '.join(args)} failed: {done.stderr}")
+BURST_RATE = 1000.0
+"""Documents per second of a burst: as fast as insert_one goes."""
 
 
 async def streaming(run: Run) -> SidecarProcess:
@@ -88,10 +89,10 @@ async def main_async(args: argparse.Namespace) -> None:
         docs = bulk_documents(args.documents, "bf-")
         for start in range(0, len(docs), 500):
             await mongo[DATABASE][COLLECTION].insert_many(docs[start : start + 500])
-        command(run, "checkpoint", "reset", "--to-now")
+        run.command("checkpoint", "reset", "--to-now")
         sidecar = await streaming(run)
         milvus = sidecar.milvus()
-        command(run, "backfill")
+        run.command("backfill")
         jobs = BackfillStore(redis, keys)
         indexed_before, began = await indexed_documents(run), time.monotonic()
         meter.others()
@@ -99,32 +100,68 @@ async def main_async(args: argparse.Namespace) -> None:
         during_others = meter.others()
         window = time.monotonic() - began
         advanced = await indexed_documents(run) - indexed_before - len(during)
+        meter.others()
+        (_, burst), (_, vip) = await asyncio.gather(
+            latency(
+                redis,
+                keys,
+                mongo,
+                milvus,
+                model,
+                args.burst / BURST_RATE,
+                "burst-",
+                rate=BURST_RATE,
+            ),
+            latency(redis, keys, mongo, milvus, model, seconds / 2, "vip-", fields=VIP),
+        )
+        burst_others = meter.others()
         job = await jobs.load()
         bulk_left = int(await redis.xlen(keys.bulk))
         milvus.close()
     still_running = bulk_left > 0 or (job is not None and job.state == "running")
     p95_base, p95_during = percentile(base, 0.95), percentile(during, 0.95)
     print(f"live inserts at 5/s, {args.latency_seconds:g} s each, write to searchable:")
-    print(f"  baseline         P50 {percentile(base, 0.5):.3f} s  P95 {p95_base:.3f} s"
-          f"  (others' CPU share {base_others:.0%})")
-    print(f"  during backfill  P50 {percentile(during, 0.5):.3f} s  P95 {p95_during:.3f} s"
-          f"  (others' CPU share {during_others:.0%})")
+    print(
+        f"  baseline         P50 {percentile(base, 0.5):.3f} s  P95 {p95_base:.3f} s"
+        f"  (others' CPU share {base_others:.0%})"
+    )
+    print(
+        f"  during backfill  P50 {percentile(during, 0.5):.3f} s  P95 {p95_during:.3f} s"
+        f"  (others' CPU share {during_others:.0%})"
+    )
     print(f"  ratio during/baseline P95: {p95_during / p95_base:.2f}")
-    print(f"backfill of {args.documents} documents advanced {advanced} documents in "
-          f"{window:.1f} s ({advanced / window:.1f}/s) during the window; "
-          f"{'work left at its end' if still_running else 'FINISHED before its end'}")
+    print(
+        f"backfill of {args.documents} documents advanced {advanced} documents in "
+        f"{window:.1f} s ({advanced / window:.1f}/s) during the window; "
+        f"{'work left at its end' if still_running else 'FINISHED before its end'}"
+    )
+    print(
+        f"a burst of {len(burst)} live documents written at once, during the backfill, with "
+        f"priority documents at 5/s (others' CPU share {burst_others:.0%}):"
+    )
+    print(
+        f"  burst     P50 {percentile(burst, 0.5):.3f} s  P95 {percentile(burst, 0.95):.3f} s"
+        f"  last searchable after {max(burst):.3f} s"
+    )
+    print(
+        f"  priority  P50 {percentile(vip, 0.5):.3f} s  P95 {percentile(vip, 0.95):.3f} s"
+        f"  ({len(vip)} documents)"
+    )
     if not still_running:
-        raise SystemExit("the backfill ended inside the window: raise --documents")
+        raise SystemExit("the backfill ended inside the windows: raise --documents")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--documents", type=int, default=3000)
     parser.add_argument("--latency-seconds", type=float, default=30.0)
+    parser.add_argument("--burst", type=int, default=300, help="live documents written at once")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--env", action="append", default=[], help="CDC_NAME=value for the sidecar")
-    asyncio.run(main_async(parser.parse_args()))
+    args = parser.parse_args()
+    args.env.append(f"CDC_PRIORITY_FILTER={json.dumps(VIP)}")
+    asyncio.run(main_async(args))
 
 
 if __name__ == "__main__":

@@ -15,20 +15,27 @@ end) and a Milvus Lite database in a temporary directory, and measures:
    model, precision and batch size, one call), measured in this process just
    before and just after the phase; the sidecar's chunk counter must equal
    the baseline's chunk count. 1.0 means the model is the only cost;
-2. latency at a steady 5 documents/s of about 500 characters: from
-   insert_one returning to the document's event being queued in Redis
-   (capture), and to all its chunks being returned by a Milvus query by
-   primary key (end to end), polled every 10 ms over gRPC from this process
-   against the Milvus Lite server inside the sidecar;
+2. latency at a steady 5 documents/s (``--rates`` for others, one window each)
+   of about 500 characters: from insert_one returning to the document's event
+   being queued in Redis (capture), and to all its chunks being returned by a
+   Milvus query by primary key (end to end), polled every 10 ms over gRPC from
+   this process against the Milvus Lite server inside the sidecar;
 3. the sidecar process's resident memory when it starts indexing (model and
-   Milvus Lite loaded) and its peak (the kernel's VmHWM).
+   Milvus Lite loaded) and its peak (the kernel's VmHWM);
+4. with ``--backlog N``: indexing paused (``cdc-sidecar pause``), N small
+   documents inserted and captured, the sidecar's memory once all N changes
+   wait in the queue, and its peak meanwhile.
+
+``--plot out.png`` draws the bulk phases against the model alone and the
+latency percentiles per rate.
 
 The machine is shared, so each interval also prints the share of the CPUs
 that processes other than the benchmark's own used meanwhile: a ratio whose
 two sides saw very different shares is noise, run again.
 
     .venv/bin/python bench/bench_pipeline.py [--documents 274] [--precision fp32|bf16]
-        [--latency-seconds 30] [--quick] [--env CDC_NAME=value ...]
+        [--latency-seconds 30] [--rates 5,20,50] [--backlog 100000] [--plot out.png]
+        [--quick] [--env CDC_NAME=value ...]
 """
 
 from __future__ import annotations
@@ -228,6 +235,10 @@ class SidecarProcess:
             tail = "\n".join(self.log_path.read_text().splitlines()[-20:])
             raise SystemExit(f"the sidecar exited with {self.process.returncode}:\n{tail}")
 
+    def reset_peak_rss(self) -> None:
+        """Start peak_rss() afresh from the current resident set (clear_refs 5)."""
+        Path(f"/proc/{self.process.pid}/clear_refs").write_text("5")
+
     def peak_rss(self) -> int:
         """The process's resident-set high-water mark (VmHWM), in bytes."""
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
@@ -340,6 +351,15 @@ class Run:
     started_rss: int = 0
     model_share: ModelShare | None = None
 
+    def command(self, *args: str) -> None:
+        """Run ``cdc-sidecar *args`` against this run's pipeline, as an operator would."""
+        env = sidecar_env(self.args, self.mongo_uri, self.workdir, self.keys.pipeline)
+        done = subprocess.run(
+            [str(ROOT / ".venv/bin/cdc-sidecar"), *args], env=env, capture_output=True, text=True
+        )
+        if done.returncode != 0:
+            raise SystemExit(f"cdc-sidecar {' '.join(args)} failed: {done.stderr}")
+
     def start_sidecar(self) -> SidecarProcess:
         env = sidecar_env(self.args, self.mongo_uri, self.workdir, self.keys.pipeline)
         self.sidecar = SidecarProcess(env, self.workdir)
@@ -427,10 +447,15 @@ async def latency(
     model: Model,
     seconds: float,
     prefix: str = "lat-",
+    *,
+    rate: float = LATENCY_RATE,
+    fields: dict[str, Any] | None = None,
 ) -> tuple[list[float], list[float]]:
     """Seconds from each insert_one returning to its event being queued (capture) and to
-    its chunks being queryable in Milvus (end to end), for documents with ids *prefix*N."""
-    docs = latency_documents(round(seconds * LATENCY_RATE), prefix)
+    its chunks being queryable in Milvus (end to end), for documents with ids *prefix*N
+    (and *fields*) written at *rate* per second for *seconds*. The capture times count
+    the pipeline's captured events: they mean nothing while other writes are captured."""
+    docs = [{**doc, **(fields or {})} for doc in latency_documents(round(seconds * rate), prefix)]
     ids = [model.chunk_ids(doc) for doc in docs]
     captured_before = int(await redis.hget(keys.stats, "events_captured") or 0)
     written: list[float] = []
@@ -440,7 +465,7 @@ async def latency(
     async def write() -> None:
         start = time.perf_counter()
         for i, doc in enumerate(docs):
-            await asyncio.sleep(max(0.0, start + i / LATENCY_RATE - time.perf_counter()))
+            await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
             await mongo[DATABASE][COLLECTION].insert_one(dict(doc))
             written.append(time.perf_counter())
 
@@ -495,6 +520,8 @@ def sidecar_env(
         "CDC_EMBEDDING_PRECISION": args.precision,
         "CDC_EMBEDDING_BATCH_SIZE": str(args.batch_size),
         "CDC_LOG_LEVEL": "info",
+        # No HTTP server: two benchmarks' sidecars would contend for its port.
+        "CDC_HTTP_PORT": "0",
     }
     for assignment in args.env:
         name, _, value = assignment.partition("=")
@@ -531,6 +558,56 @@ async def bench_run(args: argparse.Namespace, model: Model, name: str) -> AsyncI
         sim.wait()
 
 
+@dataclass
+class Latency:
+    """Write-to-queued and write-to-searchable seconds of one latency window."""
+
+    rate: float
+    captured: list[float]
+    searchable: list[float]
+    others: float
+
+
+@dataclass
+class Backlog:
+    """The sidecar's memory while a backlog waits in the queue, indexing paused."""
+
+    changes: int
+    seconds: float
+    rss_before: int
+    rss_queued: int
+    peak: int
+
+
+async def backlog(run: Run, sidecar: SidecarProcess, count: int) -> Backlog:
+    """Pause indexing, insert *count* small documents and wait until capture has queued
+    them all: the sidecar's memory then, and its peak meanwhile."""
+    run.command("pause")
+    rss_before = sidecar.ps.memory_info().rss
+    sidecar.reset_peak_rss()
+    began = time.monotonic()
+    captured_before = int(await run.redis.hget(run.keys.stats, "events_captured") or 0)
+    for start in range(0, count, 1000):
+        docs = [
+            {"_id": f"backlog-{i}", "title": f"change {i}", "content": f"backlog change {i}"}
+            for i in range(start, min(count, start + 1000))
+        ]
+        await run.mongo[DATABASE][COLLECTION].insert_many(docs)
+
+    async def queued() -> bool:
+        captured = int(await run.redis.hget(run.keys.stats, "events_captured") or 0)
+        return captured - captured_before >= count
+
+    await wait_for(queued, f"{count} changes queued", sidecar)
+    return Backlog(
+        count,
+        time.monotonic() - began,
+        rss_before,
+        sidecar.ps.memory_info().rss,
+        sidecar.peak_rss(),
+    )
+
+
 async def main_async(args: argparse.Namespace) -> None:
     model = Model(args.precision, args.batch_size)
     model.encode_rate(model.chunks(bulk_documents(10, "warm-")))
@@ -538,26 +615,39 @@ async def main_async(args: argparse.Namespace) -> None:
         phases = await bulk(run, args.documents)
         if run.sidecar is None:
             raise RuntimeError("the sidecar did not start")
-        run.meter.others()
-        milvus = run.sidecar.milvus()
+        sidecar = run.sidecar
+        windows = []
+        milvus = sidecar.milvus()
         try:
-            latencies = await latency(
-                run.redis, run.keys, run.mongo, milvus, model, args.latency_seconds
-            )
+            for rate in args.rates:
+                run.meter.others()
+                captured, searchable = await latency(
+                    run.redis,
+                    run.keys,
+                    run.mongo,
+                    milvus,
+                    model,
+                    args.latency_seconds,
+                    f"lat{rate:g}-",
+                    rate=rate,
+                )
+                windows.append(Latency(rate, captured, searchable, run.meter.others()))
         finally:
             milvus.close()
-        latency_others = run.meter.others()
-        rss = (run.started_rss, run.sidecar.ps.memory_info().rss, run.sidecar.peak_rss())
-    report(args, phases, (*latencies, latency_others), rss)
+        rss = (run.started_rss, sidecar.ps.memory_info().rss, sidecar.peak_rss())
+        waiting = await backlog(run, sidecar, args.backlog) if args.backlog else None
+    report(args, phases, windows, rss, waiting)
+    if args.plot:
+        plot(args, phases, windows)
 
 
 def report(
     args: argparse.Namespace,
     phases: list[Phase],
-    latencies: tuple[list[float], list[float], float],
+    windows: list[Latency],
     rss: tuple[int, int, int],
+    waiting: Backlog | None,
 ) -> None:
-    captures, ends, others = latencies
     print(
         f"\n{args.documents} documents per bulk phase; {args.precision}, embedding batch "
         f"{args.batch_size}, {psutil.cpu_count()} CPUs.\n'model', 'mongosim': shares of the CPU "
@@ -575,20 +665,75 @@ def report(
             f"{p.rate / p.baseline:>7.2f}{p.model_share:>7.0%}{p.mongosim_share:>9.0%}   "
             f"{p.others:.0%}; " + ", ".join(f"{share:.0%}" for share in p.baseline_others)
         )
-    print(
-        f"\nlatency at {LATENCY_RATE:g} documents/s of ~{LATENCY_CHARACTERS} characters, "
-        f"{len(ends)} documents, from insert_one returning (others {others:.0%}):"
-    )
-    for name, values in (("queued in Redis", captures), ("queryable in Milvus", ends)):
+    for window in windows:
         print(
-            f"  {name:<20} P50 {percentile(values, 0.5):.3f} s   "
-            f"P95 {percentile(values, 0.95):.3f} s   max {max(values):.3f} s"
+            f"\nlatency at {window.rate:g} documents/s of ~{LATENCY_CHARACTERS} characters, "
+            f"{len(window.searchable)} documents, from insert_one returning "
+            f"(others {window.others:.0%}):"
         )
+        for name, values in (
+            ("queued in Redis", window.captured),
+            ("queryable in Milvus", window.searchable),
+        ):
+            print(
+                f"  {name:<20} P50 {percentile(values, 0.5):.3f} s   "
+                f"P95 {percentile(values, 0.95):.3f} s   max {max(values):.3f} s"
+            )
     print(
         f"\nsidecar process RSS: {rss[0] / 2**20:.0f} MiB when indexing started (model and "
         f"Milvus Lite loaded), {rss[1] / 2**20:.0f} MiB at the end, peak {rss[2] / 2**20:.0f} MiB"
     )
+    if waiting is not None:
+        print(
+            f"backlog: {waiting.changes} changes queued in {waiting.seconds:.1f} s with indexing "
+            f"paused; sidecar RSS {waiting.rss_before / 2**20:.0f} MiB before, "
+            f"{waiting.rss_queued / 2**20:.0f} MiB with all of them waiting, "
+            f"peak {waiting.peak / 2**20:.0f} MiB meanwhile"
+        )
     print(f"\ncommand: .venv/bin/python bench/bench_pipeline.py {shlex.join(sys.argv[1:])}")
+
+
+def plot(args: argparse.Namespace, phases: list[Phase], windows: list[Latency]) -> None:
+    """Write *args.plot*: chunks/s per bulk phase against the bare model, and the
+    latency percentiles per rate."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (bulk_axes, latency_axes) = plt.subplots(1, 2, figsize=(11, 4.2))
+    names = [p.name for p in phases]
+    positions = range(len(phases))
+    bulk_axes.bar([x - 0.2 for x in positions], [p.rate for p in phases], 0.4, label="sidecar")
+    bulk_axes.bar(
+        [x + 0.2 for x in positions], [p.baseline for p in phases], 0.4, label="model alone"
+    )
+    bulk_axes.set_xticks(list(positions), names)
+    bulk_axes.set_ylabel("chunks/s")
+    bulk_axes.set_title(f"bulk throughput ({args.precision}, {args.documents} documents)")
+    bulk_axes.legend()
+    rates = [w.rate for w in windows]
+    for q, label in ((0.5, "P50"), (0.95, "P95")):
+        latency_axes.plot(
+            rates, [percentile(w.searchable, q) for w in windows], marker="o", label=label
+        )
+    latency_axes.set_xlabel("documents/s")
+    latency_axes.set_ylabel("seconds from write to searchable")
+    latency_axes.set_title("latency per rate")
+    latency_axes.legend()
+    figure.tight_layout()
+    figure.savefig(args.plot, dpi=110)
+    print(f"plot: {args.plot}")
+
+
+def rates(value: str) -> list[float]:
+    try:
+        parsed = [float(part) for part in value.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected rates like 5,20,50, got {value!r}") from None
+    if not parsed or min(parsed) <= 0:
+        raise argparse.ArgumentTypeError(f"rates must be positive, got {value!r}")
+    return parsed
 
 
 def main() -> None:
@@ -596,12 +741,28 @@ def main() -> None:
     parser.add_argument("--documents", type=int, default=274, help="per bulk phase")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
-    parser.add_argument("--latency-seconds", type=float, default=30.0)
+    parser.add_argument("--latency-seconds", type=float, default=30.0, help="per rate")
+    parser.add_argument(
+        "--rates",
+        type=rates,
+        default=[LATENCY_RATE],
+        help="documents/s of the latency windows, comma-separated (e.g. 5,20,50)",
+    )
+    parser.add_argument(
+        "--backlog",
+        type=int,
+        default=0,
+        help="at the end, pause indexing and measure memory while N changes wait in the queue",
+    )
+    parser.add_argument("--plot", type=Path, help="write a PNG chart of the figures here")
     parser.add_argument("--quick", action="store_true", help="20 documents, 4 s of latency")
     parser.add_argument("--env", action="append", default=[], help="CDC_NAME=value for the sidecar")
     args = parser.parse_args()
     if args.quick:
         args.documents, args.latency_seconds = 20, 4.0
+    if args.backlog:
+        # Capture holds back at the queue's limit: room for the whole backlog.
+        args.env.insert(0, f"CDC_INDEX_QUEUE_MAX_SIZE={args.backlog + 1000}")
     os.environ["HF_HUB_OFFLINE"] = "1"
     asyncio.run(main_async(args))
 
