@@ -59,8 +59,10 @@ from indexer.chunking import Chunker
 from indexer.embedding import Embedder, SentenceTransformerEmbedder
 from indexer.handlers import Dispatcher, EventHandler
 from indexer.lanes import LanedEmbedder
+from indexer.remote import RemoteEmbedder
 from indexer.scheduler import IndexScheduler, TaskObserver
 from indexer.store import VectorStore
+from indexer.tokenizer import LocalTokenizer
 from indexer.updater import IndexUpdater
 from operations import backfills, consistency
 from operations.context import Context, IndexView
@@ -85,7 +87,20 @@ def replica_name() -> str:
     return f"{socket.gethostname()}"
 
 
-def build_embedder(settings: Settings) -> SentenceTransformerEmbedder:
+def build_embedder(settings: Settings) -> SentenceTransformerEmbedder | RemoteEmbedder:
+    """The embedding servers of CDC_EMBEDDING_URL when it is set, counting tokens with
+    the tokenizer of CDC_EMBEDDING_MODEL; else that model, run in this process."""
+    if settings.embedding_url:
+        key = settings.embedding_api_key
+        return RemoteEmbedder(
+            settings.embedding_url,
+            model=settings.embedding_server_model or settings.embedding_model,
+            tokenizer=LocalTokenizer(settings.embedding_model),
+            batch_size=settings.embedding_batch_size,
+            concurrency=settings.embedding_concurrency,
+            timeout=settings.embedding_timeout,
+            api_key=key.get_secret_value() if key is not None else None,
+        )
     return SentenceTransformerEmbedder(
         settings.embedding_model,
         device=settings.embedding_device,
@@ -479,7 +494,10 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         except Stopped:
             return
         embedder = build_embedder(settings)
-        await embedder.start()
+        try:
+            await outlast(embedder.start, what="the embedding server", stop=stop)
+        except Stopped:
+            return
         state.metrics.build = Build(version(), settings.embedding_model, embedder.fingerprint)
         try:
             async with redis_for(settings, start_private=True) as redis:

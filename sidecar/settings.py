@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from bson import json_util
 from dotenv import dotenv_values
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from cdc.query import Query
@@ -26,7 +26,7 @@ from indexer.embedding import DEFAULT_MODEL
 _QUERY_JSON = json_util.RELAXED_JSON_OPTIONS.with_options(tz_aware=True, tzinfo=UTC)
 
 
-SECRETS = ("mongo_uri", "redis_url", "admin_token")
+SECRETS = ("mongo_uri", "redis_url", "admin_token", "embedding_api_key")
 """Settings that may hold a password: each can also be read from a file named by
 CDC_<NAME>_FILE (Kubernetes mounts Secrets as files), and is redacted in messages."""
 
@@ -85,6 +85,11 @@ class Settings(BaseSettings):
     embedding_device: str = "cpu"
     embedding_batch_size: int = Field(default=8, ge=1, le=1024)
     embedding_precision: Literal["fp32", "bf16"] = "fp32"
+    embedding_url: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    embedding_server_model: str | None = None
+    embedding_api_key: SecretStr | None = None
+    embedding_concurrency: int = Field(default=2, ge=1, le=64)
+    embedding_timeout: float = Field(default=30.0, gt=0, le=600)
     chunk_size: int = Field(default=500, ge=50, le=20_000)
     chunk_overlap: int = Field(default=50, ge=0)
 
@@ -126,10 +131,29 @@ class Settings(BaseSettings):
             raise ValueError("name at least one field whose text is indexed")
         return value
 
-    @field_validator("redis_url", "user_field", "admin_token", mode="before")
+    @field_validator(
+        "redis_url",
+        "user_field",
+        "admin_token",
+        "embedding_server_model",
+        "embedding_api_key",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("embedding_url", mode="before")
+    @classmethod
+    def _http_urls(cls, value: Any) -> Any:
+        # Checked before the split, so a refused value is shown as given, redacted.
+        value = _split_list(value)
+        for url in value if isinstance(value, list) else []:
+            if not str(url).startswith(("http://", "https://")):
+                raise ValueError(
+                    f"{redact(str(url))} is not an http:// or https:// URL of an embeddings API"
+                )
+        return value
 
     @field_validator("filter", "priority_filter", mode="before")
     @classmethod
@@ -243,8 +267,8 @@ def _problem(error: Any) -> str:
         # A check across fields: its input is every setting, passwords included.
         return message
     value = error.get("input")
-    if field == "admin_token":
-        return f"CDC_ADMIN_TOKEN: {message} (the value is not shown)"
-    if field in SECRETS and isinstance(value, str):
+    if field in ("admin_token", "embedding_api_key"):
+        return f"CDC_{field.upper()}: {message} (the value is not shown)"
+    if field in (*SECRETS, "embedding_url") and isinstance(value, str):
         value = redact(value)
     return f"CDC_{field.upper()}: {message} (got {value!r})"
