@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 Doc = dict[str, Any]
-Kind = Literal["metadata", "edit", "delete"]
+Kind = Literal["insert", "metadata", "edit", "delete"]
 
 CHANGING_FIELD = "views"
 """The field a metadata-only change sets: indexed as metadata in one phase, not in the other."""
@@ -22,8 +22,8 @@ SHARES: tuple[tuple[Kind, float], ...] = (("metadata", 0.80), ("edit", 0.15), ("
 
 @dataclass(frozen=True)
 class Change:
-    """One write to the source: *update* is the MongoDB ``$set`` (None for a delete) and
-    *document* the whole document after it (None once deleted)."""
+    """One write to the source: *update* is the MongoDB ``$set`` (None for an insert or a
+    delete) and *document* the whole document after it (None once deleted)."""
 
     kind: Kind
     id: str
