@@ -6,6 +6,7 @@ import asyncio
 import copy
 import hashlib
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
@@ -14,6 +15,16 @@ import numpy as np
 import structlog
 
 from core.errors import ConfigurationError, EmbedderUnavailable
+from indexer.inference import Encoder, InferencePath, PathUnavailable, build_encoder
+from indexer.quality import gate_set, judge, shipped_reference
+from indexer.selection import (
+    CHOICE_FILE,
+    Choice,
+    Trial,
+    choose,
+    read_choice,
+    save_choice,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -35,7 +46,21 @@ DEFAULT_BATCH_SIZE = 8
 # slice in hand (16 chunks, under half a second in fp32 here).
 SLICE_BATCHES = 2
 
-Precision = Literal["fp32", "bf16"]
+DEFAULT_CACHE_DIR = Path("data/models")
+"""Where exported ONNX graphs and the auto choice are kept, relative to the working directory."""
+
+Precision = Literal[
+    "auto", "fp32", "bf16", "onnx-fp32", "onnx-int8", "openvino-fp32", "openvino-bf16"
+]
+PRECISIONS: tuple[Precision, ...] = (
+    "auto",
+    "fp32",
+    "bf16",
+    "onnx-fp32",
+    "onnx-int8",
+    "openvino-fp32",
+    "openvino-bf16",
+)
 
 
 @runtime_checkable
@@ -49,7 +74,7 @@ class Embedder(Protocol):
 
     @property
     def fingerprint(self) -> str:
-        """Model identity and precision; vectors of different fingerprints must not mix."""
+        """Model identity and inference path; vectors of different fingerprints must not mix."""
         ...
 
     @property
@@ -69,12 +94,16 @@ class Embedder(Protocol):
         ...
 
 
-
 class SentenceTransformerEmbedder:
     """A local sentence-transformers model, run on one dedicated worker thread.
 
     *model* is DEFAULT_MODEL or the path of a local model directory; nothing
-    is ever fetched from the Hugging Face hub. Encoding is CPU-bound and
+    is ever fetched from the Hugging Face hub. *precision* names the inference
+    path (indexer/inference.py), or "auto": the fastest path that passes the
+    quality gate, measured at load, unless the path of *recorded* (the
+    fingerprint an existing index was made with) or the one an earlier start
+    saved under *cache_dir* still passes (indexer/selection.py). Exported
+    graphs and the auto choice live under *cache_dir*. Encoding is CPU-bound and
     blocking, so every encode runs on the one worker thread, never two at
     once (concurrent encodes halve throughput on two cores). The model loads
     once, in start() or on first use; call start() from async code so the
@@ -82,7 +111,8 @@ class SentenceTransformerEmbedder:
     embed() after stop() starts a new one.
 
     Raises ConfigurationError when *model* is neither DEFAULT_MODEL nor a
-    local directory, or the directory holds no loadable model.
+    local directory, the directory holds no loadable model, or an explicit
+    *precision* cannot run here.
     """
 
     def __init__(
@@ -92,17 +122,24 @@ class SentenceTransformerEmbedder:
         device: str = "cpu",
         batch_size: int = DEFAULT_BATCH_SIZE,
         precision: Precision = "fp32",
+        cache_dir: Path = DEFAULT_CACHE_DIR,
+        recorded: str | None = None,
     ) -> None:
         if batch_size < 1:
             raise ConfigurationError(f"batch_size must be at least 1, got {batch_size}")
-        if precision not in ("fp32", "bf16"):
-            raise ConfigurationError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+        if precision not in PRECISIONS:
+            raise ConfigurationError(
+                f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
+            )
         self._path, self._label = _resolve(model)
         self._device = device
         self._batch_size = batch_size
         self._precision: Precision = precision
+        self._cache_dir = cache_dir
+        self._recorded = recorded
         self._load_lock = threading.Lock()
-        self._model: SentenceTransformer | None = None
+        self._encoder: Encoder | None = None
+        self._inference_path: InferencePath = "fp32"
         self._tokenizer: Any = None
         self._fingerprint = ""
         self._dimension = 0
@@ -134,6 +171,12 @@ class SentenceTransformerEmbedder:
         self._loaded()
         return self._max_tokens
 
+    @property
+    def inference_path(self) -> InferencePath:
+        """The path encoding runs along (auto resolved)."""
+        self._loaded()
+        return self._inference_path
+
     def count_tokens(self, text: str) -> int:
         self._loaded()
         ids = self._tokenizer(text, add_special_tokens=True, truncation=False, verbose=False)
@@ -163,7 +206,10 @@ class SentenceTransformerEmbedder:
         return self._executor
 
     def _encode(self, texts: list[str], abandoned: threading.Event) -> list[list[float]]:
-        model = self._loaded()
+        result: list[list[float]] = self._matrix(self._loaded(), texts, abandoned).tolist()
+        return result
+
+    def _matrix(self, encoder: Encoder, texts: list[str], abandoned: threading.Event) -> np.ndarray:
         # Model batches are encoded in slices so an abandoned call stops soon.
         # Sorting the whole call by length first (as the model does within one
         # encode) keeps texts of like length in a batch, so slicing adds no padding.
@@ -172,51 +218,36 @@ class SentenceTransformerEmbedder:
         parts = []
         for start in range(0, len(order), step):
             if abandoned.is_set():
-                return []
-            parts.append(
-                model.encode(
-                    [texts[i] for i in order[start : start + step]],
-                    batch_size=self._batch_size,
-                    convert_to_numpy=True,
-                    show_progress_bar=False,
-                )
-            )
+                return np.empty((0, self._dimension), dtype=np.float32)
+            parts.append(encoder([texts[i] for i in order[start : start + step]], self._batch_size))
         # Normalise in float32 after the model: a bf16 model's own normalisation
         # leaves norms off by up to ~0.5%.
-        matrix = np.empty((len(texts), self.dimension), dtype=np.float32)
-        matrix[order] = np.concatenate([np.asarray(raw, dtype=np.float32) for raw in parts])
+        matrix = np.empty((len(texts), self._dimension), dtype=np.float32)
+        matrix[order] = np.concatenate(parts)
         norms = np.linalg.norm(matrix, axis=1, keepdims=True)
         matrix /= np.maximum(norms, np.finfo(np.float32).tiny)
-        result: list[list[float]] = matrix.tolist()
-        return result
+        return matrix
 
-    def _loaded(self) -> SentenceTransformer:
-        model = self._model
-        if model is not None:
-            return model
+    def _loaded(self) -> Encoder:
+        encoder = self._encoder
+        if encoder is not None:
+            return encoder
         with self._load_lock:
-            if self._model is None:
+            if self._encoder is None:
                 self._load()
-            if self._model is None:
+            if self._encoder is None:
                 raise ConfigurationError(f"model {self._label} did not load")
-            return self._model
+            return self._encoder
 
     def _load(self) -> None:
-        import torch
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as transformers_logging
 
         # A progress bar per load on stderr is noise in a service's JSON logs.
         transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
 
-        kwargs: dict[str, Any] = {"dtype": torch.bfloat16} if self._precision == "bf16" else {}
         try:
-            model = SentenceTransformer(
-                str(self._path),
-                device=self._device,
-                local_files_only=True,
-                model_kwargs=kwargs,
-            )
+            model = SentenceTransformer(str(self._path), device=self._device, local_files_only=True)
         except (OSError, ValueError) as err:
             raise ConfigurationError(f"cannot load model from {self._path}: {err}") from err
         dimension = model.get_embedding_dimension()
@@ -227,12 +258,65 @@ class SentenceTransformerEmbedder:
             )
         self._dimension = int(dimension)
         self._max_tokens = int(max_tokens)
-        self._fingerprint = f"{self._label}:{_weights_digest(self._path)}:{self._precision}"
+        digest = _weights_digest(self._path)
         # A private copy for counting: a fast tokenizer shared with a running
         # encode on the worker thread fails with "Already borrowed".
         self._tokenizer = copy.deepcopy(model.tokenizer)
-        self._model = model
+        exports = self._cache_dir / f"{self._label}-{digest}"
+        if self._precision == "auto":
+            choice, encoder = self._choose(model, digest, exports)
+            self._inference_path = choice.path
+            log.info(
+                "inference_path_chosen",
+                path=choice.path,
+                reason=choice.reason,
+                measured=[trial.path for trial in choice.trials],
+            )
+        else:
+            self._inference_path = self._precision
+            try:
+                encoder = build_encoder(self._precision, model, exports)
+            except PathUnavailable as err:
+                raise ConfigurationError(
+                    f"CDC_EMBEDDING_PRECISION={self._precision} cannot run here: {err}"
+                ) from err
+        self._fingerprint = f"{self._label}:{digest}:{self._inference_path}"
+        self._encoder = encoder
         log.info("model_loaded", fingerprint=self._fingerprint, dimension=self._dimension)
+
+    def _choose(
+        self, model: SentenceTransformer, digest: str, exports: Path
+    ) -> tuple[Choice, Encoder]:
+        gate = gate_set()
+        reference = shipped_reference(gate, digest)
+        never = threading.Event()
+
+        def attempt(path: InferencePath) -> tuple[Trial, Encoder]:
+            nonlocal reference
+            encoder = build_encoder(path, model, exports)
+            self._matrix(encoder, gate.texts[: self._batch_size], never)
+            started = time.perf_counter()
+            vectors = self._matrix(encoder, gate.texts, never)
+            rate = len(gate.texts) / (time.perf_counter() - started)
+            if reference is None:
+                fp32 = encoder if path == "fp32" else build_encoder("fp32", model, exports)
+                reference = vectors if path == "fp32" else self._matrix(fp32, gate.texts, never)
+            return Trial(path, rate, judge(gate, reference, vectors)), encoder
+
+        recorded = []
+        prefix = f"{self._label}:{digest}:"
+        if self._recorded is not None and self._recorded.startswith(prefix):
+            recorded.append(("on the Milvus collection", self._recorded.removeprefix(prefix)))
+        earlier = read_choice(exports)
+        if earlier is not None:
+            recorded.append((f"in {exports / CHOICE_FILE}", earlier))
+        try:
+            choice, encoder = choose(attempt, recorded)
+        except PathUnavailable as err:
+            raise ConfigurationError(f"model {self._label}: {err}") from err
+        if earlier != choice.path:
+            save_choice(exports, choice)
+        return choice, encoder
 
 
 def _resolve(model: str) -> tuple[Path, str]:

@@ -1,0 +1,213 @@
+"""Inference paths: the ways one sentence-transformers model can be run on a CPU.
+
+Every path computes the same function as the fp32 model (the quality gate in
+indexer/quality.py measures how closely); they differ in speed. The ONNX and
+OpenVINO paths run a graph exported from the local fp32 model (transformer,
+pooling and any later modules in one graph) and cached under a directory, so
+nothing is downloaded and an export happens once per model and cache.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import structlog
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+log = structlog.get_logger(__name__)
+
+InferencePath = Literal["fp32", "bf16", "onnx-fp32", "onnx-int8", "openvino-fp32", "openvino-bf16"]
+PATHS: tuple[InferencePath, ...] = (
+    "fp32",
+    "bf16",
+    "onnx-fp32",
+    "onnx-int8",
+    "openvino-fp32",
+    "openvino-bf16",
+)
+"""Every path, the reference (fp32) first."""
+
+Encoder = Callable[[list[str], int], np.ndarray]
+"""Texts and a batch size to one float32 row per text, in order (not normalised)."""
+
+ONNX_FILE = "model.onnx"
+INT8_FILE = "model-int8.onnx"
+
+
+class PathUnavailable(Exception):
+    """This machine or installation cannot run the path; the message says why."""
+
+
+def build_encoder(path: InferencePath, model: SentenceTransformer, export_dir: Path) -> Encoder:
+    """An encoder running *model* (the loaded fp32 model) along *path*.
+
+    The ONNX and OpenVINO paths export *model* into *export_dir* on first use
+    (a few seconds) and reuse the files after. Raises PathUnavailable when a
+    package is missing, the CPU lacks what the path needs, or the export
+    cannot be written."""
+    if path == "fp32":
+        return _torch_encoder(model)
+    if path == "bf16":
+        import torch
+
+        return _torch_encoder(copy.deepcopy(model).to(torch.bfloat16))
+    if path in ("onnx-fp32", "onnx-int8"):
+        return _onnx_encoder(model, _onnx_file(model, export_dir, int8=path == "onnx-int8"))
+    return _openvino_encoder(model, _onnx_file(model, export_dir, int8=False), path)
+
+
+def _torch_encoder(model: SentenceTransformer) -> Encoder:
+    def encode(texts: list[str], batch_size: int) -> np.ndarray:
+        raw = model.encode(
+            texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False
+        )
+        return np.asarray(raw, dtype=np.float32)
+
+    return encode
+
+
+def _batched_graph(
+    model: SentenceTransformer, inputs: set[str], run: Callable[[dict[str, np.ndarray]], Any]
+) -> Encoder:
+    """An encoder that tokenizes as *model* does and runs the exported graph per batch."""
+    tokenizer = copy.deepcopy(model.tokenizer)
+    max_length = model.max_seq_length
+
+    def encode(texts: list[str], batch_size: int) -> np.ndarray:
+        rows = []
+        for start in range(0, len(texts), batch_size):
+            features = tokenizer(
+                texts[start : start + batch_size],
+                padding=True,
+                truncation=True,
+                max_length=max_length,
+                return_tensors="np",
+            )
+            feed = {k: v.astype(np.int64) for k, v in features.items() if k in inputs}
+            rows.append(np.asarray(run(feed), dtype=np.float32))
+        return np.concatenate(rows)
+
+    return encode
+
+
+def _onnx_encoder(model: SentenceTransformer, graph: Path) -> Encoder:
+    try:
+        import onnxruntime
+    except ImportError as err:
+        raise PathUnavailable(f"onnxruntime is not installed ({err})") from err
+    session = onnxruntime.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+    inputs = {i.name for i in session.get_inputs()}
+    return _batched_graph(model, inputs, lambda feed: session.run(None, feed)[0])
+
+
+def _openvino_encoder(model: SentenceTransformer, graph: Path, path: InferencePath) -> Encoder:
+    try:
+        import openvino
+    except ImportError as err:
+        raise PathUnavailable(f"openvino is not installed ({err})") from err
+    core = openvino.Core()
+    precision = "bf16" if path == "openvino-bf16" else "f32"
+    if precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        raise PathUnavailable("this CPU has no bf16 instructions (OpenVINO would run f32)")
+    compiled = core.compile_model(
+        core.read_model(str(graph)),
+        "CPU",
+        {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"},
+    )
+    request = compiled.create_infer_request()
+    inputs = {port.get_any_name() for port in compiled.inputs}
+    return _batched_graph(model, inputs, lambda feed: request.infer(feed)[0].copy())
+
+
+def _onnx_file(model: SentenceTransformer, export_dir: Path, *, int8: bool) -> Path:
+    """The exported graph in *export_dir*, written first if missing."""
+    graph = export_dir / ONNX_FILE
+    try:
+        export_dir.mkdir(parents=True, exist_ok=True)
+        if not graph.is_file():
+            _write_atomically(graph, lambda target: _export(model, target))
+            log.info("model_exported", file=str(graph))
+        if not int8:
+            return graph
+        quantized = export_dir / INT8_FILE
+        if not quantized.is_file():
+            _write_atomically(quantized, lambda target: _quantize(graph, target))
+            log.info("model_quantized", file=str(quantized))
+        return quantized
+    except OSError as err:
+        raise PathUnavailable(f"cannot write the exported model under {export_dir}: {err}") from err
+
+
+def _write_atomically(target: Path, write: Callable[[Path], None]) -> None:
+    """Write through a temporary file renamed into place: two processes exporting
+    the same model at once each leave a whole file, never a torn one."""
+    handle, temporary = tempfile.mkstemp(dir=target.parent, suffix=target.suffix)
+    os.close(handle)
+    try:
+        write(Path(temporary))
+        os.replace(temporary, target)
+    finally:
+        Path(temporary).unlink(missing_ok=True)
+
+
+def _export(model: SentenceTransformer, target: Path) -> None:
+    try:
+        import onnx  # noqa: F401  (the exporter needs it)
+        import torch
+    except ImportError as err:
+        raise PathUnavailable(f"onnx is not installed ({err})") from err
+
+    example = model.tokenizer(
+        ["an example", "a longer example text"], return_tensors="pt", padding=True
+    )
+    names = list(example.keys())
+
+    class Graph(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+            embedding: torch.Tensor = self.model(dict(zip(names, tensors, strict=True)))[
+                "sentence_embedding"
+            ]
+            return embedding
+
+    axes = {name: {0: "batch", 1: "tokens"} for name in names}
+    with warnings.catch_warnings(), torch.no_grad():
+        # The TorchScript exporter is deprecated, and says so; the dynamo one
+        # needs onnxscript and exports this model no faster at run time.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            Graph().eval(),
+            tuple(example[name] for name in names),
+            str(target),
+            dynamo=False,
+            input_names=names,
+            output_names=["sentence_embedding"],
+            dynamic_axes={**axes, "sentence_embedding": {0: "batch"}},
+            opset_version=17,
+        )
+
+
+def _quantize(graph: Path, target: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    # Per-channel int8 weights of the matrix products, activations quantised per
+    # batch at run time: the dynamic scheme of sentence-transformers' avx512_vnni.
+    quantize_dynamic(
+        graph,
+        target,
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        op_types_to_quantize=["MatMul"],
+    )

