@@ -59,6 +59,7 @@ from indexer.chunking import Chunker
 from indexer.embedding import Embedder, SentenceTransformerEmbedder
 from indexer.handlers import Dispatcher, EventHandler
 from indexer.lanes import LanedEmbedder
+from indexer.provenance import recorded_fingerprint
 from indexer.remote import RemoteEmbedder
 from indexer.scheduler import IndexScheduler, TaskObserver
 from indexer.store import VectorStore
@@ -87,9 +88,13 @@ def replica_name() -> str:
     return f"{socket.gethostname()}"
 
 
-def build_embedder(settings: Settings) -> SentenceTransformerEmbedder | RemoteEmbedder:
+def build_embedder(
+    settings: Settings, *, recorded: str | None = None
+) -> SentenceTransformerEmbedder | RemoteEmbedder:
     """The embedding servers of CDC_EMBEDDING_URL when it is set, counting tokens with
-    the tokenizer of CDC_EMBEDDING_MODEL; else that model, run in this process."""
+    the tokenizer of CDC_EMBEDDING_MODEL; else that model, run in this process along
+    the inference path of CDC_EMBEDDING_PRECISION (with auto, *recorded*, the
+    fingerprint the collection was made with, is kept while it passes the gate)."""
     if settings.embedding_url:
         key = settings.embedding_api_key
         return RemoteEmbedder(
@@ -106,6 +111,19 @@ def build_embedder(settings: Settings) -> SentenceTransformerEmbedder | RemoteEm
         device=settings.embedding_device,
         batch_size=settings.embedding_batch_size,
         precision=settings.embedding_precision,
+        cache_dir=settings.embedding_cache_dir,
+        recorded=recorded,
+    )
+
+
+async def recorded_embedder(settings: Settings) -> str | None:
+    """The fingerprint the pipeline's collection records, when the local model's
+    inference path is chosen automatically (and so must keep to it); else None.
+    Raises VectorStoreUnavailable."""
+    if settings.embedding_url or settings.embedding_precision != "auto":
+        return None
+    return await asyncio.to_thread(
+        recorded_fingerprint, settings.milvus_uri, settings.milvus_collection
     )
 
 
@@ -493,7 +511,11 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             await preflight(settings, stop)
         except Stopped:
             return
-        embedder = build_embedder(settings)
+        try:
+            recorded = await outlast(lambda: recorded_embedder(settings), what="Milvus", stop=stop)
+        except Stopped:
+            return
+        embedder = build_embedder(settings, recorded=recorded)
         try:
             await outlast(embedder.start, what="the embedding server", stop=stop)
         except Stopped:

@@ -18,7 +18,14 @@ from indexer.plan import pipeline_fingerprint
 from operations import deadletters, positions
 from operations.backfills import follow_state
 from operations.context import IndexView
-from sidecar.app import build_chunker, build_embedder, build_mapper, build_store, redis_for
+from sidecar.app import (
+    build_chunker,
+    build_embedder,
+    build_mapper,
+    build_store,
+    recorded_embedder,
+    redis_for,
+)
 from sidecar.perform import perform_for
 from sidecar.settings import Settings
 
@@ -57,7 +64,7 @@ async def open_index(settings: Settings, redis: Redis) -> AsyncIterator[IndexVie
     """The index as the service would open it, for a command run with no service: the
     model is loaded for its fingerprint (content hashes are built on it) and the
     Milvus collection is opened (and checked against it)."""
-    embedder = build_embedder(settings)
+    embedder = build_embedder(settings, recorded=await recorded_embedder(settings))
     await embedder.start()
     try:
         store = build_store(settings, embedder)

@@ -20,7 +20,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from cdc.query import Query
 from core.errors import ConfigurationError, redact
-from indexer.embedding import DEFAULT_MODEL
+from indexer.embedding import DEFAULT_CACHE_DIR, DEFAULT_MODEL, Precision
 
 # Extended JSON, so a filter can name ObjectIds and dates ({"$oid": ...}, {"$date": ...}).
 _QUERY_JSON = json_util.RELAXED_JSON_OPTIONS.with_options(tz_aware=True, tzinfo=UTC)
@@ -84,7 +84,8 @@ class Settings(BaseSettings):
     embedding_model: str = DEFAULT_MODEL
     embedding_device: str = "cpu"
     embedding_batch_size: int = Field(default=8, ge=1, le=1024)
-    embedding_precision: Literal["fp32", "bf16"] = "fp32"
+    embedding_precision: Precision = "auto"
+    embedding_cache_dir: Path = DEFAULT_CACHE_DIR
     embedding_url: Annotated[list[str], NoDecode] = Field(default_factory=list)
     embedding_server_model: str | None = None
     embedding_api_key: SecretStr | None = None

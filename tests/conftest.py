@@ -119,6 +119,10 @@ def make_settings(
             "index_batch_interval": 0.1,
             "index_retry_times": 1,
             "index_retry_delay": 0.1,
+            # The path the suite's vectors have always had; auto, which measures
+            # every path on a first start, has its own tests (tests/indexer/test_quality.py).
+            "embedding_precision": "fp32",
+            "embedding_cache_dir": tmp_path / "models",
         }
         values.update(overrides)
         return load_settings(**values)

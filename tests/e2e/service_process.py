@@ -54,6 +54,8 @@ def service_environment(settings: Settings) -> dict[str, str]:
         "CDC_BACKFILL_CHUNK": str(settings.backfill_chunk),
         "CDC_BACKFILL_MAX_QUEUED": str(settings.backfill_max_queued),
         "CDC_LEASE_TTL": str(settings.lease_ttl),
+        "CDC_EMBEDDING_PRECISION": settings.embedding_precision,
+        "CDC_EMBEDDING_CACHE_DIR": str(settings.embedding_cache_dir),
         # Off unless a test asks for it: parallel tests would fight over one port.
         "CDC_HTTP_PORT": str(settings.http_port if "http_port" in settings.model_fields_set else 0),
     }
