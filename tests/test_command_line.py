@@ -140,7 +140,7 @@ def test_status_without_redis_says_what_to_do(tmp_path: Path) -> None:
 def test_demo_rejects_unknown_precision(tmp_path: Path) -> None:
     done = cli("demo", "--precision", "fp8", cwd=tmp_path)
     assert done.returncode == 2
-    assert "fp32 or bf16" in done.stderr
+    assert "must be one of auto, fp32, bf16, onnx-fp32" in done.stderr
 
 
 def test_status_with_unreachable_redis_says_so(tmp_path: Path) -> None:
