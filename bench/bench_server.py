@@ -18,7 +18,7 @@ embed the same number of chunks. Printed: chunks/s and the ratio to the local
 baseline, with the share of the CPUs other processes used meanwhile.
 
     .venv/bin/python bench/bench_server.py [--documents 100] [--batch-size 8]
-        [--server-batch-size 16] [--concurrency 2] [--env CDC_NAME=value ...]
+        [--server-batch-size 8] [--concurrency 2] [--env CDC_NAME=value ...]
 """
 
 from __future__ import annotations
@@ -181,7 +181,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--documents", type=int, default=100, help="in the snapshot")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="local")
-    parser.add_argument("--server-batch-size", type=int, default=16, help="texts per request")
+    parser.add_argument(
+        "--server-batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="texts per request"
+    )
     parser.add_argument("--concurrency", type=int, default=2, help="requests per server")
     parser.add_argument("--env", action="append", default=[], help="CDC_NAME=value for the sidecar")
     args = parser.parse_args()
