@@ -64,11 +64,13 @@ class RemoteEmbedder:
     servers know as *model*; token counts from *tokenizer*, the same model's.
 
     A call to embed() is cut into requests of *batch_size* texts, sent at once;
-    at most *concurrency* requests per server are in flight across all calls.
-    Each request goes to the server with the fewest requests in flight, and on an
+    at most *concurrency* times as many requests as there are servers are in
+    flight across all calls. Each request goes to the server with the fewest
+    requests in flight (so about *concurrency* each while all are up), and on an
     outage of that server to the next one, until every server was tried once.
     *timeout* bounds each request in seconds. *api_key*, when given, is sent as a
-    bearer token and appears in no message.
+    bearer token and appears in no message. *transport*, when given, carries the
+    requests instead of httpx's own (a proxy setup, a scripted server).
 
     start() checks each server: it must answer for *model*, name no other model
     in its reply, and all of them must give the same dimension and the same
