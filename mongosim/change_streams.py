@@ -23,6 +23,7 @@ from mongosim.cursors import MAX_BATCH_BYTES
 from mongosim.engine import compatible_stage, matches, run_pipeline
 from mongosim.errors import RETRYABLE_CODES, CommandError
 from mongosim.oplog import HIGH_WATER_MARK, ResumeToken
+from mongosim.projection import Inclusion
 from mongosim.storage import Storage
 
 # Stages the server allows after $changeStream, and the rewrite of those
@@ -107,6 +108,13 @@ def change_stream_stage(stage: Mapping[str, Any]) -> dict[str, Any]:
     return compatible_stage(stage)
 
 
+def _compiled(stage: dict[str, Any]) -> dict[str, Any] | Inclusion:
+    """*stage*, or the Inclusion that evaluates it when it is an inclusion ``$project``."""
+    spec = stage.get("$project")
+    inclusion = Inclusion.of(spec) if isinstance(spec, Mapping) else None
+    return stage if inclusion is None else inclusion
+
+
 class ChangeStreamCursor:
     """One open change stream: its position in the oplog and its trailing pipeline."""
 
@@ -132,7 +140,7 @@ class ChangeStreamCursor:
         self._storage = storage
         self._oplog = storage.oplog
         self._factory = EventFactory(storage, scope, modes)
-        self._stages = [change_stream_stage(stage) for stage in stages]
+        self._stages = [_compiled(change_stream_stage(stage)) for stage in stages]
         self._database = storage.database(scope.db or "admin")
         self._pending: deque[dict[str, Any]] = deque()
         self._seq, self._skip, start = self._start(options)
@@ -265,6 +273,9 @@ class ChangeStreamCursor:
         token = event["_id"]
         shaped = event
         for stage in self._stages:
+            if isinstance(stage, Inclusion):
+                shaped = stage(shaped)
+                continue
             spec = stage.get("$match")
             if spec is not None:
                 if not matches(spec, shaped):
