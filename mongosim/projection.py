@@ -27,6 +27,8 @@ class Inclusion:
     @classmethod
     def of(cls, spec: Mapping[str, Any]) -> Inclusion | None:
         """The projection *spec* describes, or None when it is not a plain inclusion."""
+        if not spec:
+            return None
         tree: Tree = {}
         keep_id = True
         for path, value in spec.items():
