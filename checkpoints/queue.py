@@ -21,9 +21,12 @@ from core.events import DocumentEvent
 # KEYS: fence, stream (a lane), position (the checkpoint, or a backfill's progress),
 # stats, the priority lane. ARGV: fence, position JSON ("" to keep the saved one), the
 # counter to add the events to, the id the saved position must have, in state running
-# ("" for no check), then per event its JSON, key, and "p" for the priority lane (""
-# for the stream of KEYS[2]). Returns 1, 0 when the fence is stale, -1 when the
-# saved position is another's or was cancelled (nothing written either way).
+# ("" for no check), then the events, packed into one string (see _packed): per event
+# "p" for the priority lane or "-" for the stream of KEYS[2], its key's length in
+# bytes, ":", its key, its JSON and a newline (compact JSON never holds a raw newline).
+# One argument instead of three per event spares the client most of its encoding
+# work. Returns 1, 0 when the fence is stale, -1 when the saved position is another's
+# or was cancelled (nothing written either way).
 _APPEND = LuaScript(
     FENCE_CHECK
     + """
@@ -37,17 +40,25 @@ if ARGV[4] ~= '' then
     return -1
   end
 end
-for i = 5, #ARGV, 3 do
+local packed = ARGV[5]
+local at = 1
+local added = 0
+while at <= #packed do
   local lane = KEYS[2]
-  if ARGV[i + 2] == 'p' then
+  if string.byte(packed, at) == 112 then
     lane = KEYS[5]
   end
-  redis.call('XADD', lane, '*', 'event', ARGV[i], 'key', ARGV[i + 1])
+  local colon = string.find(packed, ':', at + 1, true)
+  local key_end = colon + tonumber(string.sub(packed, at + 1, colon - 1))
+  local line_end = string.find(packed, '\\n', key_end + 1, true)
+  redis.call('XADD', lane, '*', 'event', string.sub(packed, key_end + 1, line_end - 1),
+    'key', string.sub(packed, colon + 1, key_end))
+  added = added + 1
+  at = line_end + 1
 end
 if ARGV[2] ~= '' then
   redis.call('SET', KEYS[3], ARGV[2])
 end
-local added = (#ARGV - 4) / 3
 if added > 0 then
   redis.call('HINCRBY', KEYS[4], ARGV[3], added)
 end
@@ -122,9 +133,7 @@ class EventQueue:
         urgent: Collection[str] = (),
     ) -> None:
         counter = "events_captured" if stream == self._keys.events else "events_backfilled"
-        args: list[EncodableT] = [fence, position, counter, guard]
-        for event in events:
-            args += (event.to_json(), event.key, "p" if event.event_id in urgent else "")
+        args: list[EncodableT] = [fence, position, counter, guard, _packed(events, urgent)]
         keys = [self._keys.fence, stream, position_key, self._keys.stats, self._keys.priority]
         done = int(await _APPEND(self._redis, keys, args))
         if done == -1:
@@ -198,6 +207,17 @@ class EventQueue:
                         found.append(entry)
                 start = f"({as_text(rows[-1][0])}"
         return found
+
+
+def _packed(events: Sequence[DocumentEvent], urgent: Collection[str]) -> str:
+    """The events as _APPEND reads them, each encoded once."""
+    lines = []
+    for event in events:
+        key = event.key
+        size = len(key) if key.isascii() else len(key.encode())
+        lane = "p" if event.event_id in urgent else "-"
+        lines.append(f"{lane}{size}:{key}{event.to_json()}\n")
+    return "".join(lines)
 
 
 def position_time(checkpoint: Checkpoint | None) -> float | None:

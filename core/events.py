@@ -10,11 +10,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
 EventType = Literal["created", "updated", "deleted", "dropped", "renamed"]
+
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
+"""Built once: json.dumps builds an encoder on every call given any option."""
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+"""Each event class's field names, looked up once."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -29,10 +35,16 @@ class DocumentEvent:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        body = asdict(self)
+        """The event's one queue entry. Reads the fields as they are (no deep copy, as
+        ``dataclasses.asdict`` would make): capture encodes every event it queues."""
+        cls = type(self)
+        names = _FIELD_NAMES.get(cls) or _FIELD_NAMES.setdefault(
+            cls, tuple(f.name for f in fields(cls))
+        )
+        body = {name: getattr(self, name) for name in names}
         body["event_type"] = self.event_type
         body["timestamp"] = self.timestamp.isoformat()
-        return json.dumps(body, ensure_ascii=False, separators=(",", ":"), default=str)
+        return _ENCODER.encode(body)
 
     @property
     def key(self) -> str:

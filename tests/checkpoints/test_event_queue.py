@@ -34,6 +34,43 @@ def position(data: str) -> Checkpoint:
     return Checkpoint({"_data": data}, 42, None, datetime(2026, 1, 2, tzinfo=UTC))
 
 
+async def test_keys_and_texts_of_any_characters_reach_the_stream_as_they_were(
+    redis_client: aioredis.Redis, keys: Keys, fence: int
+) -> None:
+    """The events travel to Redis packed in one string, each key behind its length in
+    bytes: a key holding the separators, newlines or multi-byte characters, and a text
+    holding newlines, come out whole."""
+    queue = EventQueue(redis_client, keys)
+    names = ["a:1\n-p2:x", "文档:\n", "", "9:" * 20]
+    events = [
+        DocumentCreatedEvent(
+            event_id=f"e{n}",
+            document_id=name,
+            namespace="db.docs",
+            version=1000 + n,
+            timestamp=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+            content=f"line one\nline two {name}",
+            source="test",
+        )
+        for n, name in enumerate(names)
+    ]
+
+    await queue.append(events, position("82AB"), fence=fence, urgent={"e1"})
+
+    live = await redis_client.xrange(keys.events)
+    urgent = await redis_client.xrange(keys.priority)
+    assert [event_from_json(fields[b"event"]) for _, fields in live] == [
+        events[0],
+        *events[2:],
+    ]
+    assert [event_from_json(fields[b"event"]) for _, fields in urgent] == [events[1]]
+    assert [fields[b"key"].decode() for _, fields in live + urgent] == [
+        events[0].key,
+        *[e.key for e in events[2:]],
+        events[1].key,
+    ]
+
+
 async def test_append_queues_events_saves_position_and_counts(
     redis_client: aioredis.Redis, keys: Keys, fence: int
 ) -> None:
