@@ -25,15 +25,21 @@ class Backpressure:
         self._max_backlog = max_backlog
         self._poll = poll
 
-    async def wait(self, stop: asyncio.Event) -> None:
-        """Return once the backlog is at most max_backlog, or as soon as *stop* is set."""
+    async def has_room(self) -> bool:
+        """Whether the backlog is at most max_backlog now (one read of the queue)."""
+        return await self._queue.backlog() <= self._max_backlog
+
+    async def wait(self, stop: asyncio.Event) -> bool:
+        """Return True once the backlog is at most max_backlog, False as soon as *stop*
+        is set while it is above."""
         backlog = await self._queue.backlog()
         if backlog <= self._max_backlog:
-            return
+            return True
         log.warning("backpressure_on", backlog=backlog, max_backlog=self._max_backlog)
         while not stop.is_set():
             await sleep_unless(stop, self._poll)
             backlog = await self._queue.backlog()
             if backlog <= self._max_backlog:
-                break
-        log.info("backpressure_off", backlog=backlog, max_backlog=self._max_backlog)
+                log.info("backpressure_off", backlog=backlog, max_backlog=self._max_backlog)
+                return True
+        return False

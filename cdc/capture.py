@@ -3,8 +3,13 @@
 Each batch of changes becomes one EventQueue.append: the batch's events and
 the position after its last change, written atomically, so the saved
 position never moves past an event that is not durably queued. A crash
-anywhere replays at most the batch in hand, and replays are harmless
-(event ids and versions come from the changes themselves)."""
+anywhere replays at most the batches in hand (the one being queued, the one
+being mapped and the changes read ahead), and replays are harmless (event ids
+and versions come from the changes themselves).
+
+The three stages overlap: the stream is read ahead on a task of its own
+(cdc.readahead), the changes in hand are mapped while the batch before them
+is being queued, and writes land one at a time, in order."""
 
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ from cdc.catalog import catalog_events
 from cdc.mapping import ChangeMapper, CollectionChange, origin_of
 from cdc.namespaces import Document, WatchScope
 from cdc.positions import StreamPosition, token_cluster_time
+from cdc.readahead import ReadAhead
 from checkpoints.queue import EventQueue
 from checkpoints.stats import Stats
 from checkpoints.tokens import ResumeTokenStore, pack_timestamp
@@ -66,12 +72,14 @@ class Capture:
     *collections* empty watches the whole database. *fence* is the lease's
     fencing token, or a callable returning the current one; a write with a
     stale fence raises LeaseLost, which ends :meth:`run`. *max_batch* caps
-    the events of one queue write, *max_backlog* the queue length above
-    which reading pauses (backpressure), *full_document* chooses
+    the changes of one queue write (a batch is what was read while the one
+    before it was queued, so a stream that is behind fills it and a live one
+    queues each change as it comes), *max_backlog* the queue length above
+    which queueing pauses (backpressure), *full_document* chooses
     updateLookup or post-images ("whenAvailable" falls back to a lookup when
     the post-image is missing), *pre_images* asks for
-    fullDocumentBeforeChange "whenAvailable". *max_await* bounds how long a
-    read waits for changes, and so how late a change is queued and how soon
+    fullDocumentBeforeChange "whenAvailable". *max_await* bounds how long the
+    server waits for changes before answering an empty read, and so how soon
     a stop is noticed. A quiet stream's position is saved at most every
     *checkpoint_interval* seconds. Outages (MongoDB or Redis unreachable) are
     waited out through core.retry with backoff up to *max_retry_wait* seconds;
@@ -150,29 +158,79 @@ class Capture:
     async def _follow(self, stop: asyncio.Event) -> Mapping[str, Any] | None:
         """Stream from the current position until stop (None) or an invalidate (its token)."""
         try:
-            async with await self._open() as stream:
-                last: _Batch | None = None
-                while not stop.is_set():
-                    raise_if_cancelling()
-                    await self._backpressure.wait(stop)
-                    if stop.is_set():
-                        # No read past the queue's limit; the position in hand is saved
-                        # all the same (a quiet read's is skipped while recent).
-                        if last is not None and last.quiet:
-                            await self._commit(last, final=True)
-                        break
-                    batch = await self._read(stream)
-                    await self._commit(batch, final=stop.is_set())
-                    if batch.invalidated_by is not None:
-                        return batch.invalidated_by
-                    last = batch
+            async with (
+                await self._open() as stream,
+                ReadAhead(stream, 2 * self._max_batch) as ahead,
+            ):
+                return await self._pump(ahead, stop)
         except OperationFailure as exc:
             if exc.code in HISTORY_LOST_CODES:
                 reason = (exc.details or {}).get("errmsg", str(exc))
                 log.error("history_lost", code=exc.code, error=reason, **self._position.describe())
                 raise HistoryLost(self._history_lost()) from exc
             raise
-        return None
+
+    async def _pump(self, ahead: ReadAhead, stop: asyncio.Event) -> Mapping[str, Any] | None:
+        """Map each batch while the one before it is being queued and the stream is read
+        ahead: the server, the mapping and Redis work at once. Writes still happen one
+        at a time and in order, each one atomic with its position, and a batch is
+        queued only after the one before it landed, so the saved position never passes
+        an event that is not queued. The backlog is read after each write lands (within
+        the write's task) and waited on before the next, so the queue stays within
+        max_backlog + max_batch."""
+        writing: asyncio.Task[bool] | None = None
+        last: _Batch | None = None
+        try:
+            while not stop.is_set():
+                raise_if_cancelling()
+                batch = await self._read(ahead)
+                room = await self._landed(writing)
+                writing = None
+                if not room and not await self._backpressure.wait(stop):
+                    # Stopped while the queue is full: no write past its limit; a
+                    # batch of events is read again on the next start, a position
+                    # alone is saved all the same.
+                    if batch.quiet:
+                        await self._commit(batch, final=True)
+                    return None
+                if stop.is_set() or batch.invalidated_by is not None:
+                    await self._commit(batch, final=stop.is_set())
+                    return batch.invalidated_by
+                writing = asyncio.create_task(self._queue_batch(batch))
+                # Let the write encode and send its batch, and the read ahead ask the
+                # server for more, before mapping the next batch holds the thread.
+                await asyncio.sleep(0)
+                last = batch
+            await self._landed(writing)
+            writing = None
+            if last is not None and last.quiet:
+                # The quiet position read last may have been skipped as recent.
+                await self._commit(last, final=True)
+            return None
+        finally:
+            if writing is not None:
+                await self._abandon(writing)
+
+    async def _queue_batch(self, batch: _Batch) -> bool:
+        """Commit *batch*; then whether the queue has room for the next one."""
+        await self._commit(batch, final=False)
+        return await self._backpressure.has_room()
+
+    @staticmethod
+    async def _landed(writing: asyncio.Task[bool] | None) -> bool:
+        """Wait for the write in flight, if any (its error is raised here); whether the
+        queue had room after it (False when there was none: not known)."""
+        return writing is not None and await writing
+
+    @staticmethod
+    async def _abandon(writing: asyncio.Task[bool]) -> None:
+        """Leave the write in flight on an error: let it land (the position it saves is
+        true either way) unless capture itself is being cancelled; the error that ended
+        capture is the one reported."""
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            writing.cancel()
+        await asyncio.gather(writing, return_exceptions=True)
 
     def _history_lost(self) -> str:
         return (
@@ -199,17 +257,20 @@ class Capture:
         log.info("stream_opened", scope=self._scope.describe(), **self._position.describe())
         return stream
 
-    async def _read(self, stream: AsyncChangeStream[Document]) -> _Batch:
-        """Read until the server has nothing more right now, *max_batch* events
-        are in hand, *max_await* has passed, or the stream is invalidated."""
-        batch = _Batch(token=stream.resume_token)
-        deadline = asyncio.get_running_loop().time() + self._max_await
-        while len(batch.events) < self._max_batch:
-            change = await stream.try_next()
+    async def _read(self, ahead: ReadAhead) -> _Batch:
+        """The changes in hand, up to *max_batch*, waiting only when there is none: a
+        stream that is behind gives batches of what was read while the last one was
+        queued, a live one each change as it comes. Ends early at an invalidate."""
+        batch = _Batch(token=None)
+        last: Mapping[str, Any] | None = None
+        for read in await ahead.take(self._max_batch):
+            change: Mapping[str, Any] | None = read.change
             if change is None:
-                batch.token = stream.resume_token
-                break
-            result, urgent = await self._map(change)
+                batch.token = read.token
+                continue
+            if self._lacks_post_image(change):
+                change = await self._look_up(change)
+            result, urgent = self._map(change)
             if isinstance(result, CollectionChange):
                 if result.operation_type == "invalidate":
                     # The server refuses to resume after an invalidate: the batch
@@ -226,24 +287,26 @@ class Capture:
                 batch.events.append(result)
                 if urgent:
                     batch.urgent.add(result.event_id)
-            batch.token = stream.resume_token
-            batch.cluster_time = pack_timestamp(change["clusterTime"])
-            if asyncio.get_running_loop().time() >= deadline:
-                break
+            batch.token = read.token
+            last = change
+        if last is not None:
+            batch.cluster_time = pack_timestamp(last["clusterTime"])
         return batch
 
-    async def _map(
-        self, change: Mapping[str, Any]
-    ) -> tuple[DocumentEvent | CollectionChange | None, bool]:
-        """The change's event (as ChangeMapper gives it), and whether it goes to the
-        priority lane."""
-        if (
+    def _lacks_post_image(self, change: Mapping[str, Any]) -> bool:
+        """Whether *change* needs the lookup that "whenAvailable" falls back to."""
+        return (
             self._full_document == "whenAvailable"
             and change["operationType"] in ("update", "replace")
             and change.get("fullDocument") is None
             and self._mapper.relevant(change)
-        ):
-            change = await self._look_up(change)
+        )
+
+    def _map(
+        self, change: Mapping[str, Any]
+    ) -> tuple[DocumentEvent | CollectionChange | None, bool]:
+        """The change's event (as ChangeMapper gives it), and whether it goes to the
+        priority lane."""
         try:
             return self._mapper(change), self._mapper.urgent(change)
         except DocumentRejected as exc:

@@ -727,3 +727,40 @@ async def test_a_stop_during_the_backpressure_check_still_saves_the_quiet_positi
     assert len(queue.appended) == saves + 1
     checkpoint = await parts.tokens.load()
     assert checkpoint is not None and (checkpoint.cluster_time or 0) >= moved_to
+
+
+async def test_a_backlog_written_while_capture_was_down_is_caught_up_once_across_a_restart(
+    mongo: Client, parts: PipelineParts
+) -> None:
+    """Every change written while capture was down is queued after it starts again, in
+    stream order and once, though capture is stopped half-way through the backlog (with
+    reads ahead of what it queued) and started again."""
+    articles = mongo[DATABASE]["articles"]
+    async with running(make_capture(mongo, parts), parts):
+        pass
+    checkpoint = await parts.tokens.load()
+    assert checkpoint is not None and checkpoint.token is not None
+    await articles.insert_many([{"_id": n, "title": f"t{n}"} for n in range(800)])
+    await articles.update_many({"_id": {"$lt": 200}}, {"$set": {"title": "edited"}})
+    for n in range(0, 200, 4):
+        await articles.update_one({"_id": n}, {"$set": {"title": f"again {n}"}})
+    await articles.delete_many({"_id": {"$gte": 740}})
+    total = 800 + 200 + 50 + 60
+    stream_ids: list[str] = []
+    async with await articles.watch(resume_after=checkpoint.token, max_await_time_ms=100) as s:
+        while len(stream_ids) < total:
+            change = await s.try_next()
+            if change is not None:
+                stream_ids.append(change["_id"]["_data"])
+
+    async with running(make_capture(mongo, parts, max_batch=40), parts):
+        await queued(parts, total // 2)
+    assert await parts.queue.backlog() < total, "the restart must come half-way"
+    async with running(make_capture(mongo, parts, max_batch=40), parts):
+        await queued(parts, total)
+
+    events = await parts.events()
+    assert [event.event_id for event in events] == stream_ids
+    saved = await parts.tokens.load()
+    assert saved is not None and saved.token is not None
+    assert saved.token["_data"] >= stream_ids[-1]
