@@ -60,6 +60,15 @@ def _walk(value: Any, parts: Sequence[str]) -> Iterator[Any]:
                     yield from _walk(element, parts)
 
 
+def _found(document: Mapping[str, Any], parts: Sequence[str]) -> list[Any]:
+    """What _walk yields, listed; a top-level path is looked up without walking (the
+    common case, on every captured change)."""
+    if len(parts) == 1:
+        head = parts[0]
+        return [document[head]] if head in document else []
+    return list(_walk(document, parts))
+
+
 def values_at(document: Mapping[str, Any], path: str) -> list[Any]:
     """Every value at dotted *path* in *document* (several when the path crosses arrays).
 
@@ -93,8 +102,11 @@ class IndexedText:
     def __call__(self, document: Mapping[str, Any]) -> str:
         pieces: list[str] = []
         for path, parts in zip(self._paths, self._parts, strict=True):
-            for value in _walk(document, parts):
-                pieces.extend(self._texts(path, value))
+            for value in _found(document, parts):
+                if isinstance(value, str):
+                    pieces.append(value)
+                else:
+                    pieces.extend(self._texts(path, value))
         return "\n\n".join(piece for piece in pieces if piece)
 
     def _texts(self, path: str, value: Any) -> Iterator[str]:
@@ -188,7 +200,7 @@ class MetadataFields:
     def __call__(self, document: Mapping[str, Any]) -> dict[str, Any]:
         result: dict[str, Any] = {}
         for path, parts in zip(self._paths, self._parts, strict=True):
-            found = list(_walk(document, parts))
+            found = _found(document, parts)
             if not found:
                 continue
             crosses_array = len(found) > 1 or self._crosses_array(document, parts)
@@ -224,7 +236,7 @@ class UserField:
     def __call__(self, document: Mapping[str, Any]) -> str | None:
         if self._parts is None:
             return None
-        found = list(_walk(document, self._parts))
+        found = _found(document, self._parts)
         if not found or found[0] is None:
             return None
         value = found[0]

@@ -207,6 +207,9 @@ def namespace_of(ns: Mapping[str, Any] | None) -> str:
     """ "db.coll" (or "db" for a database-wide change, "" when there is none)."""
     if not ns:
         return ""
+    database, collection = ns.get("db"), ns.get("coll")
+    if isinstance(database, str) and isinstance(collection, str):
+        return f"{database}.{collection}"
     return ".".join(str(ns[part]) for part in ("db", "coll") if ns.get(part) is not None)
 
 
