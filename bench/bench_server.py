@@ -41,7 +41,7 @@ from pathlib import Path
 import psutil
 from bench_pipeline import COLLECTION, DATABASE, ROOT, Model, bench_run, bulk_documents
 
-from indexer.embedding import DEFAULT_BATCH_SIZE, DEFAULT_MODEL
+from indexer.embedding import DEFAULT_BATCH_SIZE, DEFAULT_CACHE_DIR, DEFAULT_MODEL
 
 START_SECONDS = 180.0
 
@@ -141,7 +141,7 @@ async def measure(
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    model = Model(args.precision, args.batch_size)
+    model = Model(args.precision, args.batch_size, args.cache_dir)
     server_settings = [
         f"CDC_EMBEDDING_BATCH_SIZE={args.server_batch_size}",
         f"CDC_EMBEDDING_CONCURRENCY={args.concurrency}",
@@ -187,7 +187,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=2, help="requests per server")
     parser.add_argument("--env", action="append", default=[], help="CDC_NAME=value for the sidecar")
     args = parser.parse_args()
-    args.precision = "fp32"
+    # The servers run the model in fp32: the local baseline does too.
+    args.precision, args.cache_dir = "fp32", DEFAULT_CACHE_DIR
     if not (ROOT / ".venv-infinity/bin/infinity_emb").exists():
         raise SystemExit("Infinity is missing: run `bash scripts/ensure_infinity.sh` first")
     os.environ["HF_HUB_OFFLINE"] = "1"
