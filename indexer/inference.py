@@ -104,7 +104,11 @@ def _onnx_encoder(model: SentenceTransformer, graph: Path) -> Encoder:
         import onnxruntime
     except ImportError as err:
         raise PathUnavailable(f"onnxruntime is not installed ({err})") from err
-    session = onnxruntime.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+    options = onnxruntime.SessionOptions()
+    # Idle worker threads spin by default, taking CPU from capture and Milvus Lite
+    # that share these cores with the model.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = onnxruntime.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
     inputs = {i.name for i in session.get_inputs()}
     return _batched_graph(model, inputs, lambda feed: session.run(None, feed)[0])
 
