@@ -64,7 +64,7 @@ from peer_venv import peer_python
 from workload import CHANGING_FIELD, SHARES, Change, draw_changes, final_documents
 
 from cdc.fields import document_id
-from indexer.embedding import DEFAULT_BATCH_SIZE
+from indexer.embedding import DEFAULT_BATCH_SIZE, DEFAULT_CACHE_DIR
 from sidecar.status import pipeline_status
 
 INSERT_BATCH = 50
@@ -395,7 +395,7 @@ def peer_phases(
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    model = Model(args.precision, args.batch_size)
+    model = Model(args.precision, args.batch_size, args.cache_dir)
     docs = [{**doc, CHANGING_FIELD: 0} for doc in bulk_documents(args.documents, "doc-")]
     changes = draw_changes(docs, args.changes, args.seed)
     bulk_texts = model.chunks(docs)
@@ -535,6 +535,7 @@ def main() -> None:
     parser.add_argument("--documents", type=int, default=274)
     parser.add_argument("--changes", type=int, default=500, help="per mixed phase")
     parser.add_argument("--changes-per-batch", type=int, default=50, help="per index() call")
+    # The two paths the peer's sentence-transformers runs as the sidecar does.
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="encode")
     parser.add_argument(
@@ -553,6 +554,7 @@ def main() -> None:
     if args.quick:
         args.documents, args.changes, args.changes_per_batch = 40, 60, 20
         args.peer_batch_sizes = [100, 1000]
+    args.cache_dir = DEFAULT_CACHE_DIR
     os.environ["HF_HUB_OFFLINE"] = "1"
     asyncio.run(main_async(args))
 
