@@ -61,6 +61,10 @@ def service_environment(settings: Settings) -> dict[str, str]:
     }
     if settings.admin_token is not None:
         env["CDC_ADMIN_TOKEN"] = settings.admin_token
+    if settings.embedding_url:
+        env["CDC_EMBEDDING_URL"] = ",".join(settings.embedding_url)
+    if settings.embedding_api_key is not None:
+        env["CDC_EMBEDDING_API_KEY"] = settings.embedding_api_key.get_secret_value()
     return env
 
 

@@ -1,19 +1,23 @@
 """The service on the embedding server backend, against a real server (Infinity serving
 the packaged model): the server killed in the middle of the indexing and started
 again loses, duplicates and dead-letters nothing; with a list of servers, losing
-one of them does not even pause the indexing."""
+one of them does not even pause the indexing; a service process started before its
+server waits for it, not ready meanwhile, and indexes once it is up."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis.asyncio as aioredis
-from e2e_harness import paragraphs, running, stream_entries
+from e2e_harness import paragraphs, running, stream_entries, wait_applied
 from pymongo import AsyncMongoClient
+from service_process import service_process
 
 from checkpoints.keys import Keys
 from checkpoints.stats import Stats
@@ -22,7 +26,7 @@ from indexer.remote import RemoteEmbedder
 from sidecar.app import build_embedder
 from sidecar.settings import Settings
 from tests.infinity_server import API_KEY, InfinityServer
-from tests.tcp_proxy import TcpProxy
+from tests.tcp_proxy import TcpProxy, free_port
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.model
@@ -127,3 +131,57 @@ async def test_one_server_of_a_list_lost_mid_batch_does_not_stop_the_indexing(
             await assert_nothing_dead_lettered(redis_client, keys)
     finally:
         await proxy.cut()
+
+
+async def test_a_service_started_before_its_server_waits_for_it(
+    make_settings: Callable[..., Settings],
+    redis_client: aioredis.Redis,
+    mongo: Mongo,
+    articles: Any,
+    tmp_path: Path,
+) -> None:
+    server = InfinityServer(tmp_path / "infinity.log")
+    port = free_port()
+    settings = make_settings(
+        embedding_url=server.url,
+        embedding_api_key=API_KEY,
+        http_host="127.0.0.1",
+        http_port=port,
+    )
+    keys = Keys(settings.pipeline)
+    await articles.insert_many(
+        [{"_id": n, "title": f"Doc {n}", "body": paragraphs(f"w{n}", 2)} for n in range(5)]
+    )
+    async with (
+        service_process(settings, tmp_path / "service.log") as service,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client,
+    ):
+
+        async def readiness() -> dict[str, Any] | None:
+            service.require_alive()
+            try:
+                answer = await client.get("/readyz")
+            except httpx.TransportError:
+                return None
+            report: dict[str, Any] = answer.json()
+            return report
+
+        async def waiting_for_the_server() -> bool:
+            report = await readiness()
+            return report is not None and "embedder" in report["outages"]
+
+        await eventually(waiting_for_the_server, within=60, what="/readyz names the embedder")
+        assert not (await readiness() or {}).get("ready")
+        await asyncio.to_thread(server.start)
+        try:
+
+            async def ready() -> bool:
+                report = await readiness()
+                return report is not None and bool(report["ready"])
+
+            await eventually(ready, within=60, what="/readyz ready once the server is up")
+            await wait_applied(redis_client, keys, mongo)
+            assert (await Stats(redis_client, keys).read())["documents_indexed"] == 5
+            await assert_nothing_dead_lettered(redis_client, keys)
+        finally:
+            server.stop()
