@@ -60,9 +60,14 @@ def build_encoder(path: InferencePath, model: SentenceTransformer, export_dir: P
         import torch
 
         return _torch_encoder(copy.deepcopy(model).to(torch.bfloat16))
-    if path in ("onnx-fp32", "onnx-int8"):
-        return _onnx_encoder(model, _onnx_file(model, export_dir, int8=path == "onnx-int8"))
-    return _openvino_encoder(model, _onnx_file(model, export_dir, int8=False), path)
+    try:
+        if path in ("onnx-fp32", "onnx-int8"):
+            return _onnx_encoder(model, _onnx_file(model, export_dir, int8=path == "onnx-int8"))
+        return _openvino_encoder(model, _onnx_file(model, export_dir, int8=False), path)
+    except (RuntimeError, ValueError) as err:
+        # The exporter, ONNX Runtime and OpenVINO report a graph they cannot
+        # build or run (an operator this model uses, a torn file) this way.
+        raise PathUnavailable(f"{path} cannot run this model: {err}") from err
 
 
 def _torch_encoder(model: SentenceTransformer) -> Encoder:
@@ -108,7 +113,19 @@ def _onnx_encoder(model: SentenceTransformer, graph: Path) -> Encoder:
     # Idle worker threads spin by default, taking CPU from capture and Milvus Lite
     # that share these cores with the model.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = onnxruntime.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+    from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
+
+    try:
+        session = onnxruntime.InferenceSession(
+            str(graph), options, providers=["CPUExecutionProvider"]
+        )
+    except (
+        ort_errors.Fail,
+        ort_errors.InvalidGraph,
+        ort_errors.InvalidProtobuf,
+        ort_errors.NotImplemented,
+    ) as err:
+        raise PathUnavailable(f"ONNX Runtime cannot load {graph}: {err}") from err
     inputs = {i.name for i in session.get_inputs()}
     return _batched_graph(model, inputs, lambda feed: session.run(None, feed)[0])
 

@@ -12,7 +12,7 @@ import pytest
 from sentence_transformers import SentenceTransformer
 
 from indexer.embedding import SentenceTransformerEmbedder
-from indexer.inference import PATHS, InferencePath, build_encoder
+from indexer.inference import PATHS, InferencePath, PathUnavailable, build_encoder
 from indexer.quality import GateSet, Verdict, gate_set, judge, shipped_reference
 
 MODEL_DIGEST = "5076c6045d315992"
@@ -120,3 +120,23 @@ async def test_auto_keeps_the_recorded_path_then_the_saved_choice(tmp_path: Path
         assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     finally:
         await second.stop()
+
+
+@pytest.mark.model
+def test_a_path_whose_export_cannot_be_written_is_unavailable(
+    model: SentenceTransformer, tmp_path: Path
+) -> None:
+    blocked = tmp_path / "a file"
+    blocked.write_text("")
+    with pytest.raises(PathUnavailable, match="cannot write the exported model"):
+        build_encoder("onnx-fp32", model, blocked / "exports")
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("path", ["onnx-fp32", "openvino-fp32"])
+def test_a_torn_export_is_unavailable(
+    path: InferencePath, model: SentenceTransformer, tmp_path: Path
+) -> None:
+    (tmp_path / "model.onnx").write_bytes(b"not a graph")
+    with pytest.raises(PathUnavailable, match="cannot"):
+        build_encoder(path, model, tmp_path)
