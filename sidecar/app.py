@@ -127,6 +127,16 @@ async def recorded_embedder(settings: Settings) -> str | None:
     )
 
 
+def laned(settings: Settings, embedder: Embedder) -> LanedEmbedder:
+    """*embedder* shared between the queue's lanes in slices. Servers get slices of one
+    request each, as many at once as they take plus one waiting, so every server stays
+    busy; the in-process model gets the default (one slice encoding, one waiting)."""
+    if not settings.embedding_url:
+        return LanedEmbedder(embedder)
+    requests = settings.embedding_concurrency * len(settings.embedding_url)
+    return LanedEmbedder(embedder, slice_size=settings.embedding_batch_size, ahead=requests + 1)
+
+
 def build_store(settings: Settings, embedder: Embedder) -> VectorStore:
     """The pipeline's Milvus collection, for vectors of *embedder* (started: loaded)."""
     return VectorStore(
@@ -199,7 +209,7 @@ class Sidecar:
         self.versions = VersionStore(redis, self.keys, ttl_seconds=settings.index_version_ttl)
         self.updater = IndexUpdater(
             store=self.store,
-            embedder=LanedEmbedder(embedder),
+            embedder=laned(settings, embedder),
             chunker=chunker,
             versions=self.versions,
             version_guard=settings.index_version_enabled,

@@ -11,6 +11,8 @@ import pytest
 
 from core.errors import EmbedderUnavailable
 from indexer.lanes import Lane, LanedEmbedder, current_lane, lane_of
+from sidecar.app import laned
+from sidecar.settings import load_settings
 from tests.embedders import HashEmbedder
 
 
@@ -130,3 +132,36 @@ async def test_a_cancelled_call_stops_encoding_and_frees_the_model_for_others() 
 
     assert await other == await HashEmbedder().embed(["other"])
     assert inner.started == [["a"], ["other"]]
+
+
+class ConcurrentEmbedder(HashEmbedder):
+    """Servers behind one embedder: calls run concurrently; records the most at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = 0
+        self.most = 0
+        self.sizes: list[int] = []
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        self.now += 1
+        self.most = max(self.most, self.now)
+        self.sizes.append(len(texts))
+        try:
+            await asyncio.sleep(0.01)
+            return await super().embed(texts)
+        finally:
+            self.now -= 1
+
+
+async def test_servers_get_one_request_per_slice_and_every_server_kept_busy() -> None:
+    settings = load_settings(
+        embedding_url="http://a/v1,http://b/v1", embedding_concurrency=2, embedding_batch_size=8
+    )
+    inner = ConcurrentEmbedder()
+
+    vectors = await laned(settings, inner).embed([f"text {i}" for i in range(100)])
+
+    assert len(vectors) == 100
+    assert max(inner.sizes) == 8
+    assert inner.most == 2 * 2 + 1
