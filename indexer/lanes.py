@@ -11,8 +11,7 @@ large (less padding, fewer round trips) without making live changes wait."""
 from __future__ import annotations
 
 import asyncio
-import heapq
-import itertools
+from collections import deque
 from collections.abc import Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -52,24 +51,38 @@ AHEAD = 2
 never idles between slices while the event loop is busy elsewhere."""
 
 
-@dataclass(order=True)
-class _Slice:
-    lane: Lane
-    seq: int
-    texts: list[str] = field(compare=False)
-    result: asyncio.Future[list[list[float]]] = field(compare=False)
-    call: list[asyncio.Future[list[list[float]]]] = field(compare=False)
-    """The results of every slice of the call this one belongs to."""
+@dataclass(eq=False)
+class _Call:
+    """One embed() call: its texts, the vectors found so far, its result."""
+
+    texts: list[str]
+    result: asyncio.Future[list[list[float]]]
+    vectors: list[list[float] | None] = field(init=False)
+    missing: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.vectors = [None] * len(self.texts)
+        self.missing = len(self.texts)
+
+    def found(self, index: int, vector: list[float]) -> None:
+        if self.result.done() or self.vectors[index] is not None:
+            return
+        self.vectors[index] = vector
+        self.missing -= 1
+        if self.missing == 0:
+            self.result.set_result([v for v in self.vectors if v is not None])
 
 
 class LanedEmbedder:
-    """An Embedder over *embedder* that encodes each call in slices of *slice_size*
-    texts, at most *ahead* slices handed to *embedder* at a time, the waiting ones
-    in order of lane (``current_lane`` when embed() was called), then of arrival.
+    """An Embedder over *embedder* that encodes in slices of up to *slice_size* texts,
+    at most *ahead* slices handed to *embedder* at a time. A slice takes the waiting
+    texts of the most urgent lane (``current_lane`` when embed() was called), in order
+    of arrival: a large bulk call is cut into many slices, and small calls of one lane
+    (a few live changes each) share one, so the model sees full batches either way.
 
-    A call's texts are sorted by length before slicing, as the model sorts one
-    call, so slicing adds no padding. Errors of a slice fail its call; cancelling
-    a call withdraws its waiting slices and cancels the ones handed over."""
+    A call's texts wait sorted by length, as the model sorts one call, so cutting it
+    adds no padding. An error fails every call with a text in the slice; cancelling a
+    call withdraws its waiting texts and cancels the slices that hold only its texts."""
 
     def __init__(self, embedder: Embedder, *, slice_size: int = SLICE, ahead: int = AHEAD) -> None:
         if slice_size < 1 or ahead < 1:
@@ -77,9 +90,8 @@ class LanedEmbedder:
         self._embedder = embedder
         self._slice_size = slice_size
         self._ahead = ahead
-        self._waiting: list[_Slice] = []
-        self._handed: set[asyncio.Task[None]] = set()
-        self._seq = itertools.count()
+        self._waiting: dict[Lane, deque[tuple[_Call, int]]] = {lane: deque() for lane in Lane}
+        self._handed: dict[asyncio.Task[None], list[_Call]] = {}
 
     @property
     def dimension(self) -> int:
@@ -99,64 +111,55 @@ class LanedEmbedder:
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         if not texts:
             return []
-        lane = current_lane.get()
-        loop = asyncio.get_running_loop()
+        call = _Call(list(texts), asyncio.get_running_loop().create_future())
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        call: list[asyncio.Future[list[list[float]]]] = []
-        slices = [
-            _Slice(
-                lane,
-                next(self._seq),
-                [texts[i] for i in order[start : start + self._slice_size]],
-                loop.create_future(),
-                call,
-            )
-            for start in range(0, len(order), self._slice_size)
-        ]
-        call += [part.result for part in slices]
-        for part in slices:
-            heapq.heappush(self._waiting, part)
+        self._waiting[current_lane.get()].extend((call, index) for index in order)
+        call.result.add_done_callback(lambda _: self._given_up(call))
         self._hand_over()
         try:
-            parts = await asyncio.gather(*(part.result for part in slices))
+            return await call.result
         finally:
-            for part in slices:
-                part.result.cancel()
-        vectors: list[list[float]] = [[] for _ in texts]
-        for index, vector in zip(order, itertools.chain.from_iterable(parts), strict=True):
-            vectors[index] = vector
-        return vectors
+            call.result.cancel()
 
     def _hand_over(self) -> None:
-        while self._waiting and len(self._handed) < self._ahead:
-            part = heapq.heappop(self._waiting)
-            if part.result.done():
-                continue
+        while len(self._handed) < self._ahead:
+            part = self._next_slice()
+            if not part:
+                return
+            calls = list({id(call): call for call, _ in part}.values())
             task = asyncio.get_running_loop().create_task(self._encode(part))
-            self._handed.add(task)
+            self._handed[task] = calls
             task.add_done_callback(self._finished)
 
+    def _next_slice(self) -> list[tuple[_Call, int]]:
+        for lane in Lane:
+            waiting = self._waiting[lane]
+            part: list[tuple[_Call, int]] = []
+            while waiting and len(part) < self._slice_size:
+                call, index = waiting.popleft()
+                if not call.result.done():
+                    part.append((call, index))
+            if part:
+                return part
+        return []
+
     def _finished(self, task: asyncio.Task[None]) -> None:
-        self._handed.discard(task)
+        self._handed.pop(task, None)
         self._hand_over()
 
-    async def _encode(self, part: _Slice) -> None:
-        encoding = asyncio.ensure_future(self._embedder.embed(part.texts))
-        # A call given up (its result cancelled) stops its slice's encoding too.
-        part.result.add_done_callback(lambda _: encoding.cancel())
+    def _given_up(self, call: _Call) -> None:
+        """*call* is done: stop the slices that hold nothing else."""
+        for task, calls in list(self._handed.items()):
+            if all(other.result.done() for other in calls):
+                task.cancel()
+
+    async def _encode(self, part: list[tuple[_Call, int]]) -> None:
         try:
-            vectors = await encoding
-        except asyncio.CancelledError:
-            given_up = part.result.cancelled()
-            part.result.cancel()
-            if given_up:
-                return
-            raise
-        except Exception as error:  # noqa: BLE001 - handed to the call the slice belongs to
-            if not part.result.done():
-                part.result.set_exception(error)
-            for sibling in part.call:
-                sibling.cancel()
+            vectors = await self._embedder.embed([call.texts[index] for call, index in part])
+        except Exception as error:  # noqa: BLE001 - handed to the calls the slice serves
+            for call, _ in part:
+                if not call.result.done():
+                    call.result.set_exception(error)
             return
-        if not part.result.done():
-            part.result.set_result(vectors)
+        for (call, index), vector in zip(part, vectors, strict=True):
+            call.found(index, vector)

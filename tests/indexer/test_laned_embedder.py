@@ -88,6 +88,23 @@ async def test_a_live_call_waits_for_the_slices_handed_over_not_the_whole_bulk_c
     assert len(await bulk) == 40
 
 
+async def test_small_calls_of_one_lane_share_a_slice() -> None:
+    """Changes captured a few at a time reach the model as full batches."""
+    inner = GatedEmbedder()
+    laned = LanedEmbedder(inner, slice_size=4, ahead=1)
+    first = asyncio.create_task(laned.embed(["first"]))
+    await settle()
+    calls = [asyncio.create_task(laned.embed([f"{n} a", f"{n} b"])) for n in "xyz"]
+    await settle()
+
+    await release(inner, 3)
+
+    assert [len(call) for call in inner.started] == [1, 4, 2]
+    assert await first == await HashEmbedder().embed(["first"])
+    for n, call in zip("xyz", calls, strict=True):
+        assert await call == await HashEmbedder().embed([f"{n} a", f"{n} b"])
+
+
 async def test_priority_slices_go_before_live_ones_and_live_before_bulk() -> None:
     inner = GatedEmbedder()
     laned = LanedEmbedder(inner, slice_size=2, ahead=1)
