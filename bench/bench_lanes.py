@@ -24,7 +24,7 @@ not yet scanned) when the windows end, or they did not measure what they claim
 (raise N).
 
     .venv/bin/python bench/bench_lanes.py [--documents 3000] [--latency-seconds 30]
-        [--burst 300] [--precision fp32|bf16]
+        [--burst 300] [--precision auto|fp32|bf16|...]
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import argparse
 import asyncio
 import json
 import time
+from pathlib import Path
 
 from bench_pipeline import (
     COLLECTION,
@@ -49,7 +50,7 @@ from bench_pipeline import (
 
 from checkpoints.backfills import BackfillStore
 from checkpoints.tokens import ResumeTokenStore
-from indexer.embedding import DEFAULT_BATCH_SIZE
+from indexer.embedding import DEFAULT_BATCH_SIZE, DEFAULT_CACHE_DIR, PRECISIONS
 
 VIP = {"vip": True}
 """What makes a document a priority one here (CDC_PRIORITY_FILTER)."""
@@ -74,7 +75,7 @@ async def indexed_documents(run: Run) -> int:
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    model = Model(args.precision, args.batch_size)
+    model = Model(args.precision, args.batch_size, args.cache_dir)
     async with bench_run(args, model, "lanes") as run:
         redis, keys, mongo, meter = run.redis, run.keys, run.mongo, run.meter
         sidecar = await streaming(run)
@@ -156,7 +157,13 @@ def main() -> None:
     parser.add_argument("--documents", type=int, default=3000)
     parser.add_argument("--latency-seconds", type=float, default=30.0)
     parser.add_argument("--burst", type=int, default=300, help="live documents written at once")
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=DEFAULT_CACHE_DIR,
+        help="exported models and auto's choice, shared with the sidecar",
+    )
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--env", action="append", default=[], help="CDC_NAME=value for the sidecar")
     args = parser.parse_args()
