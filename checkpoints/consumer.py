@@ -25,12 +25,11 @@ BULK_PREFIX = "bulk:"
 PRIORITY_PREFIX = "vip:"
 """What the ids of priority-lane entries start with."""
 
-BULK_BATCH = 50
-"""Bulk entries read at once: as many as a live batch (CDC_INDEX_BATCH_SIZE's default),
-so bulk work is embedded in calls large enough to pad little. A live change does not
-wait for such a batch: the indexer leaves a worker free of bulk work for it, and the
-embedder serves its texts before the bulk batch's remaining ones
-(indexer.lanes.LanedEmbedder)."""
+BULK_BATCH = 8
+"""Bulk entries read at once: small, so a bulk batch frees its worker soon. The model
+still sees full batches: the embedder pools the texts of the bulk batches in flight
+into its slices, serves live and priority texts first (indexer.lanes.LanedEmbedder),
+and the indexer leaves a worker free of bulk work for live changes."""
 
 
 @dataclass(frozen=True)

@@ -655,7 +655,7 @@ async def test_bulk_batches_leave_a_worker_free_for_a_live_change(
         await wait_for(lambda: _bulk_empty(queue))
     assert handler.bulk_most == 2
     assert (Lane.LIVE, "live") in handler.lanes
-    assert {doc for lane, doc in handler.lanes if lane is Lane.BULK} >= {"bulk-0", "bulk-10"}
+    assert sum(lane is Lane.BULK for lane, _ in handler.lanes) >= 4
     assert len({e.document_id for e in handler.applied}) == 41
 
 
