@@ -15,7 +15,7 @@ import numpy as np
 import structlog
 
 from core.errors import ConfigurationError, EmbedderUnavailable
-from indexer.inference import Encoder, InferencePath, PathUnavailable, build_encoder
+from indexer.inference import PATHS, Encoder, InferencePath, PathUnavailable, build_encoder
 from indexer.quality import gate_set, judge, shipped_reference
 from indexer.selection import (
     CHOICE_FILE,
@@ -52,15 +52,7 @@ DEFAULT_CACHE_DIR = Path("data/models")
 Precision = Literal[
     "auto", "fp32", "bf16", "onnx-fp32", "onnx-int8", "openvino-fp32", "openvino-bf16"
 ]
-PRECISIONS: tuple[Precision, ...] = (
-    "auto",
-    "fp32",
-    "bf16",
-    "onnx-fp32",
-    "onnx-int8",
-    "openvino-fp32",
-    "openvino-bf16",
-)
+PRECISIONS: tuple[Precision, ...] = ("auto", *PATHS)
 
 
 @runtime_checkable
