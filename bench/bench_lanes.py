@@ -33,7 +33,6 @@ import argparse
 import asyncio
 import json
 import time
-from pathlib import Path
 
 from bench_pipeline import (
     COLLECTION,
@@ -41,6 +40,7 @@ from bench_pipeline import (
     Model,
     Run,
     SidecarProcess,
+    add_model_options,
     bench_run,
     bulk_documents,
     latency,
@@ -50,7 +50,6 @@ from bench_pipeline import (
 
 from checkpoints.backfills import BackfillStore
 from checkpoints.tokens import ResumeTokenStore
-from indexer.embedding import DEFAULT_BATCH_SIZE, DEFAULT_CACHE_DIR, PRECISIONS
 
 VIP = {"vip": True}
 """What makes a document a priority one here (CDC_PRIORITY_FILTER)."""
@@ -157,14 +156,7 @@ def main() -> None:
     parser.add_argument("--documents", type=int, default=3000)
     parser.add_argument("--latency-seconds", type=float, default=30.0)
     parser.add_argument("--burst", type=int, default=300, help="live documents written at once")
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32")
-    parser.add_argument(
-        "--cache-dir",
-        type=Path,
-        default=DEFAULT_CACHE_DIR,
-        help="exported models and auto's choice, shared with the sidecar",
-    )
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    add_model_options(parser)
     parser.add_argument("--env", action="append", default=[], help="CDC_NAME=value for the sidecar")
     args = parser.parse_args()
     args.env.append(f"CDC_PRIORITY_FILTER={json.dumps(VIP)}")

@@ -757,9 +757,8 @@ def rates(value: str) -> list[float]:
     return parsed
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--documents", type=int, default=274, help="per bulk phase")
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """--precision, --cache-dir and --batch-size: the path Model and the sidecar run."""
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32")
     parser.add_argument(
         "--cache-dir",
@@ -768,6 +767,12 @@ def main() -> None:
         help="exported models and auto's choice, shared with the sidecar",
     )
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--documents", type=int, default=274, help="per bulk phase")
+    add_model_options(parser)
     parser.add_argument("--latency-seconds", type=float, default=30.0, help="per rate")
     parser.add_argument(
         "--rates",
