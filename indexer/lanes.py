@@ -114,7 +114,7 @@ class LanedEmbedder:
         call = _Call(list(texts), asyncio.get_running_loop().create_future())
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         self._waiting[current_lane.get()].extend((call, index) for index in order)
-        call.result.add_done_callback(lambda _: self._given_up(call))
+        call.result.add_done_callback(lambda _: self._cancel_abandoned_slices())
         self._hand_over()
         try:
             return await call.result
@@ -147,8 +147,8 @@ class LanedEmbedder:
         self._handed.pop(task, None)
         self._hand_over()
 
-    def _given_up(self, call: _Call) -> None:
-        """*call* is done: stop the slices that hold nothing else."""
+    def _cancel_abandoned_slices(self) -> None:
+        """A call is done: stop the slices handed over whose calls are all done."""
         for task, calls in list(self._handed.items()):
             if all(other.result.done() for other in calls):
                 task.cancel()
