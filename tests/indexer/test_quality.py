@@ -12,7 +12,14 @@ import pytest
 from sentence_transformers import SentenceTransformer
 
 from indexer.embedding import SentenceTransformerEmbedder
-from indexer.inference import PATHS, InferencePath, PathUnavailable, build_encoder
+from indexer.inference import (
+    PATHS,
+    TOKEN_BUCKET,
+    InferencePath,
+    PathUnavailable,
+    _batched_graph,
+    build_encoder,
+)
 from indexer.quality import GateSet, Verdict, gate_set, judge, shipped_reference
 
 MODEL_DIGEST = "5076c6045d315992"
@@ -86,6 +93,24 @@ def test_shipped_reference_is_this_models_fp32(
     verdict = judge(gate_set(), reference, fp32)
     assert verdict.min_cosine > 0.99999
     assert verdict.agreement == 1.0
+
+
+@pytest.mark.model
+def test_exported_graphs_see_token_counts_in_buckets(model: SentenceTransformer) -> None:
+    """OpenVINO keeps what it compiles per input shape: unbucketed lengths grow the
+    process without end. (The gate above shows the padding changes no vector.)"""
+    shapes: list[tuple[int, ...]] = []
+
+    def run(feed: dict[str, np.ndarray]) -> np.ndarray:
+        shapes.append(feed["input_ids"].shape)
+        return np.zeros((len(feed["input_ids"]), 4))
+
+    encode = _batched_graph(model, {"input_ids", "attention_mask"}, run)
+    rows = encode(["short", "a longer text " * 20, "中文的段落" * 30, "x " * 400], 2)
+    assert rows.shape == (4, 4)
+    assert len(shapes) == 2
+    assert all(tokens % TOKEN_BUCKET == 0 for _, tokens in shapes), shapes
+    assert shapes[-1][1] == model.max_seq_length
 
 
 def test_judge_catches_one_drifting_text() -> None:
