@@ -25,6 +25,7 @@ from pydoc_data.topics import topics
 import numpy as np
 import torch
 
+from core.errors import ConfigurationError
 from indexer.chunking import Chunker
 from indexer.embedding import DEFAULT_CACHE_DIR, SentenceTransformerEmbedder
 from indexer.inference import PATHS, InferencePath
@@ -43,12 +44,28 @@ def corpus(embedder: SentenceTransformerEmbedder, count: int) -> list[str]:
     return chunks[:count]
 
 
+async def runnable(
+    embedders: dict[Setting, SentenceTransformerEmbedder],
+) -> dict[InferencePath, str]:
+    """Start every embedder; drop those whose path this machine cannot run (fp32
+    always runs) and return why, per path."""
+    unavailable: dict[InferencePath, str] = {}
+    for setting, embedder in list(embedders.items()):
+        try:
+            await embedder.start()
+        except ConfigurationError as error:
+            if setting[0] == "fp32":
+                raise
+            unavailable[setting[0]] = str(error)
+            del embedders[setting]
+    return unavailable
+
+
 async def measure(
     embedders: dict[Setting, SentenceTransformerEmbedder], chunks: list[str], rounds: int
 ) -> dict[Setting, float]:
     best: dict[Setting, float] = {}
     for embedder in embedders.values():
-        await embedder.start()
         await embedder.embed(chunks[:16])
     for round_no in range(rounds):
         for setting, embedder in embedders.items():
@@ -95,6 +112,7 @@ async def main_async(args: argparse.Namespace) -> None:
         f"{len(chunks)} chunks, mean {mean_chars:.0f} characters / {mean_tokens:.0f} tokens; "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
+    unavailable = await runnable(embedders)
     best = await measure(embedders, chunks, args.rounds)
     verdicts = await gate(embedders)
     for embedder in embedders.values():
@@ -112,6 +130,8 @@ async def main_async(args: argparse.Namespace) -> None:
             f"{verdict.min_cosine:>12.5f}{verdict.agreement:>8.3f}  "
             + ("passes" if verdict.passed else "FAILS")
         )
+    for path, reason in unavailable.items():
+        print(f"{path:<15} not measured: {reason}")
 
 
 def main() -> None:
