@@ -32,9 +32,27 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+SLOW_FIRST = (
+    "tests/e2e/",
+    "tests/indexer/test_quality.py",
+    "tests/test_command_line.py",
+    "tests/test_outages.py",
+)
+"""Where the tests of 10-70 s each live. They run first, so that a parallel run does
+not end with one worker on a minute-long test while the others have nothing left
+(the last two minutes of a three-worker run had them 13-36 % busy)."""
+
+
+def _slow_first(item: pytest.Item) -> int:
+    path = item.nodeid
+    return next((rank for rank, prefix in enumerate(SLOW_FIRST) if path.startswith(prefix)), 99)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Leave the tests marked long out unless --long asks for them (they are not skipped:
-    they are not part of the run)."""
+    they are not part of the run); put the slow modules first (a stable sort: each
+    module's tests stay together and in order)."""
+    items.sort(key=_slow_first)
     if config.getoption("--long"):
         return
     long = [item for item in items if item.get_closest_marker("long")]
