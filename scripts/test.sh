@@ -19,11 +19,12 @@ MYPY_CACHE_DIR="${MYPY_CACHE_DIR:-$HOME/.cache/cdc-sidecar/mypy}" .venv/bin/mypy
 mypy_pid=$!
 # Three workers on two cores: the tests wait on services, subprocesses and polls for
 # about a quarter of a two-worker run (17 CPU-minutes in 11 minutes on an AVX2-only
-# AMD EPYC, where the model is slower); a third worker fills that time. Whole files go
-# to whichever worker is free, in collection order, slow modules first (tests/conftest.py):
-# work stealing handed out contiguous thirds, so a slow module could start last.
+# AMD EPYC, where the model is slower); a third worker fills that time. With three
+# workers and the services they start sharing two cores, torch's and OpenMP's second
+# thread per process only adds synchronisation and spinning: one thread each.
+export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE
 tests=0
-.venv/bin/pytest -n 3 --dist loadfile "$@" || tests=$?
+.venv/bin/pytest -n 3 --dist worksteal "$@" || tests=$?
 typed=0
 wait "$mypy_pid" || typed=$?
 cat "$types"

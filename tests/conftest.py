@@ -38,10 +38,9 @@ SLOW_FIRST = (
     "tests/test_command_line.py",
     "tests/test_outages.py",
 )
-"""Where the tests of 10-70 s each live. They run first (scripts/test.sh hands whole
-files to free workers in this order), so that a parallel run does not end with one
-worker on a minute-long test while the others have nothing left (the last two
-minutes of a three-worker run had them 13-36 % busy)."""
+"""Where the tests of 10-70 s each live. They come first in the collection, so
+that a parallel run is less likely to end with one worker on a minute-long test
+while the others have nothing left."""
 
 
 def _slow_first(item: pytest.Item) -> int:
