@@ -87,6 +87,9 @@ def _batched_graph(
 ) -> Encoder:
     """An encoder that tokenizes as *model* does and runs the exported graph per batch.
 
+    Texts are batched longest first, as sentence-transformers batches them, so that a
+    short text is not padded to a long one's length (openvino-bf16 over the bench
+    corpus at batch 8: 95 to 105 texts/s); the vectors come back in the texts' order.
     A batch is padded to a multiple of TOKEN_BUCKET tokens (the attention mask keeps
     the padding out of the result): OpenVINO keeps what it compiles for each input
     shape, so a shape per token count grew the process by about 1 MiB per batch
@@ -96,10 +99,12 @@ def _batched_graph(
     max_length = model.max_seq_length
 
     def encode(texts: list[str], batch_size: int) -> np.ndarray:
+        order = np.argsort([-len(text) for text in texts], kind="stable")
+        ordered = [texts[i] for i in order]
         rows = []
-        for start in range(0, len(texts), batch_size):
+        for start in range(0, len(ordered), batch_size):
             features = tokenizer(
-                texts[start : start + batch_size],
+                ordered[start : start + batch_size],
                 padding=True,
                 pad_to_multiple_of=TOKEN_BUCKET,
                 truncation=True,
@@ -108,7 +113,9 @@ def _batched_graph(
             )
             feed = {k: v.astype(np.int64) for k, v in features.items() if k in inputs}
             rows.append(np.asarray(run(feed), dtype=np.float32))
-        return np.concatenate(rows)
+        vectors = np.empty_like(np.concatenate(rows))
+        vectors[order] = np.concatenate(rows)
+        return vectors
 
     return encode
 

@@ -111,7 +111,32 @@ def test_exported_graphs_see_token_counts_in_buckets(model: SentenceTransformer)
     assert rows.shape == (4, 4)
     assert len(shapes) == 2
     assert all(tokens % TOKEN_BUCKET == 0 for _, tokens in shapes), shapes
-    assert shapes[-1][1] == model.max_seq_length
+    assert max(tokens for _, tokens in shapes) == model.max_seq_length
+
+
+@pytest.mark.model
+def test_exported_graphs_batch_texts_of_like_length_and_answer_in_order(
+    model: SentenceTransformer,
+) -> None:
+    """Texts are batched longest first, so a short text is not padded to a long one's
+    length, and each vector comes back in the place of its text."""
+    texts = ["short", "中文的段落" * 30, "x " * 400, "a longer text " * 20, "tiny", "mid " * 60]
+    shapes: list[tuple[int, ...]] = []
+
+    def run(feed: dict[str, np.ndarray]) -> np.ndarray:
+        shapes.append(feed["input_ids"].shape)
+        # Each row's vector is its real token count, to see where it lands.
+        return feed["attention_mask"].sum(axis=1, keepdims=True)
+
+    rows = _batched_graph(model, {"input_ids", "attention_mask"}, run)(texts, 2)
+    counts = [
+        min(len(model.tokenizer(text)["input_ids"]), model.max_seq_length) for text in texts
+    ]
+    assert rows[:, 0].tolist() == counts
+    assert [tokens for _, tokens in shapes] == sorted(
+        (tokens for _, tokens in shapes), reverse=True
+    )
+    assert shapes[-1][1] == TOKEN_BUCKET
 
 
 def test_judge_catches_one_drifting_text() -> None:
