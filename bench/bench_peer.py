@@ -8,15 +8,21 @@ an SQLRecordManager on SQLite, ``langchain_milvus.Milvus`` on Milvus Lite and
 script creates once and reuses, so none of its packages enters the project's). The
 sidecar runs as bench_pipeline.py runs it (``cdc-sidecar run`` against mongosim,
 Redis and Milvus Lite) and captures the same writes from MongoDB's change stream.
-Both sides use the same model, precision and encode batch size, and embed the same
-chunk texts: the peer is handed the chunks the sidecar's chunker cuts (so its
-chunking, about 0.4 ms a chunk, is not in its time).
+Both sides use the same model and encode batch size, and embed the same chunk texts:
+the peer is handed the chunks the sidecar's chunker cuts (so its chunking, about 0.4 ms
+a chunk, is not in its time). Each side runs the model as it is configured: the sidecar
+on ``--precision`` (default ``auto``, its own default: the fastest path that passes the
+quality gate here), the peer through sentence-transformers, as LangChain's
+HuggingFaceEmbeddings does, in each of ``--peer-precisions`` (fp32, its default, and
+bf16, which a user can ask for with ``model_kwargs``). The peer's best configuration
+over its precisions and ``index()`` batch sizes is the one the ratio is taken against.
 
 Phases: a bulk load of N documents (inserted in batches of 50; the peer indexes the
 same batches); a mixed workload of M changes (80 % set a metadata field that is not
-indexed, 15 % append a sentence to one paragraph, 5 % delete), passed to the peer in
-batches of 50 changes; and the same changes again on a fresh pipeline whose indexed
-metadata includes the changing field. For each: wall time from the first write to
+indexed, 15 % append a sentence to one paragraph, 5 % delete), written to MongoDB as
+ordered bulk writes of 50 changes and passed to the peer in the same batches; and the
+same changes again on a fresh pipeline whose indexed metadata includes the changing
+field. For each: wall time from the first write to
 the last change searchable (the sidecar's last commit; the peer's last ``index()``
 call returning), changes/s, texts embedded (the sidecar's ``chunks_embedded``
 counter, the peer's embeddings counted around its Embeddings), the sidecar/peer
@@ -25,7 +31,8 @@ exhaustive check of both final indexes against the source: every live document's
 chunk texts and metadata, nothing more.
 
     .venv/bin/python bench/bench_peer.py [--documents 274] [--changes 500]
-        [--precision fp32|bf16] [--peer-batch-sizes 32,100,1000] [--plot out.png] [--quick]
+        [--precision auto|fp32|bf16|...] [--peer-precisions fp32,bf16]
+        [--peer-batch-sizes 32,100,1000] [--plot out.png] [--quick]
 """
 
 from __future__ import annotations
@@ -53,16 +60,17 @@ from bench_pipeline import (
     Doc,
     Model,
     Run,
+    add_model_options,
     bench_run,
     bulk_documents,
     wait_for,
 )
 from peer_report import PhaseSpec, Result, plot, report
 from peer_venv import peer_python
+from pymongo import DeleteOne, UpdateOne
 from workload import CHANGING_FIELD, Change, draw_changes, final_documents
 
 from cdc.fields import document_id
-from indexer.embedding import DEFAULT_BATCH_SIZE, DEFAULT_CACHE_DIR
 from sidecar.status import pipeline_status
 
 INSERT_BATCH = 50
@@ -243,11 +251,15 @@ async def sidecar_phases(
                 await articles.insert_many(docs[start : start + INSERT_BATCH])
 
         async def change() -> None:
-            for one in changes:
-                if one.document is None:
-                    await articles.delete_one({"_id": one.id})
-                else:
-                    await articles.update_one({"_id": one.id}, {"$set": one.update})
+            for group in groups_of(changes, args.changes_per_batch):
+                await articles.bulk_write(
+                    [
+                        DeleteOne({"_id": one.id})
+                        if one.document is None
+                        else UpdateOne({"_id": one.id}, {"$set": one.update})
+                        for one in group
+                    ]
+                )
 
         initial = {doc["_id"]: doc for doc in docs}
         final = final_documents(docs, changes)
@@ -258,13 +270,15 @@ async def sidecar_phases(
 
 
 def run_peer(
-    python: Path, workload: dict[str, Any], batch_size: int
+    python: Path, workload: dict[str, Any], precision: str, batch_size: int
 ) -> tuple[dict[str, Any], float]:
-    """One peer child process over *workload* with index()'s *batch_size*; its result and
-    the share of the CPUs that processes other than it and this one used meanwhile."""
+    """One peer child process over *workload*, its model in *precision*, with index()'s
+    *batch_size*; its result and the share of the CPUs that processes other than it and
+    this one used meanwhile."""
     with tempfile.TemporaryDirectory(prefix="bench-peer-io-") as tmp:
         paths = Path(tmp) / "workload.json", Path(tmp) / "result.json"
-        paths[0].write_text(json.dumps({**workload, "index_batch_size": batch_size}))
+        configured = {**workload, "precision": precision, "index_batch_size": batch_size}
+        paths[0].write_text(json.dumps(configured))
         log = Path(tmp) / "peer.log"
         busy, ours = _cpu_busy(), _cpu_ours()
         started = time.monotonic()
@@ -315,7 +329,7 @@ def peer_workload(
         runs.append(
             {"phases": [{"name": "bulk", "batches": bulk}, {"name": "mixed", "batches": mixed}]}
         )
-    return {"precision": args.precision, "embedding_batch_size": args.batch_size, "runs": runs}
+    return {"embedding_batch_size": args.batch_size, "runs": runs}
 
 
 def peer_phases(
@@ -325,14 +339,21 @@ def peer_phases(
     changes: list[Change],
     final: list[Doc],
 ) -> tuple[list[list[Result]], dict[str, str]]:
-    """The peer over every index() batch size: per phase (bulk, mixed, mixed with the
-    metadata indexed), one Result per batch size; and the package versions that ran."""
+    """The peer in every precision with every index() batch size: per phase (bulk, mixed,
+    mixed with the metadata indexed), one Result per configuration; and the package
+    versions that ran."""
     python = peer_python()
     workload = peer_workload(args, model, docs, changes)
     per_phase: list[list[Result]] = [[], [], []]
     versions: dict[str, str] = {}
-    for batch_size in args.peer_batch_sizes:
-        result, others = run_peer(python, workload, batch_size)
+    configurations = [
+        (precision, batch_size)
+        for precision in args.peer_precisions
+        for batch_size in args.peer_batch_sizes
+    ]
+    for precision, batch_size in configurations:
+        config = f"{precision}, batch_size={batch_size}"
+        result, others = run_peer(python, workload, precision, batch_size)
         versions = result["versions"]
         plain, indexed = result["runs"]
         for slot, (run, phase, count) in enumerate(
@@ -349,12 +370,13 @@ def peer_phases(
                     figures["embedded"],
                     exact,
                     others,
-                    f"batch_size={batch_size}",
+                    config,
                     f"embedding {figures['embedding_seconds']:.2f} s",
+                    figures["embedding_seconds"],
                 )
             )
         print(
-            f"peer, batch_size={batch_size}: "
+            f"peer, {config}: "
             + ", ".join(f"{results[-1].rate:.1f}" for results in per_phase)
             + " changes/s",
             flush=True,
@@ -393,19 +415,40 @@ async def main_async(args: argparse.Namespace) -> None:
             f"{spec.name} {b:.1f}, {a:.1f}" for spec, b, a in zip(specs, before, after, strict=True)
         )
     )
-    report(args, specs, bare, sidecar, peers, versions)
+    report(args, model.path, specs, bare, sidecar, peers, versions)
     if args.plot:
-        plot(args.plot, specs, bare, sidecar, peers)
+        plot(args.plot, model.path, specs, bare, sidecar, peers)
+
+
+def peer_precisions(value: str) -> list[str]:
+    """The precisions sentence-transformers runs for the peer: fp32 and bf16."""
+    parsed = [part.strip() for part in value.split(",") if part.strip()]
+    unknown = sorted(set(parsed) - {"fp32", "bf16"})
+    if not parsed or unknown:
+        raise argparse.ArgumentTypeError(
+            f"the peer runs fp32 and bf16, comma-separated; got {value!r}"
+        )
+    return parsed
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--documents", type=int, default=274)
     parser.add_argument("--changes", type=int, default=500, help="per mixed phase")
-    parser.add_argument("--changes-per-batch", type=int, default=50, help="per index() call")
-    # The two paths the peer's sentence-transformers runs as the sidecar does.
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="encode")
+    parser.add_argument(
+        "--changes-per-batch",
+        type=int,
+        default=50,
+        help="per index() call, and per bulk write to MongoDB",
+    )
+    # The sidecar's path: its own default, auto.
+    add_model_options(parser, precision="auto")
+    parser.add_argument(
+        "--peer-precisions",
+        type=peer_precisions,
+        default=["fp32", "bf16"],
+        help="the peer's model precisions to try, comma-separated (fp32, bf16)",
+    )
     parser.add_argument(
         "--peer-batch-sizes",
         type=lambda text: [int(part) for part in text.split(",")],
@@ -422,7 +465,6 @@ def main() -> None:
     if args.quick:
         args.documents, args.changes, args.changes_per_batch = 40, 60, 20
         args.peer_batch_sizes = [100, 1000]
-    args.cache_dir = DEFAULT_CACHE_DIR
     os.environ["HF_HUB_OFFLINE"] = "1"
     asyncio.run(main_async(args))
 
