@@ -7,7 +7,6 @@ is one) side by side until asked to stop. Everything it starts, it stops."""
 from __future__ import annotations
 
 import asyncio
-import gc
 import os
 import socket
 from collections.abc import AsyncIterator
@@ -70,6 +69,7 @@ from operations import backfills, consistency
 from operations.context import Context, IndexView
 from operations.control import serve_requests
 from sidecar.capture_switch import CaptureSwitch
+from sidecar.heap import HeapReturn, malloc_trim, settle_heap
 from sidecar.preflight import preflight
 from sidecar.redis_server import PrivateRedis
 from sidecar.resync import IndexedDocuments, Resync
@@ -234,6 +234,7 @@ class Sidecar:
         self._backfill_recorded = Wakeup()
         self._reading_paused: asyncio.Event | None = None
         self._stack = AsyncExitStack()
+        self._heap_return = HeapReturn(malloc_trim())
 
     async def _count_embedded(self, texts: int) -> None:
         """A metric: an outage must not fail (and so re-embed) the batch for it. What
@@ -457,6 +458,12 @@ class Sidecar:
             pre_images=settings.pre_images,
         ).run(stop)
 
+    async def _idle(self) -> None:
+        """The queue is idle: the store flushes on its time policy, and the heap gives
+        back what the last burst freed."""
+        await self.updater.tick()
+        await self._heap_return()
+
     def _scheduler(self) -> IndexScheduler:
         settings = self.settings
         reader = EventReader(
@@ -475,7 +482,7 @@ class Sidecar:
             max_workers=settings.index_max_workers,
             retry_times=settings.index_retry_times,
             retry_delay=settings.index_retry_delay,
-            on_idle=self.updater.tick,
+            on_idle=self._idle,
             drain_seconds=settings.index_drain_seconds,
             paused=PauseFlag(self.redis, self.keys).is_set,
             observer=self._observer,
@@ -545,19 +552,6 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             log.info("stopped_during_an_outage")
         finally:
             await embedder.stop()
-
-
-def settle_heap() -> None:
-    """Take what start-up built out of the garbage collector's sight.
-
-    Start-up leaves about half a million long-lived objects (torch, transformers,
-    the model, the clients). Every full collection walks them all, about 0.3 s on
-    these machines, and capturing a backlog allocates fast enough to trigger one
-    every second or so: a third of capture's time went to the collector
-    (bench/bench_capture.py). Frozen objects are never collected, so the garbage
-    of start-up is collected first."""
-    gc.collect()
-    gc.freeze()
 
 
 def http_server(state: ServiceState) -> AbstractAsyncContextManager[object]:
