@@ -20,6 +20,7 @@ from indexer.quality import gate_set, judge, shipped_reference
 from indexer.selection import (
     CHOICE_FILE,
     Choice,
+    Recorded,
     Trial,
     choose,
     read_choice,
@@ -298,10 +299,11 @@ class SentenceTransformerEmbedder:
         recorded = []
         prefix = f"{self._label}:{digest}:"
         if self._recorded is not None and self._recorded.startswith(prefix):
-            recorded.append(("on the Milvus collection", self._recorded.removeprefix(prefix)))
+            path = self._recorded.removeprefix(prefix)
+            recorded.append(Recorded("on the Milvus collection", path, binding=True))
         earlier = read_choice(exports)
         if earlier is not None:
-            recorded.append((f"in {exports / CHOICE_FILE}", earlier))
+            recorded.append(Recorded(f"in {exports / CHOICE_FILE}", earlier))
         try:
             choice, encoder = choose(attempt, recorded)
         except PathUnavailable as err:

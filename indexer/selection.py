@@ -5,7 +5,9 @@ recorded (on the Milvus collection, whose vectors it made, or in the choice
 file of an earlier start) is kept as long as it still passes the gate here:
 timing noise must never change the fingerprint, since another fingerprint
 means re-embedding the whole index (and the store refuses to start on a
-collection made by another one).
+collection made by another one). The collection's path binds: when it cannot
+run here, or fails the gate here, start-up stops and says why, instead of
+choosing a path whose vectors the collection would refuse.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import structlog
 
@@ -41,40 +44,66 @@ class Choice:
     trials: tuple[Trial, ...]
 
 
+class Recorded(NamedTuple):
+    """A path chosen before, and where it was recorded."""
+
+    where: str
+    path: str
+    binding: bool = False
+    """Vectors the path made exist (on the Milvus collection): any other path would
+    mix with them, so this one runs here or start-up stops."""
+
+
 Attempt = Callable[[InferencePath], tuple[Trial, Encoder]]
 """Build a path's encoder and run it over the gate set; raises PathUnavailable."""
 
 
-def choose(attempt: Attempt, recorded: Sequence[tuple[str, str]]) -> tuple[Choice, Encoder]:
+def choose(attempt: Attempt, recorded: Sequence[Recorded]) -> tuple[Choice, Encoder]:
     """The path to run and its encoder.
 
-    *recorded* lists (where, path) pairs to keep, most authoritative first; the
-    first that still loads and passes the gate is chosen without measuring
-    the others. Otherwise every path is tried and the fastest that passes
-    wins. Raises PathUnavailable when no path passes (fp32, the reference,
-    always does unless it cannot run at all)."""
-    for where, name in recorded:
-        path = as_path(name)
+    *recorded* lists the paths to keep, most authoritative first; the first that
+    still loads and passes the gate is chosen without measuring the others.
+    Otherwise every path is tried and the fastest that passes wins. Raises
+    PathUnavailable when a binding record's path cannot run or fails the gate
+    here, or when no path passes (fp32, the reference, always does unless it
+    cannot run at all)."""
+    for record in recorded:
+        path = as_path(record.path)
         if path is None:
-            log.warning("inference_path_unknown", recorded=name, where=where)
+            log.warning("inference_path_unknown", recorded=record.path, where=record.where)
             continue
         outcome = _try(attempt, path)
-        if outcome is None:
+        if isinstance(outcome, PathUnavailable):
+            if record.binding:
+                raise _bound_to(
+                    record,
+                    f"cannot run here ({outcome})",
+                    f"Run this pipeline on machines where {record.path} runs (the bf16 paths "
+                    "need a CPU with bf16 instructions, AVX-512 BF16 or AMX: in Kubernetes, "
+                    "a node affinity on that CPU feature)",
+                )
             continue
         trial, encoder = outcome
         if trial.verdict.passed:
-            return Choice(path, f"recorded {where}", (trial,)), encoder
+            return Choice(path, f"recorded {record.where}", (trial,)), encoder
+        if record.binding:
+            raise _bound_to(
+                record,
+                f"fails the quality gate here ({trial.verdict.describe()})",
+                f"Keep serving this index as it is with CDC_EMBEDDING_PRECISION={record.path} "
+                "(a path named explicitly is not gated)",
+            )
         log.warning(
             "recorded_inference_path_fails_gate",
             path=path,
-            where=where,
+            where=record.where,
             gate=trial.verdict.describe(),
         )
     trials: list[Trial] = []
     best: tuple[Trial, Encoder] | None = None
     for path in PATHS:
         outcome = _try(attempt, path)
-        if outcome is None:
+        if isinstance(outcome, PathUnavailable):
             continue
         trial, encoder = outcome
         trials.append(trial)
@@ -83,6 +112,17 @@ def choose(attempt: Attempt, recorded: Sequence[tuple[str, str]]) -> tuple[Choic
     if best is None:
         raise PathUnavailable("no inference path passes the quality gate on this machine")
     return Choice(best[0].path, "fastest that passes the gate", tuple(trials)), best[1]
+
+
+def _bound_to(record: Recorded, why: str, remedy: str) -> PathUnavailable:
+    """Why start-up stops when the collection's path cannot serve here: *why*, then
+    *remedy* and the other way on, a new collection."""
+    return PathUnavailable(
+        f"the vectors {record.where} were made by the {record.path} path, which {why}; "
+        f"any other path would mix its vectors with them. {remedy}, or index into a new "
+        "collection (CDC_MILVUS_COLLECTION) with a path this machine runs, chosen by "
+        "CDC_EMBEDDING_PRECISION=auto or named"
+    )
 
 
 def as_path(name: str) -> InferencePath | None:
@@ -121,12 +161,13 @@ def save_choice(directory: Path, choice: Choice) -> None:
         log.warning("inference_choice_not_saved", directory=str(directory), error=str(err))
 
 
-def _try(attempt: Attempt, path: InferencePath) -> tuple[Trial, Encoder] | None:
+def _try(attempt: Attempt, path: InferencePath) -> tuple[Trial, Encoder] | PathUnavailable:
+    """The path's trial and encoder, or why it cannot run here."""
     try:
         trial, encoder = attempt(path)
     except PathUnavailable as err:
         log.info("inference_path_skipped", path=path, reason=str(err))
-        return None
+        return err
     log.info(
         "inference_path_measured",
         path=path,

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from sentence_transformers import SentenceTransformer
 
+from core.errors import ConfigurationError
 from indexer.embedding import SentenceTransformerEmbedder
 from indexer.inference import (
     PATHS,
@@ -129,9 +130,7 @@ def test_exported_graphs_batch_texts_of_like_length_and_answer_in_order(
         return feed["attention_mask"].sum(axis=1, keepdims=True)
 
     rows = _batched_graph(model, {"input_ids", "attention_mask"}, run)(texts, 2)
-    counts = [
-        min(len(model.tokenizer(text)["input_ids"]), model.max_seq_length) for text in texts
-    ]
+    counts = [min(len(model.tokenizer(text)["input_ids"]), model.max_seq_length) for text in texts]
     assert rows[:, 0].tolist() == counts
     assert [tokens for _, tokens in shapes] == sorted(
         (tokens for _, tokens in shapes), reverse=True
@@ -191,6 +190,17 @@ async def test_auto_keeps_the_recorded_path_then_the_saved_choice(tmp_path: Path
         assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     finally:
         await second.stop()
+
+
+@pytest.mark.model
+async def test_a_collection_whose_path_fails_the_gate_here_stops_start_up(tmp_path: Path) -> None:
+    """onnx-int8 fails the gate on every CPU measured (test_gate_verdict_per_path): an
+    index built with it by name cannot be taken over by auto, which says why."""
+    recorded = f"all-MiniLM-L6-v2:{MODEL_DIGEST}:onnx-int8"
+    embedder = SentenceTransformerEmbedder(precision="auto", cache_dir=tmp_path, recorded=recorded)
+    with pytest.raises(ConfigurationError, match="made by the onnx-int8 path, which fails the"):
+        await embedder.start()
+    assert not (tmp_path / f"all-MiniLM-L6-v2-{MODEL_DIGEST}" / "choice.json").exists()
 
 
 @pytest.mark.model

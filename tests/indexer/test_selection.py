@@ -1,5 +1,6 @@
 """How auto chooses an inference path: the fastest that passes the gate, unless a
-recorded path still passes (so timing noise never changes the fingerprint).
+recorded path still passes (so timing noise never changes the fingerprint); the
+collection's path runs or start-up stops.
 
 The attempts here are stand-ins for measured paths: what is tested is the
 decision; tests/indexer/test_quality.py runs the real paths."""
@@ -13,7 +14,7 @@ import pytest
 
 from indexer.inference import Encoder, InferencePath, PathUnavailable
 from indexer.quality import Verdict
-from indexer.selection import Choice, Trial, choose, read_choice, save_choice
+from indexer.selection import Choice, Recorded, Trial, choose, read_choice, save_choice
 
 PASS = Verdict(0.999, 1.0)
 FAIL = Verdict(0.98, 0.96)
@@ -54,22 +55,53 @@ def test_fastest_passing_path_wins_and_failures_and_missing_paths_are_skipped() 
 
 def test_recorded_path_is_kept_without_measuring_the_others() -> None:
     machine = Machine(RATES)
-    choice, _ = choose(machine, [("on the Milvus collection", "onnx-fp32")])
+    choice, _ = choose(machine, [Recorded("on the Milvus collection", "onnx-fp32", binding=True)])
     assert choice.path == "onnx-fp32"
     assert choice.reason == "recorded on the Milvus collection"
     assert machine.attempted == ["onnx-fp32"]
 
 
-def test_recorded_path_that_fails_or_cannot_run_here_gives_way() -> None:
+def test_a_saved_choice_that_fails_or_cannot_run_here_gives_way() -> None:
     machine = Machine(RATES, failing={"onnx-int8"})
-    recorded = [("on the Milvus collection", "onnx-int8"), ("in choice.json", "openvino-bf16")]
+    recorded = [
+        Recorded("in choice.json", "onnx-int8"),
+        Recorded("in choice.json", "openvino-bf16"),
+    ]
     choice, _ = choose(machine, recorded)
     assert choice.path == "bf16"
     assert machine.attempted[:2] == ["onnx-int8", "openvino-bf16"]
 
 
+@pytest.mark.parametrize(
+    ("machine", "why", "remedy"),
+    [
+        (Machine(RATES), r"cannot run here \(openvino is not installed\)", "node affinity"),
+        (
+            Machine({**RATES, "openvino-bf16": 200.0}, failing={"openvino-bf16"}),
+            "fails the quality gate here",
+            "CDC_EMBEDDING_PRECISION=openvino-bf16",
+        ),
+    ],
+)
+def test_the_collections_path_runs_here_or_start_up_stops_saying_why(
+    machine: Machine, why: str, remedy: str
+) -> None:
+    """Another path's vectors would be mixed with the collection's (the store refuses
+    them later, with no word of the cause): stop at once, name it and the ways on."""
+    recorded = [
+        Recorded("on the Milvus collection", "openvino-bf16", binding=True),
+        Recorded("in choice.json", "bf16"),
+    ]
+    with pytest.raises(PathUnavailable, match=why) as raised:
+        choose(machine, recorded)
+    message = str(raised.value)
+    assert "the vectors on the Milvus collection were made by the openvino-bf16 path" in message
+    assert remedy in message and "CDC_MILVUS_COLLECTION" in message
+    assert machine.attempted == ["openvino-bf16"]
+
+
 def test_unknown_recorded_path_is_ignored() -> None:
-    choice, _ = choose(Machine(RATES), [("on the Milvus collection", "fp8")])
+    choice, _ = choose(Machine(RATES), [Recorded("on the Milvus collection", "fp8", binding=True)])
     assert choice.path == "onnx-int8"
 
 
