@@ -34,6 +34,7 @@ class Keys:
         self.fence = prefix + "fence"
         self.lease = prefix + "lease"
         self.lease_since = prefix + "lease_since"
+        self.service = prefix + "service"
         self.stats = prefix + "stats"
         self.last_applied = prefix + "last_applied"
         self.version_prefix = prefix + "version:"

@@ -40,6 +40,7 @@ from checkpoints.keys import Keys
 from checkpoints.lease import Lease
 from checkpoints.pause import PauseFlag
 from checkpoints.queue import EventQueue
+from checkpoints.service import ServiceRecord
 from checkpoints.stats import Stats
 from checkpoints.tokens import ResumeTokenStore
 from checkpoints.versions import VersionStore
@@ -270,6 +271,12 @@ class Sidecar:
         log.info("lease_acquired", pipeline=self.keys.pipeline, fence=fence)
         self.holding = True
         try:
+            record = ServiceRecord(self.redis, self.keys)
+            await outlast(
+                lambda: record.save(self.lease.owner, self.embedder.fingerprint),
+                what="the service record (Redis)",
+                stop=stop,
+            )
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self.lease.hold(stop))
                 tasks.create_task(self._capture_until(stop, fence))

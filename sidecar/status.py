@@ -14,6 +14,7 @@ from checkpoints.keys import Keys
 from checkpoints.lease import Lease
 from checkpoints.pause import PauseFlag
 from checkpoints.queue import EventQueue, lag_seconds
+from checkpoints.service import ServiceRecord
 from checkpoints.stats import Stats
 from checkpoints.tokens import ResumeTokenStore, unpack_timestamp
 from operations.backfills import progress
@@ -32,7 +33,8 @@ def _cluster_time(packed: int | None) -> dict[str, Any] | None:
 
 
 async def pipeline_status(redis: Redis, keys: Keys) -> dict[str, Any]:
-    """The service holding the lease (None when none runs), checkpoint, lag (as the
+    """The service holding the lease (None when none runs) and the embedder fingerprint
+    it recorded (model, weights digest, inference path), checkpoint, lag (as the
     metric cdc_sidecar_lag_seconds), queue length,
     pending entries, dead letters, last applied change and counters of the pipeline
     named by *keys*."""
@@ -51,7 +53,8 @@ async def pipeline_status(redis: Redis, keys: Keys) -> dict[str, Any]:
     holder = await Lease(redis, keys, owner="status").holder()
     service = None
     if holder is not None and not holder[0].startswith(COMMAND_OWNER):
-        service = {"owner": holder[0], "since": holder[1]}
+        model = await ServiceRecord(redis, keys).fingerprint(holder[0])
+        service = {"owner": holder[0], "since": holder[1], "model": model}
     return {
         "pipeline": keys.pipeline,
         "service": service,
@@ -79,6 +82,8 @@ def status_lines(report: dict[str, Any]) -> list[str]:
         lines.append("service         NOT RUNNING (no replica holds the lease)")
     else:
         lines.append(f"service         {service['owner']} (lease since {service['since']})")
+        if service["model"] is not None:
+            lines.append(f"model           {service['model']}")
     if checkpoint is None:
         lines.append("checkpoint      none (the next start scans the collections first)")
     else:

@@ -17,6 +17,7 @@ from checkpoints.keys import Keys
 from checkpoints.stats import Stats
 from indexer.store import VectorStore
 from sidecar.settings import Settings
+from sidecar.status import pipeline_status
 from tests.embedders import CountingEmbedder
 from tests.waiting import eventually
 
@@ -52,6 +53,9 @@ async def test_auto_keeps_the_path_recorded_on_the_collection(
             return (await stats.read())["documents_indexed"] >= 1
 
         await eventually(indexed, within=CONVERGE_SECONDS, what="the document is indexed")
+        # `status` names the path the running service embeds with.
+        report = await pipeline_status(redis_client, Keys(settings.pipeline))
+        assert report["service"]["model"] == recorded
 
     choice = settings.embedding_cache_dir / f"{label}-{digest}" / "choice.json"
     saved = json.loads(choice.read_text())
