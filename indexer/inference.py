@@ -113,8 +113,9 @@ def _batched_graph(
             )
             feed = {k: v.astype(np.int64) for k, v in features.items() if k in inputs}
             rows.append(np.asarray(run(feed), dtype=np.float32))
-        vectors = np.empty_like(np.concatenate(rows))
-        vectors[order] = np.concatenate(rows)
+        stacked = np.concatenate(rows)
+        vectors = np.empty_like(stacked)
+        vectors[order] = stacked
         return vectors
 
     return encode
