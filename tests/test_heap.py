@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import platform
-from pathlib import Path
 
+import psutil
 import pytest
 
 from sidecar.heap import HeapReturn, malloc_trim
 
 
 def _resident_mib() -> float:
-    pages = int(Path("/proc/self/statm").read_text().split()[1])
-    return pages * 4096 / 2**20
+    return float(psutil.Process().memory_info().rss) / 2**20
 
 
 class _Clock:
